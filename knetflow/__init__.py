@@ -1,0 +1,19 @@
+"""knetflow: a dataflow-graph runtime for deep learning.
+
+Build a symbolic graph (op functions, layer symbols, or tracing a Python
+function Knet-style), derive its backward graph, compile it into a plan and
+run it many times. `import knetflow as kf`.
+"""
+
+from knetflow.errors import (  # noqa: F401
+    ExecutionError, FeedError, FormatError, NumericsError, ShapeError, TracingError)
+from knetflow.graph import build as _build  # noqa: F401  (installs the op dispatcher)
+from knetflow.graph.build import const, param, placeholder  # noqa: F401
+from knetflow.graph.node import Graph, Node  # noqa: F401
+from knetflow.graph.symbol import Symbol  # noqa: F401
+from knetflow.ops import *  # noqa: F401,F403
+from knetflow.ops import REGISTRY  # noqa: F401
+from knetflow.ops.base import Spec  # noqa: F401
+from knetflow.rng import seed  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,181 @@
+"""Building nodes: the dispatcher behind every op function, and graph leaves.
+
+`apply(op, *inputs, **attrs)` comes here. If any input is a Symbol (or, while
+tracing, an object that traces, such as a `kf.Param`), a node is built: the
+op's shape rule runs now, so a mismatch is reported at build time with the
+user's file:line. Otherwise the op runs at once on the concrete arrays
+through the same op implementation, and an array comes back.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from knetflow import rng
+from knetflow.errors import ShapeError
+from knetflow.graph import trace
+from knetflow.graph.node import Node
+from knetflow.graph.symbol import Symbol
+from knetflow.ops import base
+from knetflow.ops.base import Spec, spec_of
+
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_NUMPY_DIR = os.path.dirname(np.__file__)
+_device_stack: list = []
+
+
+def user_line() -> str:
+    """`file:line` of the innermost caller outside knetflow and numpy."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if not (path.startswith(_PKG_DIR) or path.startswith(_NUMPY_DIR) or path.startswith("<frozen")):
+            return f"{os.path.basename(path)}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "?"
+
+
+def current_device():
+    """The device annotation of the innermost `kf.device(...)` block, or None."""
+    return _device_stack[-1] if _device_stack else None
+
+
+def make_node(op: str, inputs, attrs, spec, name=None) -> Symbol:
+    return Symbol(Node(op, tuple(inputs), attrs, spec, name=name,
+                       device=current_device(), where=user_line()))
+
+
+# ---- leaves ----
+
+
+def placeholder(name: str, shape, dtype="float32") -> Symbol:
+    """An input fed at run time; `None` in `shape` is a dynamic dimension.
+
+    Example: `x = kf.placeholder("x", (None, 784))`.
+    """
+    _check_dtype("placeholder", dtype)
+    shape = tuple(None if d is None else int(d) for d in shape)
+    return make_node("input", (), {"name": name}, Spec(shape, str(np.dtype(dtype))))
+
+
+def param(name: str, shape=None, init=None, dtype="float32", value=None) -> Symbol:
+    """A trainable parameter; its value comes from `value`, else from `init(*shape)`.
+
+    Example: `w = kf.param("w", (784, 10), init=kf.init.xavier)`.
+    """
+    if value is not None:
+        value = np.asarray(value, dtype=dtype if dtype else None)
+        if shape is not None and tuple(shape) != value.shape:
+            raise ShapeError(f"param {name!r}: shape {tuple(shape)} but value has shape {value.shape}")
+        shape = value.shape
+    if shape is None:
+        raise ShapeError(f"param {name!r} needs a shape or a value")
+    _check_dtype("param", dtype)
+    spec = Spec(tuple(int(d) for d in shape), str(np.dtype(dtype)))
+    return make_node("param", (), {"name": name, "init": init, "value": value}, spec)
+
+
+def const(value, dtype=None) -> Symbol:
+    """A constant in the graph. Python floats become float32 (knetflow's default)."""
+    if isinstance(value, float) and dtype is None:
+        dtype = "float32"
+    arr = np.asarray(value, dtype=dtype)
+    arr.setflags(write=False)
+    return make_node("const", (), {"value": arr}, spec_of(arr))
+
+
+def _check_dtype(what, dtype):
+    if str(np.dtype(dtype)) not in base.DTYPES:
+        raise ShapeError(f"{what}: unsupported dtype {dtype!r}; knetflow supports {', '.join(base.DTYPES)}")
+
+
+# ---- dispatch ----
+
+
+def _lift(x, like_dtype, tracer):
+    """A Symbol for an op input: symbols as they are, the rest as leaves or consts."""
+    if isinstance(x, Symbol):
+        return x
+    if tracer is not None and hasattr(x, "__knetflow_trace__"):
+        return x.__knetflow_trace__(tracer)
+    if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
+        return const(x, dtype=_scalar_dtype(x, like_dtype))
+    return const(np.asarray(x))
+
+
+def _scalar_dtype(x, like_dtype):
+    """Python scalars take the dtype of the other operands (NumPy 2's weak scalars)."""
+    if like_dtype is None:
+        return None if not isinstance(x, float) else "float32"
+    if isinstance(x, float) and np.dtype(like_dtype).kind not in "fc":
+        return "float64"
+    if isinstance(x, bool):
+        return "bool" if like_dtype == "bool" else like_dtype
+    return like_dtype
+
+
+def _like_dtype(inputs):
+    for x in inputs:
+        spec = getattr(x, "spec", None)
+        if isinstance(spec, Spec):
+            return spec.dtype
+        if hasattr(x, "dtype") and hasattr(x, "shape"):
+            return str(x.dtype)
+    return None
+
+
+def dispatch(op, inputs, attrs):
+    tracer = trace.current()
+    symbolic = any(isinstance(x, Symbol) or (tracer is not None and hasattr(x, "__knetflow_trace__"))
+                   for x in inputs)
+    if not symbolic:
+        return run_now(op, inputs, attrs)
+    like = _like_dtype(inputs)
+    syms = [_lift(x, like, tracer) for x in inputs]
+    specs = [s.node.spec for s in syms]
+    try:
+        spec = op.infer(*specs, **attrs)
+    except ShapeError as e:
+        raise ShapeError(f"{e} (at {user_line()})") from None
+    return make_node(op.name, [s.node for s in syms], attrs, spec)
+
+
+def array_module(arrays):
+    """numpy, or cupy when any array is a CuPy array."""
+    for a in arrays:
+        if type(a).__module__.startswith("cupy"):
+            import cupy
+
+            return cupy
+    return np
+
+
+def _concrete(x, like):
+    value = getattr(x, "value", None) if hasattr(x, "__knetflow_trace__") else None
+    if value is not None:
+        return value
+    if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
+        return np.asarray(x, dtype=_scalar_dtype(x, like))
+    if hasattr(x, "__array_namespace__") or isinstance(x, np.ndarray):
+        return x
+    return np.asarray(x)
+
+
+def run_now(op, inputs, attrs):
+    """Run one op on concrete arrays at once (Knet's functions on arrays)."""
+    like = _like_dtype(inputs)
+    arrays = [_concrete(x, like) for x in inputs]
+    try:
+        op.infer(*[spec_of(a) for a in arrays], **attrs)
+    except ShapeError as e:
+        raise ShapeError(f"{e} (at {user_line()})") from None
+    xp = array_module(arrays)
+    if op.random:
+        return op.forward(xp, *arrays, rng=rng.generator(), **attrs)
+    return op.forward(xp, *arrays, **attrs)
+
+
+base.set_dispatcher(dispatch)

@@ -1,0 +1,8 @@
+"""The op registry and the public op functions, one module per family."""
+
+from knetflow.ops.base import REGISTRY, Op, Spec, apply, get_op, register  # noqa: F401
+from knetflow.ops.binary import (  # noqa: F401
+    add, div, eq, ge, gt, le, lt, maximum, minimum, mul, ne, neg, pow, sub, where)
+from knetflow.ops.elementwise import *  # noqa: F401,F403
+from knetflow.ops.reduce import (  # noqa: F401
+    broadcast_like, count, max, mean, min, prod, std, sum, sum_to, var)

@@ -1,0 +1,240 @@
+"""Reductions (sum, mean, max, min, prod, var, std) and the broadcast pair
+`broadcast_like` / `sum_to` that gradients of broadcasting use.
+
+`axis=None` reduces over every axis; `keepdims` keeps reduced axes as size 1.
+"""
+
+from __future__ import annotations
+
+from knetflow.ops.base import Op, Spec, apply, broadcast_shapes, fail, fmt, norm_axis, register
+
+
+def _reduced_shape(x: Spec, axis, keepdims) -> tuple:
+    axes = range(x.ndim) if axis is None else axis
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    return tuple(d for i, d in enumerate(x.shape) if i not in axes)
+
+
+def _reduce_infer(opname, float_out=False):
+    def infer(x: Spec, axis=None, keepdims=False) -> Spec:
+        dtype = x.dtype
+        if float_out and not x.is_float:
+            dtype = "float64"
+        elif opname == "sum" and x.dtype == "bool":
+            dtype = "int64"
+        return Spec(_reduced_shape(x, axis, keepdims), dtype)
+
+    return staticmethod(infer)
+
+
+def _reduce_forward(fn_name):
+    def forward(xp, x, axis=None, keepdims=False, out=None):
+        return getattr(xp, fn_name)(x, axis=axis, keepdims=keepdims, out=out)
+
+    return staticmethod(forward)
+
+
+@register
+class Sum(Op):
+    """Sum over `axis` (all axes when None)."""
+    name, out_arg = "sum", True
+    infer = _reduce_infer("sum")
+    forward = _reduce_forward("sum")
+
+    def grad(g, out, x, axis=None, keepdims=False):
+        return (broadcast_like(g, x, axis=axis, keepdims=keepdims),)
+
+
+@register
+class Mean(Op):
+    """Mean over `axis` (all axes when None)."""
+    name, out_arg = "mean", True
+    infer = _reduce_infer("mean", float_out=True)
+    forward = _reduce_forward("mean")
+
+    def grad(g, out, x, axis=None, keepdims=False):
+        return (broadcast_like(g, x, axis=axis, keepdims=keepdims) / count(x, axis=axis),)
+
+
+@register
+class Prod(Op):
+    """Product over `axis` (its gradient divides by x, so zeros in x give NaN)."""
+    name, out_arg = "prod", True
+    saves = ("out", 0)
+    infer = _reduce_infer("prod")
+    forward = _reduce_forward("prod")
+
+    def grad(g, out, x, axis=None, keepdims=False):
+        return (broadcast_like(g * out, x, axis=axis, keepdims=keepdims) / x,)
+
+
+def _extremum_grad(g, out, x, axis=None, keepdims=False):
+    """Gradient of max/min: split equally between tied extrema."""
+    from knetflow.ops.binary import eq
+    from knetflow.ops.elementwise import cast
+
+    hit = cast(eq(x, broadcast_like(out, x, axis=axis, keepdims=keepdims)), x.dtype)
+    ties = sum(hit, axis=axis, keepdims=True)
+    return (broadcast_like(g, x, axis=axis, keepdims=keepdims) * hit / ties,)
+
+
+@register
+class Max(Op):
+    """Maximum over `axis` (Knet `maximum`)."""
+    name, out_arg = "max", True
+    saves = ("out", 0)
+    infer = _reduce_infer("max")
+    forward = _reduce_forward("max")
+    grad = staticmethod(_extremum_grad)
+
+
+@register
+class Min(Op):
+    """Minimum over `axis` (Knet `minimum`)."""
+    name, out_arg = "min", True
+    saves = ("out", 0)
+    infer = _reduce_infer("min")
+    forward = _reduce_forward("min")
+    grad = staticmethod(_extremum_grad)
+
+
+@register
+class Count(Op):
+    """Number of elements of x that a reduction over `axis` combines (a 0-d array)."""
+    name, nondiff = "count", (0,)
+
+    def infer(x: Spec, axis=None) -> Spec:
+        return Spec((), x.dtype if x.is_float else "float64")
+
+    def forward(xp, x, axis=None):
+        n = x.size if axis is None else int(_prod([x.shape[a] for a in axis]))
+        return xp.asarray(n, dtype=x.dtype if x.dtype.kind == "f" else "float64")
+
+
+@register
+class BroadcastLike(Op):
+    """Broadcast g to the shape of `like` (after re-inserting reduced `axis`)."""
+    name, view, nondiff = "broadcast_like", True, (1,)
+
+    def infer(g: Spec, like: Spec, axis=None, keepdims=False) -> Spec:
+        shape = g.shape
+        if not keepdims:
+            axes = range(like.ndim) if axis is None else axis
+            dims = list(shape)
+            for a in sorted(axes):
+                dims.insert(a, 1)
+            shape = tuple(dims)
+        out = broadcast_shapes("broadcast_like", Spec(shape, g.dtype), like)
+        if len(out) != like.ndim or any(a is not None and b is not None and a != b
+                                        for a, b in zip(out, like.shape)):
+            fail("broadcast_like", f"cannot broadcast {fmt(g)} to {fmt(like)}")
+        return Spec(like.shape, g.dtype)
+
+    def forward(xp, g, like, axis=None, keepdims=False):
+        if not keepdims:
+            g = xp.expand_dims(g, tuple(range(like.ndim)) if axis is None else axis)
+        return xp.broadcast_to(g, like.shape)
+
+    def grad(gout, out, g, like, axis=None, keepdims=False):
+        s = sum_to(gout, like)
+        if not keepdims:
+            s = sum(s, axis=axis)
+        return s, None
+
+
+@register
+class SumTo(Op):
+    """Sum g down to the shape of `like` (undo broadcasting); the gradient's unbroadcast."""
+    name, nondiff = "sum_to", (1,)
+
+    def infer(g: Spec, like: Spec) -> Spec:
+        if like.ndim > g.ndim:
+            fail("sum_to", f"cannot sum {fmt(g)} to the larger rank of {fmt(like)}")
+        return Spec(like.shape, g.dtype)
+
+    def forward(xp, g, like):
+        lead = g.ndim - like.ndim
+        axes = tuple(range(lead)) + tuple(
+            lead + i for i, d in enumerate(like.shape) if d == 1 and g.shape[lead + i] != 1)
+        if not axes:
+            return g
+        s = xp.sum(g, axis=axes, keepdims=True)
+        return s.reshape(like.shape)
+
+    def grad(gout, out, g, like):
+        return broadcast_like(gout, g, keepdims=True), None
+
+
+def _prod(xs):
+    n = 1
+    for x in xs:
+        n *= x
+    return n
+
+
+def _axis(opname, x, axis):
+    spec = getattr(x, "spec", None)
+    ndim = spec.ndim if spec is not None else len(getattr(x, "shape", ()))
+    return norm_axis(opname, axis, ndim)
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001 - NumPy name
+    """Sum of x over `axis` (all axes when None).
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> kf.sum(np.ones((2, 3)), axis=1)
+        array([3., 3.])
+    """
+    return apply(Sum, x, axis=_axis("sum", x, axis), keepdims=bool(keepdims))
+
+
+def mean(x, axis=None, keepdims=False):
+    """Mean of x over `axis` (all axes when None)."""
+    return apply(Mean, x, axis=_axis("mean", x, axis), keepdims=bool(keepdims))
+
+
+def prod(x, axis=None, keepdims=False):
+    """Product of x over `axis`."""
+    return apply(Prod, x, axis=_axis("prod", x, axis), keepdims=bool(keepdims))
+
+
+def max(x, axis=None, keepdims=False):  # noqa: A001 - NumPy name
+    """Largest element of x over `axis` (Knet `maximum`)."""
+    return apply(Max, x, axis=_axis("max", x, axis), keepdims=bool(keepdims))
+
+
+def min(x, axis=None, keepdims=False):  # noqa: A001 - NumPy name
+    """Smallest element of x over `axis` (Knet `minimum`)."""
+    return apply(Min, x, axis=_axis("min", x, axis), keepdims=bool(keepdims))
+
+
+def var(x, axis=None, keepdims=False, ddof=0):
+    """Variance over `axis` (NumPy's `ddof=0` by default; `ddof=1` is Julia's `var`)."""
+    axis = _axis("var", x, axis)
+    centered = x - mean(x, axis=axis, keepdims=True)
+    total = sum(centered * centered, axis=axis, keepdims=keepdims)
+    return total / (count(x, axis=axis) - ddof)
+
+
+def std(x, axis=None, keepdims=False, ddof=0):
+    """Standard deviation over `axis` (square root of `var`)."""
+    from knetflow.ops.elementwise import sqrt
+
+    return sqrt(var(x, axis=axis, keepdims=keepdims, ddof=ddof))
+
+
+def count(x, axis=None):
+    """Number of elements a reduction of x over `axis` combines, as a 0-d array."""
+    return apply(Count, x, axis=_axis("count", x, axis))
+
+
+def broadcast_like(g, like, axis=None, keepdims=True):
+    """Broadcast g to like's shape; with keepdims=False first re-insert reduced `axis`."""
+    return apply(BroadcastLike, g, like, axis=axis, keepdims=bool(keepdims))
+
+
+def sum_to(g, like):
+    """Sum g down to like's shape (the reverse of broadcasting)."""
+    return apply(SumTo, g, like)
