@@ -15,5 +15,9 @@ from knetflow.ops import *  # noqa: F401,F403
 from knetflow.ops import REGISTRY  # noqa: F401
 from knetflow.ops.base import Spec  # noqa: F401
 from knetflow.rng import seed  # noqa: F401
+from knetflow.graph.autodiff import backward  # noqa: F401
+from knetflow.scheduler.plan import Plan, compile  # noqa: F401
+from knetflow.devices import cpu, device, devices  # noqa: F401
+from knetflow import initializers as init  # noqa: F401
 
 __version__ = "0.1.0"

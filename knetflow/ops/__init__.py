@@ -4,5 +4,6 @@ from knetflow.ops.base import REGISTRY, Op, Spec, apply, get_op, register  # noq
 from knetflow.ops.binary import (  # noqa: F401
     add, div, eq, ge, gt, le, lt, maximum, minimum, mul, ne, neg, pow, sub, where)
 from knetflow.ops.elementwise import *  # noqa: F401,F403
+from knetflow.ops import fused as _fused  # noqa: F401  (registers the op)
 from knetflow.ops.reduce import (  # noqa: F401
     broadcast_like, count, max, mean, min, prod, std, sum, sum_to, var)

@@ -1,125 +1,324 @@
-"""Unary elementwise ops: math functions, activations, cast.
+"""Unary elementwise ops: Knet's math functions, special functions, activations, cast.
 
-Each is an op class with its ufunc (or forward), shape rule and gradient.
+Most ops here differ only in their forward and their derivative, so they are
+declared from one table with `_unary(name, doc, rule, ...)`, which builds and
+registers the op class and returns it with its public function. `rule(g, out, x)`
+gives the gradient at x as a knetflow expression, so a backward graph made of
+these ops can be differentiated again. A rule of None means a zero gradient
+(sign, floor, ceil, round, trunc).
+
+Float math functions give float64 for integer and bool inputs (`base.float_dtype`)
+and keep float16/32/64. Special functions (erf, gamma, ...) come from
+`scipy.special` on the CPU and `cupyx.scipy.special` for CuPy arrays (`_special`).
+Ops with a defined `attr` (polygamma's `n`, cast's `dtype`) are written out in full.
+
+Example:
+    >>> import knetflow as kf, numpy as np
+    >>> kf.elu(np.array([-1.0, 2.0]))
+    array([-0.63212056,  2.        ])
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+
 import numpy as np
 
 from knetflow.ops.base import Op, Spec, apply, float_dtype, register
+from knetflow.ops.binary import gt, neg, where
 
-__all__ = ["exp", "log", "sqrt", "tanh", "abs", "sign", "relu", "sigm", "cast"]
+__all__ = [
+    "abs", "abs2", "acos", "acosh", "asin", "asinh", "atan", "atanh", "cast", "cbrt", "ceil",
+    "cos", "cosh", "digamma", "elu", "erf", "erfc", "erfcinv", "erfcx", "erfinv", "exp", "exp10",
+    "exp2", "expm1", "floor", "gamma", "invx", "lgamma", "log", "log10", "log1p", "log2",
+    "loggamma", "polygamma", "relu", "round", "selu", "sigm", "sign", "sin", "sinh", "sqrt",
+    "square", "tan", "tanh", "trigamma", "trunc",
+]
 
-
-def _float_infer(name):
-    def infer(x: Spec) -> Spec:
-        return x.with_dtype(float_dtype(x))
-
-    return staticmethod(infer)
-
-
-@register
-class Exp(Op):
-    """e**x."""
-    name, ufunc, elementwise = "exp", "exp", True
-    saves = ("out",)
-    infer = _float_infer("exp")
-
-    def grad(g, out, x):
-        return (g * out,)
+_LN2 = math.log(2.0)
+_LN10 = math.log(10.0)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+_SQRT_PI_OVER_TWO = math.sqrt(math.pi) / 2.0
+#: SELU's constants lambda01 and alpha01 (Klambauer et al. 2017; Knet `selu`)
+SELU_LAMBDA = 1.0507009873554805
+SELU_ALPHA = 1.6732632423543778
 
 
-@register
-class Log(Op):
-    """Natural logarithm."""
-    name, ufunc, elementwise = "log", "log", True
-    saves = (0,)
-    infer = _float_infer("log")
-
-    def grad(g, out, x):
-        return (g / x,)
+# ---- building blocks ----
 
 
-@register
-class Sqrt(Op):
-    """Square root."""
-    name, ufunc, elementwise = "sqrt", "sqrt", True
-    saves = ("out",)
-    infer = _float_infer("sqrt")
-
-    def grad(g, out, x):
-        return (g / (2 * out),)
+def _special(xp):
+    """The special-function module for arrays of `xp`: scipy.special or cupyx.scipy.special."""
+    if xp.__name__ == "numpy":
+        from scipy import special
+    else:
+        from cupyx.scipy import special
+    return special
 
 
-@register
-class Tanh(Op):
-    """Hyperbolic tangent."""
-    name, ufunc, elementwise = "tanh", "tanh", True
-    saves = ("out",)
-    infer = _float_infer("tanh")
-
-    def grad(g, out, x):
-        return (g * (1 - out * out),)
+def _as_float(x):
+    """x itself when it is a float array, else x as float64 (the dtype `float_dtype` promises)."""
+    return x if x.dtype.kind == "f" else x.astype("float64")
 
 
-@register
-class Abs(Op):
-    """|x|."""
-    name, ufunc, elementwise = "abs", "absolute", True
-    saves = (0,)
-
-    def infer(x: Spec) -> Spec:
-        return x
-
-    def grad(g, out, x):
-        return (g * sign(x),)
+def _to_float(x: Spec) -> Spec:
+    return x.with_dtype(float_dtype(x))
 
 
-@register
-class Sign(Op):
-    """Sign of x (-1, 0, 1); zero gradient."""
-    name, ufunc, elementwise = "sign", "sign", True
-
-    def infer(x: Spec) -> Spec:
-        return x
-
-    def grad(g, out, x):
-        return (None,)
+def _same(x: Spec) -> Spec:
+    return x
 
 
-@register
-class Relu(Op):
-    """max(x, 0) (Knet `relu`)."""
-    name, elementwise, out_arg = "relu", True, True
-    saves = ("out",)
-
-    def infer(x: Spec) -> Spec:
-        return x
-
+def _float_ufunc(ufunc_name):
+    """Forward of a float math ufunc: integer inputs are converted to float64 first."""
     def forward(xp, x, out=None):
-        return xp.maximum(x, 0, out=out)
+        return getattr(xp, ufunc_name)(_as_float(x), out=out)
+
+    return forward
+
+
+def _special_forward(fn_name):
+    """Forward through the special-function module, keeping the float dtype of x."""
+    def forward(xp, x):
+        x = _as_float(x)
+        return getattr(_special(xp), fn_name)(x).astype(x.dtype, copy=False)
+
+    return forward
+
+
+def _rounding_forward(ufunc_name):
+    """Forward of floor/ceil/rint/trunc: integers and bools are already whole, so a copy."""
+    def forward(xp, x, out=None):
+        if x.dtype.kind == "f":
+            return getattr(xp, ufunc_name)(x, out=out)
+        if out is None:
+            return x.copy()
+        xp.copyto(out, x)
+        return out
+
+    return forward
+
+
+def _class_name(name):
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _unary(name, doc, rule, *, ufunc=None, forward=None, saves=(0,), infer=_to_float):
+    """Declare and register a unary elementwise op; return (op class, public function).
+
+    `rule(g, out, x)` is the gradient expression, None for a zero gradient. With only
+    `ufunc` given, the forward is that xp ufunc (after converting integers to float64
+    when the op gives floats).
+    """
+    if forward is None and ufunc is not None and infer is _to_float:
+        forward = _float_ufunc(ufunc)
 
     def grad(g, out, x):
-        from knetflow.ops.binary import gt, where
+        return (None if rule is None else rule(g, out, x),)
 
-        return (where(gt(out, 0), g, 0),)
+    body = {"__doc__": doc, "name": name, "ufunc": ufunc, "elementwise": True,
+            "saves": saves if rule is not None else (), "infer": infer, "grad": grad}
+    if forward is not None:
+        body["forward"] = forward
+        body["out_arg"] = "out" in inspect.signature(forward).parameters
+    cls = register(type(_class_name(name), (Op,), body))
+
+    def public(x):
+        return apply(cls, x)
+
+    public.__name__ = public.__qualname__ = name
+    public.__doc__ = doc
+    return cls, public
+
+
+# ---- exponentials, logarithms, powers ----
+
+Exp, exp = _unary("exp", "e**x, elementwise (Knet `exp`).",
+                  lambda g, out, x: g * out, ufunc="exp", saves=("out",))
+Expm1, expm1 = _unary("expm1", "exp(x) - 1, accurate near 0 (Knet `expm1`).",
+                      lambda g, out, x: g * (out + 1), ufunc="expm1", saves=("out",))
+Exp2, exp2 = _unary("exp2", "2**x, elementwise (Knet `exp2`).",
+                    lambda g, out, x: g * out * _LN2, ufunc="exp2", saves=("out",))
+Exp10, exp10 = _unary("exp10", "10**x, elementwise (Knet `exp10`).",
+                      lambda g, out, x: g * out * _LN10, forward=_special_forward("exp10"),
+                      saves=("out",))
+Log, log = _unary("log", "Natural logarithm, elementwise (Knet `log`).",
+                  lambda g, out, x: g / x, ufunc="log")
+Log1p, log1p = _unary("log1p", "log(1 + x), accurate near 0 (Knet `log1p`).",
+                      lambda g, out, x: g / (x + 1), ufunc="log1p")
+Log2, log2 = _unary("log2", "Base-2 logarithm, elementwise (Knet `log2`).",
+                    lambda g, out, x: g / (x * _LN2), ufunc="log2")
+Log10, log10 = _unary("log10", "Base-10 logarithm, elementwise (Knet `log10`).",
+                      lambda g, out, x: g / (x * _LN10), ufunc="log10")
+Sqrt, sqrt = _unary("sqrt", "Square root, elementwise (Knet `sqrt`).",
+                    lambda g, out, x: g / (2 * out), ufunc="sqrt", saves=("out",))
+Cbrt, cbrt = _unary("cbrt", "Real cube root, elementwise (Knet `cbrt`).",
+                    lambda g, out, x: g / (3 * out * out), ufunc="cbrt", saves=("out",))
+Square, square = _unary("square", "x * x, elementwise (Knet `abs2` for real x).",
+                        lambda g, out, x: 2 * g * x, ufunc="square", infer=_same)
+Invx, invx = _unary("invx", "1 / x, elementwise (Knet `invx`).",
+                    lambda g, out, x: neg(g * out * out), ufunc="reciprocal", saves=("out",))
+Abs, abs = _unary("abs", "Absolute value |x|, elementwise (Knet `abs`).",
+                  lambda g, out, x: g * sign(x), ufunc="absolute", infer=_same)
+
+# ---- trigonometric and hyperbolic ----
+
+Sin, sin = _unary("sin", "Sine, elementwise (Knet `sin`).",
+                  lambda g, out, x: g * cos(x), ufunc="sin")
+Cos, cos = _unary("cos", "Cosine, elementwise (Knet `cos`).",
+                  lambda g, out, x: neg(g * sin(x)), ufunc="cos")
+Tan, tan = _unary("tan", "Tangent, elementwise (Knet `tan`).",
+                  lambda g, out, x: g * (1 + out * out), ufunc="tan", saves=("out",))
+Sinh, sinh = _unary("sinh", "Hyperbolic sine, elementwise (Knet `sinh`).",
+                    lambda g, out, x: g * cosh(x), ufunc="sinh")
+Cosh, cosh = _unary("cosh", "Hyperbolic cosine, elementwise (Knet `cosh`).",
+                    lambda g, out, x: g * sinh(x), ufunc="cosh")
+Tanh, tanh = _unary("tanh", "Hyperbolic tangent, elementwise (Knet `tanh`).",
+                    lambda g, out, x: g * (1 - out * out), ufunc="tanh", saves=("out",))
+Asin, asin = _unary("asin", "Inverse sine on [-1, 1] (Knet `asin`).",
+                    lambda g, out, x: g / sqrt(1 - x * x), ufunc="arcsin")
+Acos, acos = _unary("acos", "Inverse cosine on [-1, 1] (Knet `acos`).",
+                    lambda g, out, x: neg(g / sqrt(1 - x * x)), ufunc="arccos")
+Atan, atan = _unary("atan", "Inverse tangent, elementwise (Knet `atan`).",
+                    lambda g, out, x: g / (1 + x * x), ufunc="arctan")
+Asinh, asinh = _unary("asinh", "Inverse hyperbolic sine, elementwise (Knet `asinh`).",
+                      lambda g, out, x: g / sqrt(x * x + 1), ufunc="arcsinh")
+Acosh, acosh = _unary("acosh", "Inverse hyperbolic cosine on [1, inf) (Knet `acosh`).",
+                      lambda g, out, x: g / sqrt(x * x - 1), ufunc="arccosh")
+Atanh, atanh = _unary("atanh", "Inverse hyperbolic tangent on (-1, 1) (Knet `atanh`).",
+                      lambda g, out, x: g / (1 - x * x), ufunc="arctanh")
+
+# ---- error and gamma functions ----
+
+Erf, erf = _unary("erf", "The error function (Knet `erf`).",
+                  lambda g, out, x: g * _TWO_OVER_SQRT_PI * exp(neg(x * x)),
+                  forward=_special_forward("erf"))
+Erfc, erfc = _unary("erfc", "1 - erf(x), accurate for large x (Knet `erfc`).",
+                    lambda g, out, x: neg(g * _TWO_OVER_SQRT_PI * exp(neg(x * x))),
+                    forward=_special_forward("erfc"))
+Erfinv, erfinv = _unary("erfinv", "Inverse of erf on (-1, 1) (Knet `erfinv`).",
+                        lambda g, out, x: g * _SQRT_PI_OVER_TWO * exp(out * out),
+                        forward=_special_forward("erfinv"), saves=("out",))
+Erfcinv, erfcinv = _unary("erfcinv", "Inverse of erfc on (0, 2) (Knet `erfcinv`).",
+                          lambda g, out, x: neg(g * _SQRT_PI_OVER_TWO * exp(out * out)),
+                          forward=_special_forward("erfcinv"), saves=("out",))
+Erfcx, erfcx = _unary("erfcx", "Scaled erfc: exp(x**2) * erfc(x) without overflow (Knet `erfcx`).",
+                      lambda g, out, x: g * (2 * x * out - _TWO_OVER_SQRT_PI),
+                      forward=_special_forward("erfcx"), saves=("out", 0))
+Gamma, gamma = _unary("gamma", "The gamma function (Knet `gamma`).",
+                      lambda g, out, x: g * out * digamma(x),
+                      forward=_special_forward("gamma"), saves=("out", 0))
+Lgamma, lgamma = _unary("lgamma", "log|gamma(x)|, elementwise (Knet `lgamma`, `loggamma`).",
+                        lambda g, out, x: g * digamma(x), forward=_special_forward("gammaln"))
+Digamma, digamma = _unary("digamma", "The digamma function d/dx lgamma(x) (Knet `digamma`).",
+                          lambda g, out, x: g * polygamma(x, 1),
+                          forward=_special_forward("digamma"))
 
 
 @register
-class Sigm(Op):
-    """1 / (1 + exp(-x)) (Knet `sigm`), computed without overflow."""
-    name, elementwise = "sigm", True
-    saves = ("out",)
-    infer = _float_infer("sigm")
+class Polygamma(Op):
+    """The n-th derivative of digamma, n >= 1 (Knet `trigamma` is n = 1)."""
+    name, elementwise = "polygamma", True
+    saves = (0,)
 
-    def forward(xp, x):
-        # exp of a non-positive number never overflows
-        e = xp.exp(-xp.abs(x))
-        return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype if x.dtype.kind == "f" else "float64", copy=False)
+    def infer(x: Spec, n=1) -> Spec:
+        return _to_float(x)
 
-    def grad(g, out, x):
-        return (g * out * (1 - out),)
+    def forward(xp, x, n=1):
+        x = _as_float(x)
+        return _special(xp).polygamma(n, x).astype(x.dtype, copy=False)
+
+    def grad(g, out, x, n=1):
+        return (g * polygamma(x, n + 1),)
+
+
+def loggamma(x):
+    """log|gamma(x)|, elementwise (Knet `loggamma`; the same op as `lgamma`)."""
+    return lgamma(x)
+
+
+def polygamma(x, n):
+    """The n-th derivative of digamma at x (SciPy's `polygamma(n, x)`; n=0 is digamma).
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> float(kf.polygamma(np.array(1.0), 1))  # pi**2 / 6
+        1.6449340668482264
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"polygamma: n must be an integer >= 0, got {n!r}")
+    if n == 0:
+        return digamma(x)
+    return apply(Polygamma, x, n=int(n))
+
+
+def trigamma(x):
+    """The trigamma function, d/dx digamma(x) (Knet `trigamma`)."""
+    return polygamma(x, 1)
+
+
+def abs2(x):
+    """|x|**2 (Knet `abs2`); for real x the same op as `square`."""
+    return square(x)
+
+
+# ---- rounding and sign: zero gradient, integers keep their dtype ----
+
+Sign, sign = _unary("sign", "Sign of x (-1, 0, 1), elementwise; zero gradient (Knet `sign`).",
+                    None, ufunc="sign", infer=_same)
+Floor, floor = _unary("floor", "Largest integer <= x, elementwise; zero gradient (Knet `floor`).",
+                      None, ufunc="floor", forward=_rounding_forward("floor"), infer=_same)
+Ceil, ceil = _unary("ceil", "Smallest integer >= x, elementwise; zero gradient (Knet `ceil`).",
+                    None, ufunc="ceil", forward=_rounding_forward("ceil"), infer=_same)
+Round, round = _unary(
+    "round", "Nearest integer, ties to even, elementwise; zero gradient (Knet `round`).",
+    None, ufunc="rint", forward=_rounding_forward("rint"), infer=_same)
+Trunc, trunc = _unary("trunc", "x rounded toward zero, elementwise; zero gradient (Knet `trunc`).",
+                      None, ufunc="trunc", forward=_rounding_forward("trunc"), infer=_same)
+
+
+# ---- activations ----
+
+
+def _relu_forward(xp, x, out=None):
+    return xp.maximum(x, 0, out=out)
+
+
+def _sigm_forward(xp, x):
+    x = _as_float(x)
+    # expit is the logistic function evaluated without overflow for any x
+    return _special(xp).expit(x).astype(x.dtype, copy=False)
+
+
+def _elu_forward(xp, x):
+    x = _as_float(x)
+    # expm1 of min(x, 0): accurate near 0 and no overflow where the branch is unused
+    return xp.where(x > 0, x, xp.expm1(xp.minimum(x, 0)))
+
+
+def _selu_forward(xp, x):
+    x = _as_float(x)
+    negative = SELU_ALPHA * xp.expm1(xp.minimum(x, 0))
+    return SELU_LAMBDA * xp.where(x > 0, x, negative)
+
+
+# out > 0 exactly where x > 0, and on x <= 0 the derivative is a function of out
+Relu, relu = _unary("relu", "max(x, 0), elementwise (Knet `relu`).",
+                    lambda g, out, x: where(gt(out, 0), g, 0),
+                    forward=_relu_forward, saves=("out",), infer=_same)
+Sigm, sigm = _unary("sigm", "The logistic sigmoid 1 / (1 + exp(-x)) (Knet `sigm`).",
+                    lambda g, out, x: g * out * (1 - out), forward=_sigm_forward, saves=("out",))
+Elu, elu = _unary("elu", "x > 0 ? x : exp(x) - 1, elementwise (Knet `elu`).",
+                  lambda g, out, x: where(gt(out, 0), g, g * (out + 1)),
+                  forward=_elu_forward, saves=("out",))
+Selu, selu = _unary(
+    "selu", "lambda01 * (x > 0 ? x : alpha01 * (exp(x) - 1)), elementwise (Knet `selu`).",
+    lambda g, out, x: where(gt(out, 0), g * SELU_LAMBDA, g * (out + SELU_LAMBDA * SELU_ALPHA)),
+    forward=_selu_forward, saves=("out",))
+
+
+# ---- dtype conversion ----
 
 
 @register
@@ -138,46 +337,6 @@ class Cast(Op):
 
     def grad(g, out, x, dtype="float32"):
         return (cast(g, x.dtype),)
-
-
-def exp(x):
-    """e**x, elementwise."""
-    return apply(Exp, x)
-
-
-def log(x):
-    """Natural logarithm, elementwise."""
-    return apply(Log, x)
-
-
-def sqrt(x):
-    """Square root, elementwise."""
-    return apply(Sqrt, x)
-
-
-def tanh(x):
-    """Hyperbolic tangent, elementwise."""
-    return apply(Tanh, x)
-
-
-def abs(x):  # noqa: A001 - Knet/NumPy name
-    """Absolute value, elementwise."""
-    return apply(Abs, x)
-
-
-def sign(x):
-    """Sign of x, elementwise (zero gradient)."""
-    return apply(Sign, x)
-
-
-def relu(x):
-    """max(x, 0), elementwise (Knet `relu`)."""
-    return apply(Relu, x)
-
-
-def sigm(x):
-    """The logistic sigmoid 1/(1+exp(-x)) (Knet `sigm`)."""
-    return apply(Sigm, x)
 
 
 def cast(x, dtype):

@@ -1,0 +1,22 @@
+"""Graph -> Graph rewrites run by the compiler; each is testable alone.
+
+A pass returns the same Graph object when it changed nothing.
+"""
+
+from knetflow.graph.passes.cse import eliminate_common_subexpressions  # noqa: F401
+from knetflow.graph.passes.dce import eliminate_dead_code  # noqa: F401
+from knetflow.graph.passes.dropout import strip_dropout  # noqa: F401
+from knetflow.graph.passes.fold import fold_constants  # noqa: F401
+from knetflow.graph.passes.fuse import fuse_elementwise  # noqa: F401
+from knetflow.graph.passes.rewrite import rewrite  # noqa: F401
+
+
+def optimize(graph, training=True, fuse=True):
+    """The standard pipeline: strip dropout (inference), fold, CSE, fuse, DCE."""
+    if not training:
+        graph = strip_dropout(graph)
+    graph = fold_constants(graph)
+    graph = eliminate_common_subexpressions(graph)
+    if fuse:
+        graph = fuse_elementwise(graph)
+    return eliminate_dead_code(graph)

@@ -1,0 +1,50 @@
+"""Specialization: the same graph with dynamic dimensions made concrete.
+
+Every node's shape rule runs again on the concrete input specs, so a feed that
+does not fit fails here, naming the input or the op and the user's line.
+"""
+
+from __future__ import annotations
+
+from knetflow.errors import FeedError, ShapeError
+from knetflow.graph.node import Graph
+from knetflow.ops.base import Spec, fmt, get_op
+
+
+def check_feed(node, spec: Spec) -> Spec:
+    """The spec an input takes from a fed value; FeedError when it does not fit."""
+    want = node.spec
+    name = node.attrs["name"]
+    ok = len(spec.shape) == len(want.shape) and all(
+        w is None or w == d for w, d in zip(want.shape, spec.shape))
+    if not ok:
+        raise FeedError(f"input {name!r} expects shape {fmt(want)}, got {fmt(spec)} "
+                        f"(placeholder created at {node.where})")
+    return Spec(spec.shape, want.dtype)
+
+
+def specialize(graph: Graph, input_specs: dict) -> Graph:
+    """A copy of `graph` with inputs given concrete specs (by input name)."""
+    new = {}
+    for node in graph.nodes:
+        if node.op == "input":
+            name = node.attrs["name"]
+            if name in input_specs:
+                spec = check_feed(node, input_specs[name])
+                new[node.id] = node if spec == node.spec else node.replace(spec=spec)
+            else:
+                new[node.id] = node
+            continue
+        if node.is_leaf:
+            new[node.id] = node
+            continue
+        inputs = tuple(new[i.id] for i in node.inputs)
+        if all(a is b for a, b in zip(inputs, node.inputs)):
+            new[node.id] = node
+            continue
+        try:
+            spec = get_op(node.op).infer(*[i.spec for i in inputs], **node.attrs)
+        except ShapeError as e:
+            raise ShapeError(f"{e} (node built at {node.where})") from None
+        new[node.id] = node.replace(inputs=inputs, spec=spec)
+    return Graph([new[o.id] for o in graph.outputs], inputs=[new[i.id] for i in graph.inputs])

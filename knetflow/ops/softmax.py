@@ -1,0 +1,168 @@
+"""Normalizing exponentials: softmax, logsoftmax (Knet `logp`) and logsumexp.
+
+Knet semantics: with `axis=None` the whole array is normalized (Knet's
+`dims=:`); otherwise the normalization runs over the given axes. Every forward
+subtracts the maximum over the axes before exponentiating, so large scores
+neither overflow nor lose precision. The gradients are written in ops, so
+second derivatives (Hessian-vector products) work.
+"""
+
+from __future__ import annotations
+
+from knetflow.ops.base import Op, Spec, apply, float_dtype, norm_axis, register
+from knetflow.ops.reduce import broadcast_like, sum
+
+__all__ = ["softmax", "logsoftmax", "logp", "logsumexp"]
+
+
+def _float_infer(x: Spec, axis=None, **_) -> Spec:
+    return x.with_dtype(float_dtype(x))
+
+
+def _as_float(x):
+    """x itself when floating, else x as float64 (what NumPy's exp gives integers)."""
+    return x if x.dtype.kind == "f" else x.astype("float64")
+
+
+def _shifted(xp, x, axis):
+    """(x - m, m) with m the max of x over `axis` (keepdims), 0 where m is not finite.
+
+    Zeroing a non-finite max keeps a slice of all -inf at -inf (not NaN).
+    """
+    x = _as_float(x)
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)
+    return x - m, m
+
+
+def _log_normalizer(xp, z, axis):
+    """log(sum(exp(z))) over `axis` with keepdims, for z whose max is 0."""
+    return xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
+
+
+@register
+class Softmax(Op):
+    """exp(x) / sum(exp(x)) over `axis` (all of x when None)."""
+    name = "softmax"
+    saves = ("out",)
+    infer = staticmethod(_float_infer)
+
+    def forward(xp, x, axis=None):
+        if x.size == 0:
+            return _as_float(x).copy()
+        z, _ = _shifted(xp, x, axis)
+        e = xp.exp(z, out=z)
+        e /= xp.sum(e, axis=axis, keepdims=True)
+        return e
+
+    def grad(g, out, x, axis=None):
+        return (out * (g - sum(g * out, axis=axis, keepdims=True)),)
+
+
+@register
+class LogSoftmax(Op):
+    """x - log(sum(exp(x))) over `axis` (all of x when None)."""
+    name = "logsoftmax"
+    saves = ("out",)
+    infer = staticmethod(_float_infer)
+
+    def forward(xp, x, axis=None):
+        if x.size == 0:
+            return _as_float(x).copy()
+        z, _ = _shifted(xp, x, axis)
+        z -= _log_normalizer(xp, z, axis)
+        return z
+
+    def grad(g, out, x, axis=None):
+        from knetflow.ops.elementwise import exp
+
+        return (g - exp(out) * sum(g, axis=axis, keepdims=True),)
+
+
+@register
+class LogSumExp(Op):
+    """log(sum(exp(x))) over `axis` (all of x when None)."""
+    name = "logsumexp"
+    saves = ("out", 0)
+
+    def infer(x: Spec, axis=None, keepdims=False) -> Spec:
+        axes = range(x.ndim) if axis is None else axis
+        if keepdims:
+            shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+        else:
+            shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+        return Spec(shape, float_dtype(x))
+
+    def forward(xp, x, axis=None, keepdims=False):
+        if x.size == 0:  # no max to subtract; an empty sum is 0, its log -inf
+            total = xp.sum(xp.exp(_as_float(x)), axis=axis, keepdims=keepdims)
+            return xp.log(xp.asarray(total))
+        z, m = _shifted(xp, x, axis)
+        s = _log_normalizer(xp, z, axis)
+        s += m
+        if not keepdims:
+            s = xp.squeeze(s, axis=axis)
+        return s
+
+    def grad(g, out, x, axis=None, keepdims=False):
+        from knetflow.ops.elementwise import exp
+
+        gx = broadcast_like(g, x, axis=axis, keepdims=keepdims)
+        return (gx * exp(x - broadcast_like(out, x, axis=axis, keepdims=keepdims)),)
+
+
+def _axis(opname, x, axis):
+    spec = getattr(x, "spec", None)
+    if isinstance(spec, Spec):
+        ndim = spec.ndim
+    elif hasattr(x, "shape"):
+        ndim = len(x.shape)
+    else:
+        import numpy as np
+
+        ndim = np.ndim(x)
+    return norm_axis(opname, axis, ndim)
+
+
+def softmax(x, axis=None):
+    """Normalized probabilities exp(x) / sum(exp(x)) over `axis` (Knet `softmax`).
+
+    With `axis=None` (Knet's `dims=:`) the whole of x sums to 1; `axis=-1`
+    normalizes each row of a (batch, classes) matrix. Stable for large x.
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> kf.softmax(np.array([[1000., 1000.], [0., 0.]]), axis=1)
+        array([[0.5, 0.5],
+               [0.5, 0.5]])
+    """
+    return apply(Softmax, x, axis=_axis("softmax", x, axis))
+
+
+def logsoftmax(x, axis=None):
+    """Normalized log probabilities x - logsumexp(x) over `axis` (Knet `logsoftmax`/`logp`).
+
+    With `axis=None` the normalization is over the whole of x. Stable for large x.
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> kf.logsoftmax(np.array([0., 0.]))
+        array([-0.69314718, -0.69314718])
+    """
+    return apply(LogSoftmax, x, axis=_axis("logsoftmax", x, axis))
+
+
+logp = logsoftmax
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """log(sum(exp(x))) over `axis`, computed without overflow (Knet `logsumexp`).
+
+    With `axis=None` the sum is over all of x and the result is a scalar.
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> float(kf.logsumexp(np.array([1000., 1000.])))
+        1000.6931471805599
+    """
+    return apply(LogSumExp, x, axis=_axis("logsumexp", x, axis), keepdims=bool(keepdims))

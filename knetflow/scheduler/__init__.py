@@ -1,0 +1,1 @@
+"""Compiling graphs into plans and running them."""

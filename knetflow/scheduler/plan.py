@@ -1,0 +1,226 @@
+"""Plans: `kf.compile(...)` and running a compiled graph many times.
+
+A Plan holds the graph (after optimization passes), the parameter values, and
+one generated Program per input signature (the shapes fed), built on first
+use and cached. `run(feed)` costs one dict walk over the feed and one call of
+the generated function.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import numpy as np
+
+from knetflow import initializers, rng
+from knetflow.devices import base as devices
+from knetflow.errors import ExecutionError, FeedError
+from knetflow.graph.node import Graph
+from knetflow.graph.passes import optimize
+from knetflow.graph.specialize import specialize
+from knetflow.ops.base import Spec, fmt
+from knetflow.scheduler.codegen import generate
+
+
+def compile(outputs_or_graph, devices_=None, placement="auto", training=False,
+            check_numerics=False, optimize_graph=True, **kwargs) -> "Plan":
+    """Compile outputs (Symbols) or a Graph into a Plan that runs them.
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> x = kf.placeholder("x", (None, 2))
+        >>> plan = kf.compile(kf.relu(x) * 2)
+        >>> plan.run({"x": np.array([[-1., 3.]], dtype="float32")})[0]
+        array([[0., 6.]], dtype=float32)
+    """
+    devices_ = kwargs.pop("devices", devices_)
+    if kwargs:
+        raise TypeError(f"compile() got unexpected arguments {sorted(kwargs)}")
+    graph = outputs_or_graph if isinstance(outputs_or_graph, Graph) else Graph(outputs_or_graph)
+    graph.verify()
+    return Plan(graph, devices_=devices_, training=training, check_numerics=check_numerics,
+                optimize_graph=optimize_graph)
+
+
+class Plan:
+    """A compiled graph; see `compile`."""
+
+    def __init__(self, graph, devices_=None, training=False, check_numerics=False,
+                 optimize_graph=True):
+        self.source = graph
+        self.graph = optimize(graph, training=training) if optimize_graph else graph
+        self.device = devices.device(devices_[0] if isinstance(devices_, (list, tuple))
+                                     else (devices_ or "cpu:0"))
+        self.xp = self.device.xp
+        self.training = training
+        self.check_numerics = check_numerics
+        self.rng = np.random.default_rng(rng.spawn())
+        self.input_names = [n.attrs["name"] for n in self.graph.inputs]
+        self._input_nodes = self.graph.inputs
+        self.param_names = [n.attrs["name"] for n in self.graph.params]
+        self._param_index = {name: k for k, name in enumerate(self.param_names)}
+        self._values = [self._initial(n) for n in self.graph.params]
+        self._programs: dict = {}
+        self._last = None
+
+    # -- parameters --
+    def _initial(self, node):
+        value = node.attrs.get("value")
+        if value is None:
+            value = initializers.initial_value(node.attrs.get("init"), node.spec.shape,
+                                               node.spec.dtype)
+        return self.device.put(np.array(value, dtype=node.spec.dtype))
+
+    @property
+    def params(self) -> dict:
+        """Current parameter values by name (the arrays the plan uses)."""
+        return dict(zip(self.param_names, self._values))
+
+    def set_params(self, values: dict) -> None:
+        """Replace parameter values by name (shapes and dtypes must match)."""
+        for name, value in values.items():
+            k = self._index_of_param(name)
+            old = self._values[k]
+            value = self.device.put(np.asarray(value, dtype=old.dtype))
+            if value.shape != old.shape:
+                raise FeedError(f"param {name!r} has shape {old.shape}, got {value.shape}")
+            self._values[k] = value
+
+    def _index_of_param(self, name):
+        try:
+            return self._param_index[name]
+        except KeyError:
+            raise FeedError(f"plan has no param {name!r}; params: {self.param_names}") from None
+
+    # -- running --
+    def run(self, feed=None, keep_on_device=False) -> tuple:
+        """Run the plan on `feed` (input name -> array); returns the outputs as arrays.
+
+        A feed entry naming a parameter overrides its value for this run only.
+        """
+        feed = feed or {}
+        try:
+            arrays = [feed[name] for name in self.input_names]
+        except KeyError:
+            missing = [n for n in self.input_names if n not in feed]
+            raise FeedError(f"feed is missing input(s) {missing}; the graph's inputs are "
+                            f"{self.input_names}") from None
+        arrays = [a if type(a) is np.ndarray and a.dtype == n.spec.dtype
+                  else np.asarray(a, dtype=n.spec.dtype) for a, n in zip(arrays, self._input_nodes)]
+        params = self._values
+        if len(feed) != len(arrays):
+            params = self._overrides(feed)
+        key = tuple(a.shape for a in arrays)
+        program = self._programs.get(key)
+        if program is None:
+            program = self._program(key)
+        self._last = program
+        try:
+            outs = program.fn(arrays, params)
+        except Exception as e:  # noqa: BLE001 - re-raised with the node that failed
+            raise self._explain(e, program) from e
+        if keep_on_device:
+            return outs
+        return tuple(self.device.get(o) for o in outs) if self.xp is not np else outs
+
+    def __call__(self, feed=None, **kw):
+        return self.run(feed, **kw)
+
+    def _overrides(self, feed):
+        params = list(self._values)
+        for name, value in feed.items():
+            if name in self.input_names:
+                continue
+            k = self._index_of_param(name)
+            params[k] = np.asarray(value, dtype=params[k].dtype)
+            if params[k].shape != self._values[k].shape:
+                raise FeedError(f"param {name!r} has shape {self._values[k].shape}, "
+                                f"got {params[k].shape}")
+        return params
+
+    def _program(self, key, profile=None):
+        specs = {n.attrs["name"]: Spec(shape, n.spec.dtype)
+                 for n, shape in zip(self._input_nodes, key)}
+        graph = specialize(self.graph, specs)
+        program = generate(graph, self.xp, rng=self.rng, check_numerics=self.check_numerics,
+                           profile=profile)
+        if profile is None:
+            self._programs[key] = program
+        return program
+
+    def _explain(self, error, program):
+        """The exception re-raised naming the op, its shapes and the user's line."""
+        if isinstance(error, ExecutionError):
+            return error
+        node = None
+        for frame, lineno in traceback.walk_tb(sys.exc_info()[2]):
+            if frame.f_code.co_filename == program.filename:
+                node = program.lines.get(lineno)
+        if node is None:
+            return ExecutionError(f"plan failed: {type(error).__name__}: {error}")
+        shapes = ", ".join(fmt(i.spec) for i in node.inputs)
+        return ExecutionError(f"{node.op} failed on inputs of shapes {shapes} on "
+                              f"{self.device.name}: {type(error).__name__}: {error} "
+                              f"(node built at {node.where})")
+
+    # -- reports --
+    def memory_report(self, feed_shapes=None) -> dict:
+        """Peak bytes of intermediate values per device, for the last (or given) signature."""
+        program = self._report_program(feed_shapes)
+        return {self.device.name: program.memory.peak_bytes}
+
+    def _report_program(self, feed_shapes):
+        if feed_shapes is not None:
+            key = tuple(tuple(feed_shapes[n]) for n in self.input_names)
+            return self._programs.get(key) or self._program(key)
+        if self._last is None:
+            if all(n.spec.is_static for n in self._input_nodes):
+                return self._program(tuple(n.spec.shape for n in self._input_nodes))
+            raise ValueError("run the plan once, or pass feed_shapes, to get a report")
+        return self._last
+
+    def profile(self, feed, runs=10) -> "Profile":
+        """Time per op over `runs` runs of `feed` (a separate instrumented program)."""
+        arrays = {n: np.asarray(feed[n]) for n in self.input_names}
+        key = tuple(arrays[n].shape for n in self.input_names)
+        specs_graph = self._programs.get(key) or self._program(key)
+        times = [0.0] * len(specs_graph.graph.nodes)
+        program = self._program(key, profile=times)
+        ordered = [np.asarray(arrays[n], dtype=node.spec.dtype)
+                   for n, node in zip(self.input_names, self._input_nodes)]
+        for _ in range(runs):
+            program.fn(ordered, self._values)
+        return Profile(program.graph, [t / runs for t in times], self.device.name)
+
+    def __repr__(self) -> str:
+        return (f"<Plan {len(self.graph.nodes)} nodes on {self.device.name}, "
+                f"inputs {self.input_names}, {len(self.param_names)} params>")
+
+
+class Profile:
+    """Seconds per op of a plan (mean over runs), printable as a table."""
+
+    def __init__(self, graph, seconds, device):
+        self.rows = [(n, s) for n, s in zip(graph.nodes, seconds) if not n.is_leaf]
+        self.device = device
+
+    @property
+    def total(self) -> float:
+        return sum(s for _, s in self.rows)
+
+    def by_op(self) -> dict:
+        """Seconds per op name, summed over nodes."""
+        out: dict = {}
+        for n, s in self.rows:
+            out[n.op] = out.get(n.op, 0.0) + s
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    def __str__(self) -> str:
+        lines = [f"{'op':<16}{'us':>10}  shape  ({self.device})"]
+        for n, s in sorted(self.rows, key=lambda r: -r[1]):
+            lines.append(f"{n.op:<16}{s * 1e6:>10.1f}  {fmt(n.spec)}  {n.where}")
+        lines.append(f"{'total':<16}{self.total * 1e6:>10.1f}")
+        return "\n".join(lines)
+
+
