@@ -21,3 +21,5 @@ from knetflow.devices import cpu, device, devices  # noqa: F401
 from knetflow import initializers as init  # noqa: F401
 
 __version__ = "0.1.0"
+from knetflow.train.autograd import (  # noqa: F401
+    DiffResult, Param, diff, grad, gradloss, params, value)

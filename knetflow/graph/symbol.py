@@ -15,48 +15,10 @@ from knetflow.errors import TracingError
 from knetflow.ops.base import fmt
 
 
-class Symbol:
-    """A symbolic value: one output of a graph node.
+class Operators:
+    """NumPy-style operators that build ops; shared by Symbol and kf.Param."""
 
-    Example:
-        >>> import knetflow as kf
-        >>> x = kf.placeholder("x", (None, 3))
-        >>> y = (x * 2 + 1).sum(axis=1)
-        >>> y.shape
-        (None,)
-    """
-
-    __slots__ = ("node",)
-    __array_priority__ = 1000  # make ndarray <op> Symbol defer to Symbol
-
-    def __init__(self, node):
-        self.node = node
-
-    # -- what it is --
-    @property
-    def spec(self):
-        return self.node.spec
-
-    @property
-    def shape(self) -> tuple:
-        return self.node.spec.shape
-
-    @property
-    def dtype(self):
-        return np.dtype(self.node.spec.dtype)
-
-    @property
-    def ndim(self) -> int:
-        return self.node.spec.ndim
-
-    @property
-    def name(self):
-        return self.node.label()
-
-    def __repr__(self) -> str:
-        return f"Symbol({self.node.op} {self.node.spec.dtype}{fmt(self.node.spec)} at {self.node.where})"
-
-    __hash__ = object.__hash__
+    __slots__ = ()
 
     # -- arithmetic --
     def __add__(self, o): return _ops().add(self, o)
@@ -108,6 +70,50 @@ class Symbol:
     def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
     def min(self, axis=None, keepdims=False): return _ops().min(self, axis, keepdims)
     def prod(self, axis=None, keepdims=False): return _ops().prod(self, axis, keepdims)
+
+
+class Symbol(Operators):
+    """A symbolic value: one output of a graph node.
+
+    Example:
+        >>> import knetflow as kf
+        >>> x = kf.placeholder("x", (None, 3))
+        >>> y = (x * 2 + 1).sum(axis=1)
+        >>> y.shape
+        (None,)
+    """
+
+    __slots__ = ("node",)
+    __array_priority__ = 1000  # make ndarray <op> Symbol defer to Symbol
+
+    def __init__(self, node):
+        self.node = node
+
+    # -- what it is --
+    @property
+    def spec(self):
+        return self.node.spec
+
+    @property
+    def shape(self) -> tuple:
+        return self.node.spec.shape
+
+    @property
+    def dtype(self):
+        return np.dtype(self.node.spec.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return self.node.spec.ndim
+
+    @property
+    def name(self):
+        return self.node.label()
+
+    def __repr__(self) -> str:
+        return f"Symbol({self.node.op} {self.node.spec.dtype}{fmt(self.node.spec)} at {self.node.where})"
+
+    __hash__ = object.__hash__
 
     # -- Python needs concrete values for these --
     def __bool__(self):

@@ -30,8 +30,8 @@ from knetflow.ops.binary import gt, neg, where
 
 __all__ = [
     "abs", "abs2", "acos", "acosh", "asin", "asinh", "atan", "atanh", "cast", "cbrt", "ceil",
-    "cos", "cosh", "digamma", "elu", "erf", "erfc", "erfcinv", "erfcx", "erfinv", "exp", "exp10",
-    "exp2", "expm1", "floor", "gamma", "invx", "lgamma", "log", "log10", "log1p", "log2",
+    "cos", "cosh", "digamma", "elu", "erf", "erfc", "erfcinv", "erfcx", "erfinv", "exp", "exp2",
+    "exp10", "expm1", "floor", "gamma", "invx", "lgamma", "log", "log1p", "log2", "log10",
     "loggamma", "polygamma", "relu", "round", "selu", "sigm", "sign", "sin", "sinh", "sqrt",
     "square", "tan", "tanh", "trigamma", "trunc",
 ]
@@ -243,8 +243,8 @@ def polygamma(x, n):
 
     Example:
         >>> import knetflow as kf, numpy as np
-        >>> float(kf.polygamma(np.array(1.0), 1))  # pi**2 / 6
-        1.6449340668482264
+        >>> bool(np.isclose(kf.polygamma(np.array(1.0), 1), np.pi**2 / 6))
+        True
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"polygamma: n must be an integer >= 0, got {n!r}")

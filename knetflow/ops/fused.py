@@ -41,6 +41,8 @@ def _kernel(xp, program):
 
     def run(args, out):
         acc = first_fn(*[args[r] for r in first_refs], out=out)
+        if out is None:
+            acc = xp.asarray(acc)  # 0-d results come back as scalars, which take no out=
         for fn, refs in rest:
             acc = fn(*[acc if r < 0 else args[r] for r in refs], out=acc)
         return acc

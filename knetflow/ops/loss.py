@@ -1,0 +1,281 @@
+"""Loss functions and accuracy with Knet's semantics: nll, bce, logistic, accuracy.
+
+Python conventions replace Julia's (see DESIGN.md): class scores lie on
+`axis=-1` by default (Knet's `dims=1` on column-major instances), labels are
+0-based class indices, and a label equal to `ignore_index` (default -1, Knet's
+label 0) skips its instance. `average=True` returns total/count,
+`average=False` the pair `(total, count)`.
+
+`nll` is built from `logsoftmax` and `pick_label`, which takes each label's
+entry along the class axis (0 for skipped instances); its gradient
+`unpick_label` scatters back, and is itself differentiable, so second
+derivatives work. `bce` and `logistic` use `log1pexp(x) = log(1 + exp(x))`,
+computed without overflow or log(0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from knetflow.ops.base import (
+    INT_DTYPES, Op, Spec, apply, fail, float_dtype, fmt, norm_axis, register, spec_of)
+from knetflow.ops.binary import div, mul, ne, neg, sub
+from knetflow.ops.elementwise import cast
+from knetflow.ops.reduce import mean, sum
+from knetflow.ops.softmax import logsoftmax
+
+__all__ = ["nll", "bce", "logistic", "accuracy"]
+
+
+# ---- shape rules ----
+
+
+def _same_dims(a: tuple, b: tuple) -> bool:
+    """Equal shapes, a dynamic dim (None) matching anything."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def check_labels(opname: str, scores: Spec, labels: Spec, axis: int) -> None:
+    """ShapeError unless labels are integers shaped like scores without `axis`."""
+    if labels.dtype not in INT_DTYPES:
+        fail(opname, f"labels must be integer class indices, got {labels.dtype} {fmt(labels)}")
+    want = Spec(scores.shape[:axis] + scores.shape[axis + 1:], labels.dtype)
+    if not _same_dims(labels.shape, want.shape):
+        fail(opname, f"labels shape {fmt(labels)} does not match scores shape {fmt(scores)} "
+                     f"without its class axis {axis}: expected labels of shape {fmt(want)}")
+
+
+def _spec(x) -> Spec:
+    """The Spec of an op argument: a Symbol's, a traced object's value's, or an array's."""
+    spec = getattr(x, "spec", None)
+    if isinstance(spec, Spec):
+        return spec
+    if hasattr(x, "__knetflow_trace__") and getattr(x, "value", None) is not None:
+        x = x.value
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        x = np.asarray(x)
+    return spec_of(x)
+
+
+def _class_axis(opname: str, scores, labels, axis) -> tuple:
+    """(canonical class axis, scores spec) after checking the labels against the scores."""
+    spec = _spec(scores)
+    if spec.ndim == 0:
+        fail(opname, f"scores must have a class axis, got a scalar {fmt(spec)}")
+    (ax,) = norm_axis(opname, axis, spec.ndim)
+    check_labels(opname, spec, _spec(labels), ax)
+    return ax, spec
+
+
+# ---- ops ----
+
+
+@register
+class PickLabel(Op):
+    """x's entry at each label along `axis`; 0 where the label is `ignore_index`."""
+    name, nondiff = "pick_label", (1,)
+    saves = (0, 1)
+
+    def infer(x: Spec, labels: Spec, axis=-1, ignore_index=-1) -> Spec:
+        check_labels("pick_label", x, labels, axis)
+        return Spec(labels.shape, x.dtype)
+
+    def forward(xp, x, labels, axis=-1, ignore_index=-1):
+        keep = labels != ignore_index
+        idx = xp.where(keep, labels, 0)
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= x.shape[axis]):
+            bad = idx[(idx < 0) | (idx >= x.shape[axis])].ravel()[0]
+            raise IndexError(
+                f"pick_label: label {int(bad)} is out of range for {x.shape[axis]} classes "
+                f"(valid labels are 0..{x.shape[axis] - 1}; {ignore_index} skips an instance)")
+        got = xp.take_along_axis(x, xp.expand_dims(idx, axis), axis=axis)
+        return xp.where(keep, xp.squeeze(got, axis=axis), 0).astype(x.dtype, copy=False)
+
+    def grad(g, out, x, labels, axis=-1, ignore_index=-1):
+        return unpick_label(g, x, labels, axis=axis, ignore_index=ignore_index), None
+
+
+@register
+class UnpickLabel(Op):
+    """Zeros shaped like `like` holding g at each label along `axis` (pick_label's gradient)."""
+    name, nondiff = "unpick_label", (1, 2)
+    saves = (2,)
+
+    def infer(g: Spec, like: Spec, labels: Spec, axis=-1, ignore_index=-1) -> Spec:
+        check_labels("unpick_label", like, labels, axis)
+        if not _same_dims(g.shape, labels.shape):
+            fail("unpick_label", f"g shape {fmt(g)} differs from labels shape {fmt(labels)}")
+        return Spec(like.shape, g.dtype)
+
+    def forward(xp, g, like, labels, axis=-1, ignore_index=-1):
+        shape = [1] * like.ndim
+        shape[axis] = like.shape[axis]
+        classes = xp.arange(like.shape[axis]).reshape(shape)
+        hit = (xp.expand_dims(labels, axis) == classes) & xp.expand_dims(labels != ignore_index, axis)
+        return xp.where(hit, xp.expand_dims(g, axis), 0).astype(g.dtype, copy=False)
+
+    def grad(gout, out, g, like, labels, axis=-1, ignore_index=-1):
+        return pick_label(gout, labels, axis=axis, ignore_index=ignore_index), None, None
+
+
+@register
+class Log1pExp(Op):
+    """log(1 + exp(x)) (softplus) without overflow; its derivative is sigm(x)."""
+    name, elementwise = "log1pexp", True
+    saves = (0,)
+
+    def infer(x: Spec) -> Spec:
+        return x.with_dtype(float_dtype(x))
+
+    def forward(xp, x):
+        if x.dtype.kind != "f":
+            x = x.astype("float64")
+        # exp of a non-positive number lies in (0, 1]: no overflow, and log1p keeps the tail
+        return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+    def grad(g, out, x):
+        from knetflow.ops.elementwise import sigm
+
+        return (g * sigm(x),)
+
+
+@register
+class CorrectLabel(Op):
+    """1 where the label has the maximum score along `axis` (the first on ties), else 0.
+
+    0 also for skipped instances (label == ignore_index). Not differentiable.
+    """
+    name, nondiff = "correct_label", (0, 1)
+
+    def infer(x: Spec, labels: Spec, axis=-1, ignore_index=-1) -> Spec:
+        check_labels("correct_label", x, labels, axis)
+        return Spec(labels.shape, float_dtype(x))
+
+    def forward(xp, x, labels, axis=-1, ignore_index=-1):
+        hit = (xp.argmax(x, axis=axis) == labels) & (labels != ignore_index)
+        return hit.astype(x.dtype if x.dtype.kind == "f" else "float64")
+
+    def grad(g, out, x, labels, axis=-1, ignore_index=-1):
+        return None, None
+
+
+# ---- public functions ----
+
+
+def pick_label(x, labels, axis=-1, ignore_index=-1):
+    """x's entry at each label along `axis` (0 where label == ignore_index); nll's building block.
+
+    Example:
+        >>> import numpy as np; from knetflow.ops.loss import pick_label
+        >>> pick_label(np.array([[1., 2.], [3., 4.]]), np.array([1, -1]))
+        array([2., 0.])
+    """
+    ax, _ = _class_axis("pick_label", x, labels, axis)
+    return apply(PickLabel, x, labels, axis=ax, ignore_index=int(ignore_index))
+
+
+def unpick_label(g, like, labels, axis=-1, ignore_index=-1):
+    """Zeros shaped like `like` with g scattered to each label along `axis` (pick_label's grad)."""
+    ax, _ = _class_axis("unpick_label", like, labels, axis)
+    return apply(UnpickLabel, g, like, labels, axis=ax, ignore_index=int(ignore_index))
+
+
+def log1pexp(x):
+    """log(1 + exp(x)), elementwise and stable (softplus); bce and logistic use it."""
+    return apply(Log1pExp, x)
+
+
+def _count(labels, ignore_index, dtype):
+    """Number of instances not skipped, as a 0-d `dtype` value."""
+    return sum(cast(ne(labels, ignore_index), dtype))
+
+
+def nll(scores, labels, axis=-1, average=True, ignore_index=-1):
+    """Negative log likelihood of the labels under softmax(scores) (Knet `nll`).
+
+    `scores` are unnormalized with classes on `axis` (default: last); `labels`
+    are integer class indices 0..C-1 shaped like scores without `axis`;
+    instances whose label is `ignore_index` are skipped. Returns total/count,
+    or `(total, count)` with `average=False`.
+
+    Example (Knet's: 3 classes, 2 instances in columns, so classes on axis 0):
+        >>> import knetflow as kf, numpy as np
+        >>> scores = np.array([[12.2, 0.3], [2.0, 21.5], [0.0, -21.0]])
+        >>> round(float(kf.nll(scores, np.array([0, 1]), axis=0)), 9)
+        2.1657e-05
+    """
+    ax, spec = _class_axis("nll", scores, labels, axis)
+    ignore_index = int(ignore_index)
+    logp = logsoftmax(scores, axis=ax)
+    total = neg(sum(apply(PickLabel, logp, labels, axis=ax, ignore_index=ignore_index)))
+    count = _count(labels, ignore_index, float_dtype(spec))
+    return div(total, count) if average else (total, count)
+
+
+def accuracy(scores, labels, axis=-1, average=True, ignore_index=-1):
+    """Fraction of instances whose label has the maximum score (Knet `accuracy`).
+
+    Same conventions as `nll`; skipped instances count neither way. Returns
+    ncorrect/count, or `(ncorrect, count)` with `average=False`. No gradient.
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> float(kf.accuracy(np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), np.array([1, 1, -1])))
+        0.5
+    """
+    ax, spec = _class_axis("accuracy", scores, labels, axis)
+    ignore_index = int(ignore_index)
+    hits = apply(CorrectLabel, scores, labels, axis=ax, ignore_index=ignore_index)
+    ncorrect = sum(hits)
+    count = _count(labels, ignore_index, float_dtype(spec))
+    return div(ncorrect, count) if average else (ncorrect, count)
+
+
+def _binary_inputs(opname, scores, labels):
+    """scores and labels as the scores' float dtype, after checking their shapes agree."""
+    s, y = _spec(scores), _spec(labels)
+    if not _same_dims(s.shape, y.shape):
+        fail(opname, f"labels shape {fmt(y)} does not match scores shape {fmt(s)}")
+    dtype = float_dtype(s)
+    if s.dtype != dtype:
+        scores = cast(scores, dtype)
+    if y.dtype != dtype:
+        labels = cast(labels, dtype)
+    return scores, labels
+
+
+def _reduce(loss, average):
+    from knetflow.ops.reduce import count
+
+    return mean(loss) if average else (sum(loss), count(loss))
+
+
+def bce(scores, labels, average=True):
+    """Binary cross entropy of {0,1} labels given unnormalized scores (Knet `bce`).
+
+    The loss per instance is -(y log p + (1-y) log(1-p)) with p = sigm(score),
+    computed stably as log1pexp(score) - y*score. Returns the mean loss, or
+    `(total, count)` with `average=False`.
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> float(kf.bce(np.array([0.0]), np.array([1.0])))  # log 2
+        0.6931471805599453
+    """
+    scores, labels = _binary_inputs("bce", scores, labels)
+    return _reduce(sub(log1pexp(scores), mul(labels, scores)), average)
+
+
+def logistic(scores, labels, average=True):
+    """Logistic loss log(1 + exp(-y*score)) of {-1,1} labels (Knet `logistic`).
+
+    Returns the mean loss, or `(total, count)` with `average=False`; the same
+    loss as `bce` with labels (y+1)/2.
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> float(kf.logistic(np.array([0.0]), np.array([-1.0])))  # log 2
+        0.6931471805599453
+    """
+    scores, labels = _binary_inputs("logistic", scores, labels)
+    return _reduce(log1pexp(neg(mul(labels, scores))), average)

@@ -1,0 +1,84 @@
+"""Random ops: dropout (Knet `dropout`).
+
+`dropout(x, p)` is `x * dropout_mask(x, p)`. The mask op is random (its
+forward receives `rng=`, a numpy/cupy Generator owned by the caller: the plan,
+or `knetflow.rng.generator()` for eager calls) and impure (never folded or
+merged), and it takes no gradient: the gradient reaches x through the
+multiplication, as g * mask.
+
+Knet drops by default only while differentiating (`drop=true` inside `@diff`).
+Here `drop=None` means the same: an eager call on arrays returns x unchanged,
+while in a graph the mask node carries `training_only=True` so that compiling
+with `training=False` can replace it by ones (`strip_dropout`). `drop=True`
+drops always (`training_only=False`); `drop=False` or `p == 0` return x.
+"""
+
+from __future__ import annotations
+
+from knetflow.ops.base import Op, Spec, apply, float_dtype, register
+from knetflow.ops.binary import mul
+
+__all__ = ["dropout"]
+
+
+@register
+class DropoutMask(Op):
+    """Random mask shaped like x: 0 with probability p, else 1/(1-p).
+
+    With `seed` set the mask is the same on every run (a Generator made from it).
+    """
+    name, random, pure, nondiff = "dropout_mask", True, False, (0,)
+
+    def infer(x: Spec, p=0.5, seed=None, training_only=True) -> Spec:
+        return x.with_dtype(float_dtype(x))
+
+    def forward(xp, x, p=0.5, seed=None, training_only=True, rng=None):
+        if seed is not None:
+            rng = xp.random.default_rng(seed)
+        dtype = x.dtype if x.dtype.kind == "f" else "float64"
+        draw = dtype if dtype in ("float32", "float64") else "float32"
+        u = rng.random(x.shape, dtype=draw)
+        # u >= p keeps an element with probability 1 - p; written into u to save a buffer
+        xp.greater_equal(u, p, out=u)
+        u *= 1.0 / (1.0 - p) if p < 1 else 0.0
+        return u.astype(dtype, copy=False)
+
+    def grad(g, out, x, p=0.5, seed=None, training_only=True):
+        return (None,)
+
+
+def _symbolic(x) -> bool:
+    """Whether x builds graph nodes (a Symbol, or a traced object inside a trace)."""
+    from knetflow.graph import trace
+    from knetflow.graph.symbol import Symbol
+
+    return isinstance(x, Symbol) or (
+        trace.current() is not None and hasattr(x, "__knetflow_trace__"))
+
+
+def dropout(x, p, drop=None, seed=None):
+    """Zero each element of x with probability p, scale the rest by 1/(1-p) (Knet `dropout`).
+
+    `drop=None` drops only in training: not on eager arrays, and in graphs
+    only when compiled with `training=True`. `drop=True` always drops,
+    `drop=False` never. `seed` (an int) makes the mask deterministic.
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> y = kf.dropout(np.ones(1000), 0.5, drop=True, seed=1)
+        >>> sorted(set(y.tolist()))
+        [0.0, 2.0]
+        >>> x = np.ones(3)
+        >>> kf.dropout(x, 0.5) is x  # eager calls are not training: x itself
+        True
+    """
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: probability p must lie in [0, 1], got {p}")
+    if p == 0.0 or drop is False:
+        return x
+    if drop is None and not _symbolic(x):
+        return x
+    mask = apply(DropoutMask, x, p=p, seed=None if seed is None else int(seed),
+                 training_only=drop is None)
+    return mul(x, mask)

@@ -1,0 +1,1 @@
+"""The training layer: the Knet-style Param/diff/grad API, optimizers, models."""

@@ -1,0 +1,287 @@
+"""Knet-style automatic differentiation by tracing: Param, diff, grad, gradloss.
+
+`kf.diff(f, *args)` traces `f` into a Graph once per signature, derives the
+backward graph with `kf.backward`, compiles it (training mode: dropout on) and
+runs the cached plan. There is one engine: no separate eager tape.
+
+What is fed at each call, never frozen: arrays and Params passed as arguments,
+Params and arrays the function reaches (captured or global), read through their
+current `.value`. A function is traced again when its arguments' shapes or
+dtypes, the contents of its closure, or the global names it reads change.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from knetflow.errors import ShapeError, TracingError
+from knetflow.graph import trace
+from knetflow.graph.autodiff import backward
+from knetflow.graph.build import placeholder
+from knetflow.graph.node import Graph
+from knetflow.graph.symbol import Operators, Symbol
+from knetflow.scheduler.plan import Plan
+
+_CACHE_SIZE = 256
+_cache: OrderedDict = OrderedDict()
+
+
+class Param(Operators):
+    """A value to differentiate with respect to (Knet `Param`), with its optimizer in `.opt`.
+
+    Example:
+        >>> import knetflow as kf
+        >>> x = kf.Param([1., 2., 3.])
+        >>> kf.grad(kf.diff(lambda: kf.sum(x * x)), x)
+        array([2., 4., 6.])
+    """
+
+    __slots__ = ("value", "opt", "name")
+    __hash__ = object.__hash__
+    __array_priority__ = 1000
+
+    def __init__(self, value, opt=None, name=None):
+        value = np.asarray(value)
+        if value.dtype.kind in "iub":
+            value = value.astype("float64")
+        self.value = value
+        self.opt = opt
+        self.name = name
+
+    def __knetflow_trace__(self, tracer):
+        return tracer.leaf(self, lambda: placeholder(f"t{len(tracer.leaves)}", self.value.shape,
+                                                     self.value.dtype))
+
+    @property
+    def shape(self):
+        return self.value.shape
+
+    @property
+    def dtype(self):
+        return self.value.dtype
+
+    @property
+    def ndim(self):
+        return self.value.ndim
+
+    @property
+    def size(self):
+        return self.value.size
+
+    def __array__(self, dtype=None, copy=None):
+        return self.value if dtype is None else self.value.astype(dtype)
+
+    def __len__(self):
+        return len(self.value)
+
+    def __repr__(self) -> str:
+        return f"Param({self.value!r})"
+
+
+class DiffResult:
+    """What `kf.diff` returns: the value and the gradient of each Param (Knet's Tape)."""
+
+    def __init__(self, value, grads: dict, params: list):
+        self.value = value
+        self._grads = grads
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"DiffResult(value={self.value!r}, {len(self.params)} params)"
+
+
+def diff(f, *args, **kwargs) -> DiffResult:
+    """Run `f(*args)` (a scalar) and its gradient w.r.t. every Param it uses (Knet `@diff`)."""
+    entry = _entry(f, args, kwargs)
+    feed = {name: _fed_value(src, args) for name, src in entry.sources}
+    outs = entry.plan.run(feed)
+    grads = {id(p): g for p, g in zip(entry.params(args), outs[1:])}
+    return DiffResult(_scalar(outs[0]), grads, entry.params(args))
+
+
+def grad(f_or_result, param=None, argnum=0):
+    """`grad(result, param)`: the gradient in a diff result (None if unused);
+    `grad(f, argnum=0)`: a function returning df/d(args[argnum]).
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> kf.grad(lambda x: kf.sum(x * x))(np.array([1., 2., 3.]))
+        array([2., 4., 6.])
+    """
+    if isinstance(f_or_result, DiffResult):
+        return f_or_result._grads.get(id(param))
+    if param is not None:
+        raise TypeError("grad(f, argnum=k): give argnum by keyword")
+    f = f_or_result
+
+    def gradfun(*args, **kwargs):
+        return gradloss(f, argnum)(*args, **kwargs)[0]
+
+    return gradfun
+
+
+def gradloss(f, argnum=0):
+    """A function returning (df/d(args[argnum]), f(args)) (Knet `gradloss`).
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> kf.gradloss(lambda x: kf.sum(x * x))(np.array([1., 2., 3.]))
+        (array([2., 4., 6.]), 14.0)
+    """
+
+    def gradlossfun(*args, **kwargs):
+        args = list(args)
+        target = args[argnum] if isinstance(args[argnum], Param) else Param(args[argnum])
+        args[argnum] = target
+        result = diff(f, *args, **kwargs)
+        g = grad(result, target)
+        return (np.zeros_like(target.value) if g is None else g), result.value
+
+    return gradlossfun
+
+
+def value(x):
+    """The plain value of a Param or a diff result; anything else as it is (Knet `value`)."""
+    if isinstance(x, (Param, DiffResult)):
+        return x.value
+    return x
+
+
+def params(obj) -> list:
+    """Every Param found by a recursive search of obj (Knet `params`)."""
+    found, seen = [], set()
+
+    def walk(x):
+        if id(x) in seen:
+            return
+        seen.add(id(x))
+        if isinstance(x, Param):
+            found.append(x)
+        elif isinstance(x, DiffResult):
+            for p in x.params:
+                walk(p)
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple, set)):
+            for v in x:
+                walk(v)
+        elif hasattr(x, "__dict__") and not isinstance(x, type):
+            for v in vars(x).values():
+                walk(v)
+
+    walk(obj)
+    return found
+
+
+# ---- tracing and the per-signature cache ----
+
+
+class _Entry:
+    """A traced function: its plan and where each graph input's value comes from."""
+
+    def __init__(self, plan, sources, param_sources, keep):
+        self.plan = plan
+        self.sources = sources              # [(input name, ("arg", i) | ("obj", obj))]
+        self.param_sources = param_sources  # sources of the differentiated Params, in order
+        self.keep = keep                    # objects whose ids are in the cache key
+
+    def params(self, args):
+        return [args[s[1]] if s[0] == "arg" else s[1] for s in self.param_sources]
+
+
+def _fed_value(src, args):
+    obj = args[src[1]] if src[0] == "arg" else src[1]
+    return obj.value if isinstance(obj, Param) else obj
+
+
+def _entry(f, args, kwargs) -> _Entry:
+    key, keep = _key(f, args, kwargs)
+    entry = _cache.get(key)
+    if entry is not None:
+        _cache.move_to_end(key)
+        return entry
+    entry = _trace(f, args, kwargs)
+    entry.keep = keep
+    _cache[key] = entry
+    if len(_cache) > _CACHE_SIZE:
+        _cache.popitem(last=False)
+    return entry
+
+
+def _trace(f, args, kwargs) -> _Entry:
+    tracer = trace.Tracer()
+    with trace.tracing(tracer):
+        sym_args = [_lift_arg(a, tracer) for a in args]
+        out = f(*sym_args, **kwargs)
+    if not isinstance(out, Symbol):
+        raise TracingError(f"{_name(f)} returned {type(out).__name__}, not a value computed "
+                           "from its Params; nothing to differentiate")
+    if out.shape != ():
+        raise ShapeError(f"{_name(f)} must return a scalar to differentiate, got shape "
+                         f"{out.shape} (at {out.node.where}); reduce it, e.g. with kf.sum")
+    sources, param_nodes, param_sources = [], [], []
+    for obj, sym in tracer.leaves.values():
+        src = next((("arg", i) for i, a in enumerate(args) if a is obj), ("obj", obj))
+        sources.append((sym.node.attrs["name"], src))
+        if isinstance(obj, Param):
+            param_nodes.append(sym.node)
+            param_sources.append(src)
+    graph = Graph([out], inputs=[s.node for _, s in tracer.leaves.values()])
+    plan = Plan(backward(graph, wrt=param_nodes), training=True)
+    return _Entry(plan, sources, param_sources, None)
+
+
+def _lift_arg(a, tracer):
+    if isinstance(a, Param):
+        return a.__knetflow_trace__(tracer)
+    if isinstance(a, np.ndarray) and a.ndim:
+        return tracer.leaf(a, lambda: placeholder(f"t{len(tracer.leaves)}", a.shape, a.dtype))
+    return a
+
+
+def _key(f, args, kwargs):
+    """A hashable signature of a call, and the objects whose ids it uses."""
+    keep = [f]
+    parts = [getattr(f, "__code__", None) or id(f), id(getattr(f, "__self__", None))]
+    for cell in getattr(f, "__closure__", None) or ():
+        try:
+            content = cell.cell_contents
+        except ValueError:
+            content = None
+        parts.append(_ident(content, keep))
+    fglobals = getattr(f, "__globals__", None)
+    code = getattr(f, "__code__", None)
+    if fglobals is not None and code is not None:
+        parts.extend(_ident(fglobals.get(n), keep) for n in code.co_names if n in fglobals)
+    parts.extend(_part(a, keep) for a in args)
+    parts.extend((k, _part(v, keep)) for k, v in sorted(kwargs.items()))
+    return tuple(parts), keep
+
+
+def _ident(x, keep):
+    """Captured objects are fed from the object seen at trace time: key them by identity."""
+    if isinstance(x, (int, float, str, bool, type(None), np.generic)):
+        return ("value", type(x), x)
+    keep.append(x)
+    return ("id", id(x))
+
+
+def _part(x, keep):
+    """Arguments are fed by position: arrays and Params key by shape and dtype."""
+    if isinstance(x, (Param, np.ndarray)) and (not isinstance(x, np.ndarray) or x.ndim):
+        return ("array", x.shape, str(x.dtype))
+    if isinstance(x, (int, float, str, bool, type(None), np.generic)):
+        return ("value", type(x), x)
+    keep.append(x)
+    return ("id", id(x))
+
+
+def _scalar(x):
+    return float(x) if np.ndim(x) == 0 else x
+
+
+def _name(f):
+    return getattr(f, "__qualname__", None) or repr(f)
