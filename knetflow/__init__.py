@@ -18,7 +18,7 @@ from knetflow.rng import seed  # noqa: F401
 from knetflow.graph.autodiff import backward  # noqa: F401
 from knetflow.scheduler.plan import Plan, compile  # noqa: F401
 from knetflow.devices import cpu, device, devices  # noqa: F401
-from knetflow import initializers as init  # noqa: F401
+from knetflow import datasets, initializers as init  # noqa: F401
 
 __version__ = "0.1.0"
 from knetflow.train.autograd import (  # noqa: F401

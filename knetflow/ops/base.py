@@ -157,12 +157,14 @@ def get_op(name: str) -> type[Op]:
         raise KeyError(f"unknown op {name!r}; knetflow has no op of that name") from None
 
 
-def kernel(op: type[Op], xp, attrs: dict) -> tuple[Callable, bool]:
+def kernel(op: type[Op], xp, attrs: dict, exact=True) -> tuple[Callable, bool]:
     """A callable running `op` on arrays with `attrs` bound, and whether it takes xp.
 
     The plan binds these once at compile time so the hot loop makes one call per op.
+    `exact` says the inputs' dtypes give the output's dtype under the bare ufunc;
+    otherwise the op's own forward (which may convert) runs.
     """
-    if op.ufunc is not None and not attrs:
+    if op.ufunc is not None and not attrs and exact:
         return getattr(xp, op.ufunc), False
     return op.forward, True
 

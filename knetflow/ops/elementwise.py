@@ -10,7 +10,11 @@ these ops can be differentiated again. A rule of None means a zero gradient
 Float math functions give float64 for integer and bool inputs (`base.float_dtype`)
 and keep float16/32/64. Special functions (erf, gamma, ...) come from
 `scipy.special` on the CPU and `cupyx.scipy.special` for CuPy arrays (`_special`).
-Ops with a defined `attr` (polygamma's `n`, cast's `dtype`) are written out in full.
+Ops with attributes (polygamma's `n`, cast's `dtype`) are written out as classes.
+
+Compiled plans and the fusion pass call a declared `ufunc` directly, so an op
+declares one only when the raw xp ufunc gives what `infer` says; the forwards
+given beside a ufunc only add the int-to-float64 conversion for eager calls.
 
 Example:
     >>> import knetflow as kf, numpy as np
@@ -100,10 +104,6 @@ def _rounding_forward(ufunc_name):
     return forward
 
 
-def _class_name(name):
-    return "".join(part.capitalize() for part in name.split("_"))
-
-
 def _unary(name, doc, rule, *, ufunc=None, forward=None, saves=(0,), infer=_to_float):
     """Declare and register a unary elementwise op; return (op class, public function).
 
@@ -122,7 +122,7 @@ def _unary(name, doc, rule, *, ufunc=None, forward=None, saves=(0,), infer=_to_f
     if forward is not None:
         body["forward"] = forward
         body["out_arg"] = "out" in inspect.signature(forward).parameters
-    cls = register(type(_class_name(name), (Op,), body))
+    cls = register(type(name.capitalize(), (Op,), body))
 
     def public(x):
         return apply(cls, x)
@@ -264,6 +264,8 @@ def abs2(x):
 
 
 # ---- rounding and sign: zero gradient, integers keep their dtype ----
+# round declares no ufunc: plans and fusion call a declared ufunc directly, and rint turns
+# integers into float64
 
 Sign, sign = _unary("sign", "Sign of x (-1, 0, 1), elementwise; zero gradient (Knet `sign`).",
                     None, ufunc="sign", infer=_same)
@@ -273,7 +275,7 @@ Ceil, ceil = _unary("ceil", "Smallest integer >= x, elementwise; zero gradient (
                     None, ufunc="ceil", forward=_rounding_forward("ceil"), infer=_same)
 Round, round = _unary(
     "round", "Nearest integer, ties to even, elementwise; zero gradient (Knet `round`).",
-    None, ufunc="rint", forward=_rounding_forward("rint"), infer=_same)
+    None, forward=_rounding_forward("rint"), infer=_same)
 Trunc, trunc = _unary("trunc", "x rounded toward zero, elementwise; zero gradient (Knet `trunc`).",
                       None, ufunc="trunc", forward=_rounding_forward("trunc"), infer=_same)
 

@@ -90,7 +90,8 @@ def _call(node, names, env, xp, rng, memory) -> str:
     attrs = dict(node.attrs)
     if op.random:
         attrs["rng"] = rng
-    fn, takes_xp = kernel(op, xp, attrs)
+    exact = all(i.spec.dtype == node.spec.dtype for i in node.inputs)
+    fn, takes_xp = kernel(op, xp, attrs, exact=exact)
     if takes_xp:
         fn = functools.partial(fn, xp, **attrs)
     env[f"k{node.id}"] = fn

@@ -12,7 +12,9 @@ from knetflow.ops.base import REGISTRY
 
 
 def _fusable(node) -> bool:
-    return not node.is_leaf and REGISTRY[node.op].ufunc is not None and not node.attrs
+    """A plain ufunc node whose inputs already have its dtype (no hidden casts)."""
+    return (not node.is_leaf and REGISTRY[node.op].ufunc is not None and not node.attrs
+            and all(i.spec.dtype == node.spec.dtype for i in node.inputs))
 
 
 def _chain_links(graph: Graph) -> dict:
