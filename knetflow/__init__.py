@@ -23,3 +23,4 @@ from knetflow import datasets, initializers as init  # noqa: F401
 __version__ = "0.1.0"
 from knetflow.train.autograd import (  # noqa: F401
     DiffResult, Param, diff, grad, gradloss, params, value)
+from knetflow.train.gradcheck import gradcheck  # noqa: F401

@@ -12,7 +12,7 @@ from __future__ import annotations
 from knetflow.ops.base import Op, Spec, apply, float_dtype, norm_axis, register
 from knetflow.ops.reduce import broadcast_like, sum
 
-__all__ = ["softmax", "logsoftmax", "logp", "logsumexp"]
+__all__ = ["logp", "logsoftmax", "logsumexp", "softmax"]
 
 
 def _float_infer(x: Spec, axis=None, **_) -> Spec:

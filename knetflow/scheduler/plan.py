@@ -49,7 +49,9 @@ class Plan:
     def __init__(self, graph, devices_=None, training=False, check_numerics=False,
                  optimize_graph=True):
         self.source = graph
-        self.graph = optimize(graph, training=training) if optimize_graph else graph
+        # no fusion under check_numerics, so a NaN is blamed on the op that made it, not `fused`
+        self.graph = (optimize(graph, training=training, fuse=not check_numerics)
+                      if optimize_graph else graph)
         self.device = devices.device(devices_[0] if isinstance(devices_, (list, tuple))
                                      else (devices_ or "cpu:0"))
         self.xp = self.device.xp

@@ -10,10 +10,13 @@ from knetflow.ops.base import Spec
 
 
 def strip_dropout(graph: Graph) -> Graph:
-    """Turn every `dropout_mask` node into the constant 1 (which broadcasts)."""
+    """Turn every training-only `dropout_mask` node into the constant 1 (which broadcasts).
+
+    Masks made with `dropout(x, p, drop=True)` (`training_only=False`) drop always and stay.
+    """
 
     def visit(node):
-        if node.op != "dropout_mask":
+        if node.op != "dropout_mask" or not node.attrs.get("training_only", True):
             return node
         one = np.ones((), dtype=node.spec.dtype)
         one.setflags(write=False)

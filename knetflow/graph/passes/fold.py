@@ -21,7 +21,8 @@ def fold_constants(graph: Graph) -> Graph:
         if not op.pure or op.view or (node.spec.size or _MAX_FOLD + 1) > _MAX_FOLD:
             return node
         value = np.asarray(op.forward(np, *[i.attrs["value"] for i in node.inputs], **node.attrs))
-        value = np.ascontiguousarray(value.astype(node.spec.dtype, copy=False))
+        # np.array, not np.ascontiguousarray: the latter turns 0-d results into shape (1,)
+        value = np.array(value, dtype=node.spec.dtype, order="C")
         value.setflags(write=False)
         return node.replace(op="const", inputs=(), attrs={"value": value})
 
