@@ -60,10 +60,14 @@ def _resolve(graph, wrt) -> list:
 def gradients(loss: Node, targets: list) -> list:
     """Nodes for d loss / d target, one per target (zeros where unconnected)."""
     nodes = toposort([loss])
-    needed = _depends_on(nodes, {t.id for t in targets})
+    target_ids = {t.id for t in targets}
+    needed = _depends_on(nodes, target_ids)
     grads: dict = {loss.id: const(1, dtype=loss.spec.dtype).node}
     for node in reversed(nodes):
-        g = grads.pop(node.id, None) if not node.is_leaf else None
+        if node.is_leaf:
+            continue
+        # a target's gradient stays for the result (a target may be an inner node)
+        g = grads.get(node.id) if node.id in target_ids else grads.pop(node.id, None)
         if g is None or node.id not in needed:
             continue
         op = get_op(node.op)

@@ -22,8 +22,9 @@ from knetflow.graph.symbol import Symbol
 from knetflow.ops import base
 from knetflow.ops.base import Spec, spec_of
 
-_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_NUMPY_DIR = os.path.dirname(np.__file__)
+# with a trailing separator, so that e.g. `knetflow_extra/` or `numpyro/` stay user code
+_PKG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
+_NUMPY_DIR = os.path.join(os.path.dirname(np.__file__), "")
 _device_stack: list = []
 
 
@@ -80,7 +81,7 @@ def param(name: str, shape=None, init=None, dtype="float32", value=None) -> Symb
 
 def const(value, dtype=None) -> Symbol:
     """A constant in the graph. Python floats become float32 (knetflow's default)."""
-    if isinstance(value, float) and dtype is None:
+    if isinstance(value, float) and not isinstance(value, np.generic) and dtype is None:
         dtype = "float32"
     arr = np.asarray(value, dtype=dtype)
     arr.setflags(write=False)

@@ -162,7 +162,7 @@ class Symbol(Operators):
 # numpy function name -> knetflow op function name, where they differ
 _ARRAY_FUNCTIONS = {
     "concatenate": "concat", "amax": "max", "amin": "min", "maximum": "maximum",
-    "permute_dims": "transpose", "around": "round",
+    "permute_dims": "transpose", "around": "round", "hstack": "hcat", "vstack": "vcat",
 }
 
 

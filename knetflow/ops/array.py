@@ -1,15 +1,9 @@
 """Array ops that move data rather than compute it: reshape, transpose, mat,
-concatenation and stacking, squeeze/expand_dims, and indexing.
+concatenation and stacking, and squeeze/expand_dims.
 
 Shape rules accept dynamic (`None`) dims. Gradients are array ops again:
-reshapes reshape back, concatenation slices, and indexing scatter-adds into
-zeros (`index_add`, whose own gradient is indexing), so every gradient here
-can be differentiated once more.
-
-An index is kept as a static attribute, a tuple of tagged tuples such as
-`(("slice", 0, None, 2), ("int", -1))`, while index arrays (integer or
-boolean, NumPy arrays or Symbols) become extra, never-differentiated inputs;
-`("array", k)` and `("mask", k)` name the k-th of them.
+reshapes reshape back and concatenation slices (with the indexing ops of
+`knetflow.ops.index`), so every gradient here can be differentiated once more.
 """
 
 from __future__ import annotations
@@ -18,17 +12,34 @@ import math
 
 import numpy as np
 
-from knetflow.errors import ShapeError
 from knetflow.ops.base import (
-    INT_DTYPES, Op, Spec, apply, broadcast_shapes, fail, fmt, norm_axis, register, result_dtype)
+    Op,
+    Spec,
+    apply,
+    fail,
+    fmt,
+    norm_axis,
+    register,
+    result_dtype,
+)
+from knetflow.ops.index import getitem, zeros_like
 
 __all__ = [
-    "reshape", "reshape_like", "transpose", "permutedims", "mat", "concat", "cat", "hcat",
-    "vcat", "cat1d", "stack", "squeeze", "expand_dims", "zeros_like", "getitem", "index_add",
+    "cat",
+    "cat1d",
+    "concat",
+    "expand_dims",
+    "hcat",
+    "mat",
+    "permutedims",
+    "reshape",
+    "reshape_like",
+    "squeeze",
+    "stack",
+    "transpose",
+    "vcat",
 ]
 
-#: index arrays a getitem/index_add may take (they follow the data inputs)
-MAX_INDEX_ARRAYS = 32
 #: inputs of variadic ops beyond the first that are shape-only (concat_part's `xs`)
 MAX_PARTS = 256
 
@@ -53,11 +64,11 @@ def _shape(x) -> tuple:
 
 
 def _reshape_back(g, x):
-    """g reshaped to x's shape, without reading x when that shape is static."""
+    """g reshaped to x's shape; x itself is read only when two or more dims are dynamic."""
     shape = _shape(x)
-    if None in shape:
+    if shape.count(None) > 1 or (None in shape and 0 in shape):
         return reshape_like(g, x)
-    return reshape(g, shape)
+    return reshape(g, tuple(-1 if d is None else d for d in shape))
 
 
 # ---- reshaping ----
@@ -93,7 +104,8 @@ class Reshape(Op):
                     fail("reshape", f"cannot reshape {fmt(x)} into {target}")
                 dims[dims.index(-1)] = known_in // known_out
             elif known_in != known_out:
-                fail("reshape", f"cannot reshape {fmt(x)} ({known_in} elements) into {target}")
+                size = f" ({known_in} elements)" if x.is_static else ""
+                fail("reshape", f"cannot reshape {fmt(x)}{size} into {target}")
         elif -1 in dims:
             dims[dims.index(-1)] = None
         return x.with_shape(dims)
@@ -223,9 +235,9 @@ class Concat(Op):
     name, out_arg = "concat", True
 
     def infer(*xs: Spec, axis=0) -> Spec:
-        _check_joinable("concat", xs, axis, xs[0].ndim if xs else 0, free=axis)
-        if xs[0].ndim == 0:
+        if xs and xs[0].ndim == 0:
             fail("concat", "zero-dimensional arrays cannot be concatenated")
+        _check_joinable("concat", xs, axis, xs[0].ndim if xs else 0, free=axis)
         shape = [_known([x.shape[i] for x in xs]) for i in range(xs[0].ndim)]
         sizes = [x.shape[axis] for x in xs]
         shape[axis] = None if None in sizes else sum(sizes)
@@ -283,179 +295,6 @@ class Stack(Op):
 
     def grad(g, out, *xs, axis=0):
         return tuple(getitem(g, (slice(None),) * axis + (k,)) for k in range(len(xs)))
-
-
-@register
-class ZerosLike(Op):
-    """Zeros of x's shape (and x's dtype unless `dtype` is given)."""
-    name, out_arg, nondiff = "zeros_like", True, (0,)
-
-    def infer(x: Spec, dtype=None) -> Spec:
-        return x if dtype is None else x.with_dtype(dtype)
-
-    def forward(xp, x, dtype=None, out=None):
-        if out is None:
-            return xp.zeros(x.shape, dtype=dtype or x.dtype)
-        out.fill(0)
-        return out
-
-
-# ---- indexing ----
-
-
-def _consumes(item, arrays) -> int:
-    """How many axes of x an index item uses."""
-    tag = item[0]
-    if tag == "mask":
-        return arrays[item[1]].ndim
-    return 0 if tag in ("none", "ellipsis") else 1
-
-
-def _full_index(opname, x: Spec, items, arrays) -> list:
-    """The index items with the Ellipsis (or the implied trailing one) as full slices."""
-    items = [tuple(it) for it in items]
-    used = sum(_consumes(it, arrays) for it in items)
-    ellipses = [i for i, it in enumerate(items) if it[0] == "ellipsis"]
-    if len(ellipses) > 1:
-        fail(opname, f"an index can have only one Ellipsis, got {len(ellipses)} for {fmt(x)}")
-    if used > x.ndim:
-        fail(opname, f"too many indices for {fmt(x)}: the index uses {used} axes")
-    fill = [("slice", None, None, None)] * (x.ndim - used)
-    at = ellipses[0] if ellipses else len(items)
-    return items[:at] + fill + items[at + 1:]
-
-
-def _advanced_shape(opname, x: Spec, axis, item, arrays) -> tuple:
-    """The broadcast shape an advanced index item (array, mask, or int among them) adds."""
-    tag = item[0]
-    if tag == "int":
-        return ()
-    spec = arrays[item[1]]
-    if tag == "array":
-        if spec.dtype not in INT_DTYPES:
-            fail(opname, f"index arrays must hold integers or booleans, got {spec!r}")
-        return spec.shape
-    if spec.dtype != "bool" or spec.ndim == 0:
-        fail(opname, f"a mask must be a boolean array of at least one axis, got {spec!r}")
-    if not all(_same(m, d) for m, d in zip(spec.shape, x.shape[axis:axis + spec.ndim])):
-        fail(opname, f"boolean index {fmt(spec)} does not match axes {axis}.. of {fmt(x)}")
-    return (None,)
-
-
-def _slice_len(opname, d, item):
-    start, stop, step = item[1:]
-    if step == 0:
-        fail(opname, "slice step cannot be zero")
-    return None if d is None else len(range(*slice(start, stop, step).indices(d)))
-
-
-def _indexed_shape(opname, x: Spec, items, arrays) -> tuple:
-    """Shape of x[index], following NumPy's basic and advanced indexing rules."""
-    items = _full_index(opname, x, items, arrays)
-    has_advanced = any(it[0] in ("array", "mask") for it in items)
-    out, advanced, slot, last, adjacent, axis = [], [], None, None, True, 0
-    for pos, item in enumerate(items):
-        tag = item[0]
-        if tag == "none":
-            out.append(1)
-            continue
-        if tag == "slice":
-            out.append(_slice_len(opname, x.shape[axis], item))
-            axis += 1
-            continue
-        if tag == "int":
-            d = x.shape[axis]
-            if d is not None and not -d <= item[1] < d:
-                fail(opname, f"index {item[1]} is out of bounds for axis {axis} of {fmt(x)}")
-            if not has_advanced:
-                axis += 1
-                continue
-        advanced.append(_advanced_shape(opname, x, axis, item, arrays))
-        axis += _consumes(item, arrays)
-        if slot is None:
-            slot = len(out)
-        elif last != pos - 1:
-            adjacent = False  # NumPy then puts the advanced axes first
-        last = pos
-    if advanced:
-        try:
-            shape = broadcast_shapes(opname, *[Spec(s, "int64") for s in advanced])
-        except ShapeError:
-            shapes = ", ".join(fmt(Spec(s, "int64")) for s in advanced)
-            fail(opname, f"index arrays of shapes {shapes} do not broadcast")
-        at = slot if adjacent else 0
-        out[at:at] = shape
-    return tuple(out)
-
-
-def _build_index(items, arrays) -> tuple:
-    """The Python index that the attribute `items` stands for, with arrays filled in."""
-    out = []
-    for item in items:
-        tag = item[0]
-        if tag == "int":
-            out.append(item[1])
-        elif tag == "slice":
-            out.append(slice(item[1], item[2], item[3]))
-        elif tag == "none":
-            out.append(None)
-        elif tag == "ellipsis":
-            out.append(Ellipsis)
-        else:
-            out.append(arrays[item[1]])
-    return tuple(out)
-
-
-@register
-class GetItem(Op):
-    """x[index] with NumPy's rules; a boolean mask gives a dynamic axis."""
-    name, view = "getitem", True
-    nondiff = tuple(range(1, 1 + MAX_INDEX_ARRAYS))
-
-    def infer(x: Spec, *arrays: Spec, index=()) -> Spec:
-        return x.with_shape(_indexed_shape("getitem", x, index, arrays))
-
-    def forward(xp, x, *arrays, index=()):
-        # a full integer index gives a NumPy scalar; keep results arrays
-        return xp.asarray(x[_build_index(index, arrays)])
-
-    def grad(g, out, x, *arrays, index=()):
-        base = zeros_like(x, dtype=g.dtype)
-        return (apply(IndexAdd, base, g, *arrays, index=index),) + (None,) * len(arrays)
-
-
-@register
-class IndexAdd(Op):
-    """A copy of x with `update` added at x[index]; repeated indices accumulate."""
-    name, out_arg = "index_add", True
-    nondiff = tuple(range(2, 2 + MAX_INDEX_ARRAYS))
-
-    def infer(x: Spec, update: Spec, *arrays: Spec, index=()) -> Spec:
-        shape = _indexed_shape("index_add", x, index, arrays)
-        fits = update.ndim <= len(shape) and all(
-            u in (1, None) or s is None or u == s
-            for u, s in zip(update.shape[::-1], shape[::-1]))
-        if not fits:
-            fail("index_add", f"update {fmt(update)} does not broadcast to the indexed shape "
-                              f"{fmt(Spec(shape, x.dtype))} of {fmt(x)}")
-        if not np.can_cast(update.dtype, x.dtype, "same_kind"):
-            fail("index_add", f"cannot add a {update.dtype} update into {x!r}")
-        return x
-
-    def forward(xp, x, update, *arrays, index=(), out=None):
-        if out is None:
-            out = x.copy()
-        else:
-            out[...] = x
-        where = _build_index(index, arrays)
-        if any(item[0] == "array" for item in index):
-            xp.add.at(out, where, update)  # integer arrays may repeat an index
-        else:
-            out[where] += update
-        return out
-
-    def grad(g, out, x, update, *arrays, index=()):
-        return (g, apply(GetItem, g, *arrays, index=index)) + (None,) * len(arrays)
 
 
 # ---- public functions ----
@@ -558,9 +397,11 @@ def hcat(*xs):
 
 def vcat(*xs):
     """Arrays joined vertically (Knet `vcat`, NumPy `vstack`): 1-D arrays become rows."""
-    xs = tuple(reshape(x, (1,) * (2 - _ndim(x)) + _shape(x)) if _ndim(x) < 2 else x
-               for x in _sequence(xs))
-    return concat(xs, axis=0)
+    rows = []
+    for x in _sequence(xs):
+        ndim = _ndim(x)
+        rows.append(reshape(x, (1, 1)) if ndim == 0 else expand_dims(x, 0) if ndim == 1 else x)
+    return concat(rows, axis=0)
 
 
 def cat1d(*xs):
@@ -607,69 +448,3 @@ def expand_dims(x, axis):
     """x with new size-1 axes at positions `axis` of the result (NumPy `expand_dims`)."""
     count = 1 if isinstance(axis, (int, np.integer)) else len(axis)
     return apply(ExpandDims, x, axis=norm_axis("expand_dims", axis, _ndim(x) + count))
-
-
-def zeros_like(x, dtype=None):
-    """Zeros with x's shape and dtype (or `dtype`); x's values are not read."""
-    return apply(ZerosLike, x, dtype=None if dtype is None else str(np.dtype(dtype)))
-
-
-def _index_array(item):
-    """An index array as an op input: Symbols and arrays as they are, lists as arrays."""
-    if hasattr(item, "shape") and hasattr(item, "dtype") or hasattr(item, "__knetflow_trace__"):
-        return item
-    arr = np.asarray(item)
-    return arr.astype(np.intp) if arr.size == 0 else arr
-
-
-def _canon_index(index) -> tuple:
-    """(items, arrays): the static attribute of an index and its index arrays."""
-    items, arrays = [], []
-    for item in index if isinstance(index, tuple) else (index,):
-        if item is None:
-            items.append(("none",))
-        elif item is Ellipsis:
-            items.append(("ellipsis",))
-        elif isinstance(item, (bool, np.bool_)):
-            fail("getitem", "boolean scalar indices are not supported; index with a mask array")
-        elif isinstance(item, (int, np.integer)):
-            items.append(("int", int(item)))
-        elif isinstance(item, slice):
-            bounds = [None if b is None else int(b) for b in (item.start, item.stop, item.step)]
-            items.append(("slice", *bounds))
-        else:
-            arr = _index_array(item)
-            tag = "mask" if str(getattr(arr, "dtype", "")) == "bool" else "array"
-            items.append((tag, len(arrays)))
-            arrays.append(arr)
-    if len(arrays) > MAX_INDEX_ARRAYS:
-        fail("getitem", f"at most {MAX_INDEX_ARRAYS} index arrays are supported")
-    return tuple(items), arrays
-
-
-def getitem(x, index):
-    """x[index] with NumPy's indexing (Knet `getindex`): ints, slices, None, ..., arrays, masks.
-
-    Index arrays may be NumPy arrays or Symbols. A boolean mask makes a dynamic
-    axis. The gradient scatter-adds into zeros, so repeated indices accumulate.
-
-    Example:
-        >>> import knetflow as kf, numpy as np
-        >>> kf.getitem(np.arange(6.0).reshape(2, 3), (slice(None), [2, 0]))
-        array([[2., 0.],
-               [5., 3.]])
-    """
-    items, arrays = _canon_index(index)
-    return apply(GetItem, x, *arrays, index=items)
-
-
-def index_add(x, index, update):
-    """A copy of x with `update` added at x[index]; repeated indices accumulate.
-
-    Example:
-        >>> import knetflow as kf, numpy as np
-        >>> kf.index_add(np.zeros(3), np.array([0, 0, 2]), 1.0)
-        array([2., 0., 1.])
-    """
-    items, arrays = _canon_index(index)
-    return apply(IndexAdd, x, update, *arrays, index=items)

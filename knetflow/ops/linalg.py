@@ -11,7 +11,7 @@ from __future__ import annotations
 from knetflow.errors import ShapeError
 from knetflow.ops.base import Op, Spec, apply, broadcast_shapes, fail, fmt, register, result_dtype
 
-__all__ = ["matmul", "bmm"]
+__all__ = ["bmm", "matmul"]
 
 
 def _same(d1, d2) -> bool:
@@ -57,7 +57,8 @@ class Matmul(Op):
         return Spec(_matmul_shape(a, b), result_dtype(a, b))
 
     def forward(xp, a, b, out=None):
-        return xp.matmul(a, b, out=out)
+        out = xp.matmul(a, b, out=out)
+        return out if out.ndim else xp.asarray(out)  # vector . vector gives a NumPy scalar
 
     def grad(g, out, a, b):
         from knetflow.ops.array import expand_dims, squeeze

@@ -187,9 +187,25 @@ class _Entry:
         self.sources = sources              # [(input name, ("arg", i) | ("obj", obj))]
         self.param_sources = param_sources  # sources of the differentiated Params, in order
         self.keep = keep                    # objects whose ids are in the cache key
+        self.specs = [plan.source.input(name).spec for name, _ in sources]
 
     def params(self, args):
         return [args[s[1]] if s[0] == "arg" else s[1] for s in self.param_sources]
+
+    def fits(self, args) -> bool:
+        """Whether every value fed still fits its traced shape and float dtype.
+
+        Captured Params and arrays are keyed by identity, so a new `.value` of another
+        shape or float precision is only seen here; it needs a new trace. (Other dtypes
+        are cast to the traced one, as before: an int value of a float Param stays float.)
+        """
+        for (_, src), spec in zip(self.sources, self.specs):
+            value = _fed_value(src, args)
+            dtype = getattr(value, "dtype", None)
+            if np.shape(value) != spec.shape or (
+                    dtype is not None and dtype.kind == "f" and str(dtype) != spec.dtype):
+                return False
+        return True
 
 
 def _fed_value(src, args):
@@ -200,7 +216,7 @@ def _fed_value(src, args):
 def _entry(f, args, kwargs) -> _Entry:
     key, keep = _key(f, args, kwargs)
     entry = _cache.get(key)
-    if entry is not None:
+    if entry is not None and entry.fits(args):
         _cache.move_to_end(key)
         return entry
     entry = _trace(f, args, kwargs)

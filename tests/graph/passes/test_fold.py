@@ -1,0 +1,76 @@
+"""fold_constants (graph/passes/fold.py): pure ops on constants become constants."""
+
+import numpy as np
+
+import knetflow as kf
+from knetflow.graph.passes import fold_constants
+from knetflow.ops.array import reshape
+from knetflow.ops.random import dropout
+from tests.graph.passes.common import assert_same_values, ops_of
+
+X = {"x": np.array([0.5, -1.0, 2.0], dtype="float32")}
+
+
+def test_folds_a_constant_subgraph():
+    #   c=[1,2,3] ── mul(., 2.0) ── exp ──┐
+    #                                      mul ── out     =>   x ── mul(., const) ── out
+    #   x ─────────────────────────────────┘
+    x = kf.placeholder("x", (3,))
+    c = kf.const(np.array([1.0, 2.0, 3.0], dtype="float32"))
+    g = kf.Graph([x * kf.exp(c * 2.0)])
+    f = fold_constants(g)
+    assert f is not g
+    f.verify()
+    assert ops_of(f) == ["input", "const", "mul"]
+    folded = f.nodes[1]
+    np.testing.assert_allclose(folded.attrs["value"], np.exp([2.0, 4.0, 6.0]), rtol=1e-6)
+    assert folded.attrs["value"].dtype == np.dtype("float32")
+    assert not folded.attrs["value"].flags.writeable
+    assert folded.spec == kf.Spec((3,), "float32")
+    assert_same_values(g, f, X)
+
+
+def test_nothing_to_fold_returns_the_same_graph():
+    x = kf.placeholder("x", (3,))
+    g = kf.Graph([kf.exp(x) * 2.0])
+    assert fold_constants(g) is g
+    f = fold_constants(kf.Graph([x * kf.exp(kf.const(1.0))]))
+    assert fold_constants(f) is f
+
+
+def test_folded_scalar_keeps_its_shape():
+    #   const 3 ── sub ── const 2      (a 0-d result must stay 0-d, not become shape (1,))
+    #   const 1 ──┘
+    three = kf.const(3.0, dtype="float64")
+    f = fold_constants(kf.Graph([three - kf.const(1.0, dtype="float64")]))
+    f.verify()
+    assert ops_of(f) == ["const"]
+    value = f.outputs[0].attrs["value"]
+    assert value.shape == () and value.dtype == np.dtype("float64") and float(value) == 2.0
+
+
+def test_folded_value_takes_the_node_dtype():
+    c = kf.const(np.array([1, 2], dtype="int32"))
+    f = fold_constants(kf.Graph([c * 3]))
+    value = f.outputs[0].attrs["value"]
+    assert value.dtype == np.dtype("int32")
+    np.testing.assert_array_equal(value, [3, 6])
+
+
+def test_impure_view_and_huge_ops_are_not_folded():
+    #   dropout_mask(const) is random; reshape(const) is a view; a folded huge value would
+    #   bloat the graph: all three stay as they are
+    c = kf.const(np.ones(4, dtype="float32"))
+    big = kf.const(np.zeros((1 << 20) + 1, dtype="float32"))
+    for out in (dropout(c, 0.5, drop=True), reshape(c, (2, 2)), big + 1.0):
+        g = kf.Graph([out])
+        assert fold_constants(g) is g
+
+
+def test_folds_inside_a_backward_graph():
+    x = kf.placeholder("x", (3,), "float64")
+    g = kf.backward(kf.Graph([kf.sum(x ** 3)]), wrt=[x])
+    f = fold_constants(g)
+    f.verify()
+    assert "sub" not in ops_of(f)  # 3 - 1 in the power rule became a constant
+    assert_same_values(g, f, {"x": np.array([1.0, -2.0, 0.5])})
