@@ -262,6 +262,10 @@ def _key(f, args, kwargs):
     """A hashable signature of a call, and the objects whose ids it uses."""
     keep = [f]
     parts = [getattr(f, "__code__", None) or id(f), id(getattr(f, "__self__", None))]
+    # a model object (or a bound method's object): its attributes are read from when traced
+    owner = getattr(f, "__self__", None) if hasattr(f, "__code__") or hasattr(f, "__func__") else f
+    if owner is not None and hasattr(owner, "__dict__") and not isinstance(owner, type):
+        parts.extend((k, _ident(v, keep)) for k, v in sorted(vars(owner).items()))
     for cell in getattr(f, "__closure__", None) or ():
         try:
             content = cell.cell_contents

@@ -55,6 +55,15 @@ def test_wrt_by_symbol_node_or_name():
         np.testing.assert_allclose(gw, [1.0, 2.0])
 
 
+def test_wrt_an_inner_node():
+    #   x ── exp ── e ── mul(., 2) ── sum       d loss / d e = 2 (and d loss / d x = 2 exp x)
+    x = _f64("x", (3,))
+    e = kf.exp(x)
+    ge, gx = _grad_of(kf.sum(e * 2.0), [e, x], x=np.zeros(3))
+    np.testing.assert_allclose(ge, [2.0, 2.0, 2.0])
+    np.testing.assert_allclose(gx, [2.0, 2.0, 2.0])
+
+
 def test_first_output_must_be_scalar():
     x = kf.placeholder("x", (3,))
     with pytest.raises(kf.ShapeError, match=r"backward: the first output must be a scalar, "

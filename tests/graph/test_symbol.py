@@ -1,6 +1,7 @@
 """The Symbol front end (graph/symbol.py, graph/build.py): operators, NumPy protocols,
 errors for Python control flow on symbols, and the user's file:line in messages."""
 
+import os
 import re
 import sys
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 import knetflow as kf
+from knetflow.graph import build
 
 
 def _line_below() -> str:
@@ -217,6 +219,14 @@ def test_nodes_record_user_line_through_helpers(x):
     assert helper(x).node.where == f"test_symbol.py:{line}"
 
 
+def test_user_code_beside_the_package_is_user_code(x):
+    #   a user's `.../knetflow_extra/model.py` is not part of `.../knetflow/`
+    filename = build._PKG_DIR.rstrip(os.sep) + "_extra" + os.sep + "model.py"
+    scope = {"kf": kf, "x": x}
+    exec(compile("\ny = kf.exp(x)\n", filename, "exec"), scope)  # noqa: S102
+    assert scope["y"].node.where == "model.py:2"
+
+
 # ---- leaves ----
 
 
@@ -227,7 +237,8 @@ def test_placeholder_param_const():
     assert w.shape == (2, 2) and w.dtype == np.dtype("float32")
     assert w.node.attrs["value"].dtype == np.dtype("float32")
     c = kf.const(1.5)
-    assert c.dtype == np.dtype("float32") and c.shape == ()
+    assert c.dtype == np.dtype("float32") and c.shape == ()  # Python floats: float32
+    assert kf.const(np.float64(1.5)).dtype == np.dtype("float64")  # NumPy scalars keep theirs
     assert not c.node.attrs["value"].flags.writeable
 
 

@@ -68,6 +68,19 @@ def test_outputs_are_not_overwritten_by_a_later_run():
     np.testing.assert_array_equal(plan.params["w"], [0.5, 0.5, 0.5])
 
 
+def test_feeds_and_params_are_never_written():
+    #   x ── exp ── a ── mul(a, x) ── tanh ── out      in-place ops only touch planned buffers
+    x = kf.placeholder("x", (4,), "float64")
+    w = kf.param("w", value=np.full(4, 2.0), dtype="float64")
+    out = kf.tanh(kf.exp(x * w) * x) + w
+    plan = kf.compile([kf.sum(out)], optimize_graph=False)
+    feed = np.array([0.1, 0.2, 0.3, 0.4])
+    plan.run({"x": feed})
+    plan.run({"x": feed})
+    np.testing.assert_array_equal(feed, [0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_array_equal(plan.params["w"], np.full(4, 2.0))
+
+
 # ---- feed errors ----
 
 

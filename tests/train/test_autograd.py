@@ -150,6 +150,22 @@ def test_captured_param_of_a_new_shape_retraces():
     assert len(calls) == 3
 
 
+def test_replaced_param_attribute_is_seen():
+    class Model:
+        def __init__(self, w):
+            self.w = kf.Param(np.array(w))
+
+        def __call__(self, x):
+            return kf.sum(self.w * x)
+
+    model, x = Model([1.0, 2.0]), np.array([3.0, 4.0])
+    assert kf.value(kf.diff(model, x)) == 11.0
+    model.w = kf.Param(np.array([10.0, 20.0]))
+    r = kf.diff(model, x)
+    assert kf.value(r) == 110.0
+    np.testing.assert_array_equal(kf.grad(r, model.w), [3.0, 4.0])
+
+
 def test_new_closure_contents_retrace():
     def scaled(k):
         return lambda z: kf.sum(z * k)
