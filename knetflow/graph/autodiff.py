@@ -15,7 +15,7 @@ from knetflow.graph.build import const
 from knetflow.graph.node import Graph, Node, toposort
 from knetflow.graph.symbol import Symbol
 from knetflow.ops import reduce
-from knetflow.ops.base import get_op
+from knetflow.ops.base import Get, apply, get_op
 
 
 def backward(graph, wrt=None) -> Graph:
@@ -40,7 +40,7 @@ def backward(graph, wrt=None) -> Graph:
             f"({loss.label()} at {loss.where}); reduce it first, e.g. with kf.sum")
     targets = _resolve(graph, wrt)
     grads = gradients(loss, targets)
-    return Graph(list(graph.outputs) + grads, inputs=graph.inputs)
+    return Graph(list(graph.outputs) + grads, inputs=graph.inputs, updates=graph.updates)
 
 
 def _resolve(graph, wrt) -> list:
@@ -70,9 +70,11 @@ def gradients(loss: Node, targets: list) -> list:
         g = grads.get(node.id) if node.id in target_ids else grads.pop(node.id, None)
         if g is None or node.id not in needed:
             continue
+        if node.op == "get":
+            _collect(grads, node, g)
+            continue
         op = get_op(node.op)
-        ins = [Symbol(i) for i in node.inputs]
-        rule = op.grad(Symbol(g), Symbol(node), *ins, **node.attrs)
+        rule = _rule(op, node, g)
         if rule is None:
             continue
         if len(rule) != len(node.inputs):
@@ -85,6 +87,28 @@ def gradients(loss: Node, targets: list) -> list:
             prev = grads.get(inp.id)
             grads[inp.id] = gi.node if prev is None else (Symbol(prev) + gi).node
     return [_final(grads.get(t.id), t) for t in targets]
+
+
+def _collect(grads, node, g):
+    """A `get` passes its gradient to slot `index` of its multi-output parent."""
+    parent, index = node.inputs[0], node.attrs["index"]
+    slots = list(grads.get(parent.id) or (None,) * len(parent.spec))
+    slots[index] = g if slots[index] is None else (Symbol(slots[index]) + Symbol(g)).node
+    grads[parent.id] = tuple(slots)
+
+
+def _rule(op, node, g):
+    """The op's gradient rule applied at `node`, with output gradient(s) g."""
+    ins = [Symbol(i) for i in node.inputs]
+    if isinstance(g, tuple):  # a multi-output op: tuples of gradients and outputs
+        gs = tuple(None if x is None else Symbol(x) for x in g)
+        outs = tuple(_get(node, i) for i in range(len(g)))
+        return op.grad(gs, outs, *ins, **node.attrs)
+    return op.grad(Symbol(g), Symbol(node), *ins, **node.attrs)
+
+
+def _get(node, i):
+    return apply(Get, Symbol(node), index=i)
 
 
 def _depends_on(nodes, target_ids) -> set:

@@ -122,13 +122,20 @@ def _scalar_dtype(x, like_dtype):
 
 
 def _like_dtype(inputs):
+    """The dtype Python scalars among `inputs` take: the first float operand's, else the first."""
+    found = None
     for x in inputs:
         spec = getattr(x, "spec", None)
         if isinstance(spec, Spec):
-            return spec.dtype
-        if hasattr(x, "dtype") and hasattr(x, "shape"):
-            return str(x.dtype)
-    return None
+            dtype = spec.dtype
+        elif spec is None and hasattr(x, "dtype") and hasattr(x, "shape"):
+            dtype = str(x.dtype)
+        else:  # a multi-output value, or no array at all
+            continue
+        if np.dtype(dtype).kind == "f":
+            return dtype
+        found = found or dtype
+    return found
 
 
 def dispatch(op, inputs, attrs):

@@ -16,7 +16,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from knetflow.ops.base import REGISTRY, Spec, fmt
+from knetflow.ops.base import REGISTRY, Spec, TupleSpec, fmt
 
 LEAF_OPS = ("input", "param", "const")
 
@@ -90,12 +90,14 @@ class Graph:
         ['x']
     """
 
-    def __init__(self, outputs, inputs=None):
+    def __init__(self, outputs, inputs=None, updates=None):
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
         self.outputs = tuple(_as_node(o) for o in outputs)
+        #: param name -> node computing its new value; a plan stores it after each run
+        self.updates = {name: _as_node(v) for name, v in (updates or {}).items()}
         extra = tuple(_as_node(i) for i in (inputs or ()))
-        self.nodes = toposort(self.outputs + extra)
+        self.nodes = toposort(self.results + extra)
         leaves = [n for n in self.nodes if n.op == "input"]
         # declared inputs keep their order; unused ones stay so feeds still validate
         ordered = {n.attrs["name"]: n for n in sorted(leaves, key=lambda n: n.id)}
@@ -103,6 +105,16 @@ class Graph:
             ordered = {n.attrs["name"]: n for n in extra} | ordered
         self.inputs = tuple(ordered.values())
         self.params = tuple(sorted((n for n in self.nodes if n.op == "param"), key=lambda n: n.id))
+
+    @property
+    def results(self) -> tuple:
+        """Everything a run produces: the outputs, then the update values."""
+        return self.outputs + tuple(self.updates.values())
+
+    def remap(self, new: dict) -> "Graph":
+        """The same graph over replacement nodes (`new`: old node id -> node)."""
+        return Graph([new[o.id] for o in self.outputs], inputs=[new[i.id] for i in self.inputs],
+                     updates={k: new[v.id] for k, v in self.updates.items()})
 
     # -- lookups --
     def input(self, name: str) -> Node:
@@ -132,7 +144,7 @@ class Graph:
         names = set()
         for k, n in enumerate(self.nodes):
             assert n.op in LEAF_OPS or n.op in REGISTRY, f"{n!r}: unknown op {n.op!r}"
-            assert isinstance(n.spec, Spec), f"{n!r}: spec is not a Spec"
+            assert isinstance(n.spec, (Spec, TupleSpec)), f"{n!r}: spec is not a Spec"
             for i in n.inputs:
                 assert i.id in position, f"{n!r}: input {i!r} is not in the graph"
                 assert position[i.id] < k, f"{n!r}: input {i!r} comes after it"
@@ -142,6 +154,11 @@ class Graph:
                 names.add(key)
         for o in self.outputs:
             assert o.id in position, f"output {o!r} is not in the graph"
+        params = {n.attrs["name"]: n for n in self.params}
+        for name, v in self.updates.items():
+            assert name in params, f"update of {name!r}, which is not a param of the graph"
+            assert v.spec == params[name].spec, (
+                f"update of {name!r} is {v.spec!r}, the param is {params[name].spec!r}")
         return self
 
     def infer_shapes(self, **shapes) -> dict:

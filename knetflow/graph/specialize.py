@@ -47,4 +47,4 @@ def specialize(graph: Graph, input_specs: dict) -> Graph:
         except ShapeError as e:
             raise ShapeError(f"{e} (node built at {node.where})") from None
         new[node.id] = node.replace(inputs=inputs, spec=spec)
-    return Graph([new[o.id] for o in graph.outputs], inputs=[new[i.id] for i in graph.inputs])
+    return graph.remap(new)

@@ -80,8 +80,36 @@ class Spec:
         return f"{self.dtype}{fmt(self)}"
 
 
+class TupleSpec(tuple):
+    """The Specs of a multi-output op's outputs; `get(x, i)` nodes extract each one.
+
+    Gradient rules of multi-output ops receive a tuple of output gradients
+    (None where an output is unused) and a tuple of output symbols.
+    """
+
+    is_float = False
+    dtype = "tuple"
+    shape = ()
+    ndim = 0
+    size = None
+
+    @property
+    def is_static(self) -> bool:
+        return all(s.is_static for s in self)
+
+    @property
+    def nbytes(self):
+        sizes = [s.nbytes for s in self]
+        return None if None in sizes else sum(sizes)
+
+    def __repr__(self) -> str:
+        return "(" + ", ".join(repr(s) for s in self) + ")"
+
+
 def fmt(spec: Spec) -> str:
     """Shape as the user reads it, `?` for dynamic dimensions: (?, 784)."""
+    if isinstance(spec, TupleSpec):
+        return "(" + ", ".join(fmt(s) for s in spec) + ")"
     dims = ["?" if d is None else str(d) for d in spec.shape]
     return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
@@ -185,6 +213,27 @@ def apply(op: type[Op], *inputs, **attrs):
     return _dispatcher(op, inputs, attrs)
 
 
+def apply_multi(op: type[Op], *inputs, **attrs) -> tuple:
+    """Apply a multi-output op; returns one value (symbol or array) per output."""
+    result = _dispatcher(op, inputs, attrs)
+    if isinstance(result, tuple):  # ran at once: the arrays themselves
+        return result
+    return tuple(_dispatcher(Get, (result,), {"index": i}) for i in range(len(result.spec)))
+
+
+class Get(Op):  # registered below, once `register` exists
+    """Output `index` of a multi-output op (gradients handled by autodiff)."""
+    name, view = "get", True
+
+    def infer(t, index=0):
+        if not isinstance(t, TupleSpec):
+            fail("get", f"input is a single value {t!r}, not the outputs of a multi-output op")
+        return t[index]
+
+    def forward(xp, t, index=0):
+        return t[index]
+
+
 # ---- helpers for shape rules ----
 
 
@@ -236,3 +285,6 @@ def norm_axis(opname: str, axis, ndim: int):
     if len(set(out)) != len(out):
         fail(opname, f"repeated axis in {axis}")
     return tuple(sorted(out))
+
+
+register(Get)

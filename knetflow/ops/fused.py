@@ -19,15 +19,23 @@ class Fused(Op):
     """A fused chain of elementwise ops (see module docstring)."""
     name, elementwise, out_arg = "fused", True, True
 
-    def infer(*specs: Spec, program=(), dtype="float32") -> Spec:
+    def infer(*specs: Spec, program=(), dtype="float32", wheres=()) -> Spec:
         return Spec(broadcast_shapes("fused", *specs), dtype)
 
-    def forward(xp, *args, program=(), dtype="float32", out=None):
+    def forward(xp, *args, program=(), dtype="float32", wheres=(), out=None):
         return _kernel(xp, program)(args, out)
 
-    def grad(g, out, *inputs, program=(), dtype="float32"):
+    def grad(g, out, *inputs, program=(), dtype="float32", wheres=()):
         raise NotImplementedError("fused nodes are made after differentiation; "
                                   "differentiate the graph before fusing it")
+
+
+class StepError(Exception):
+    """Step `step` of a fused chain failed; the cause is the original error."""
+
+    def __init__(self, step: int):
+        super().__init__(f"step {step} of a fused chain failed")
+        self.step = step
 
 
 @lru_cache(maxsize=4096)
@@ -40,11 +48,15 @@ def _kernel(xp, program):
     rest = steps[1:]
 
     def run(args, out):
-        acc = first_fn(*[args[r] for r in first_refs], out=out)
-        if out is None:
-            acc = xp.asarray(acc)  # 0-d results come back as scalars, which take no out=
-        for fn, refs in rest:
-            acc = fn(*[acc if r < 0 else args[r] for r in refs], out=acc)
+        step = 0
+        try:
+            acc = first_fn(*[args[r] for r in first_refs], out=out)
+            if out is None:
+                acc = xp.asarray(acc)  # 0-d results come back as scalars, which take no out=
+            for step, (fn, refs) in enumerate(rest, 1):
+                acc = fn(*[acc if r < 0 else args[r] for r in refs], out=acc)
+        except Exception as e:
+            raise StepError(step) from e
         return acc
 
     return run

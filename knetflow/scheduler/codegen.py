@@ -75,7 +75,7 @@ def generate(graph, xp, rng=None, check_numerics=False, profile=None) -> Program
         if dead:
             body.append("del " + ", ".join(dead))
     outs = []
-    for o in graph.outputs:
+    for o in graph.results:
         copy = o.is_leaf or root[o.id] != o.id or REGISTRY[o.op].view
         outs.append(f"xp.array({names[o.id]})" if copy else names[o.id])
     body.append("return (" + "".join(f"{o}, " for o in outs) + ")")
@@ -107,7 +107,7 @@ def _last_reads(graph) -> dict:
     for pos, n in enumerate(graph.nodes):
         for i in n.inputs:
             last[i.id] = (pos, i)
-    outputs = {o.id for o in graph.outputs}
+    outputs = {o.id for o in graph.results}
     dies: dict = {}
     for pos, node in last.values():
         if node.id not in outputs:

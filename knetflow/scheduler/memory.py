@@ -46,7 +46,7 @@ def liveness(graph, root) -> dict:
     for pos, n in enumerate(graph.nodes):
         for i in n.inputs:
             last[root[i.id]] = pos
-    for o in graph.outputs:
+    for o in graph.results:
         last[root[o.id]] = OUTPUT
     return last
 

@@ -20,6 +20,7 @@ from knetflow.graph.node import Graph
 from knetflow.graph.passes import optimize
 from knetflow.graph.specialize import specialize
 from knetflow.ops.base import Spec, fmt
+from knetflow.ops.fused import StepError
 from knetflow.scheduler.codegen import generate
 
 
@@ -63,6 +64,8 @@ class Plan:
         self.param_names = [n.attrs["name"] for n in self.graph.params]
         self._param_index = {name: k for k, name in enumerate(self.param_names)}
         self._values = [self._initial(n) for n in self.graph.params]
+        self._n_outputs = len(self.graph.outputs)
+        self._updates = [self._param_index[name] for name in self.graph.updates]
         self._programs: dict = {}
         self._last = None
 
@@ -122,6 +125,10 @@ class Plan:
             outs = program.fn(arrays, params)
         except Exception as e:  # noqa: BLE001 - re-raised with the node that failed
             raise self._explain(e, program) from e
+        if self._updates:
+            for k, value in zip(self._updates, outs[self._n_outputs:]):
+                self._values[k] = value
+            outs = outs[:self._n_outputs]
         if keep_on_device:
             return outs
         return tuple(self.device.get(o) for o in outs) if self.xp is not np else outs
@@ -161,10 +168,15 @@ class Plan:
                 node = program.lines.get(lineno)
         if node is None:
             return ExecutionError(f"plan failed: {type(error).__name__}: {error}")
-        shapes = ", ".join(fmt(i.spec) for i in node.inputs)
-        return ExecutionError(f"{node.op} failed on inputs of shapes {shapes} on "
+        opname, specs, where = node.op, [i.spec for i in node.inputs], node.where
+        if isinstance(error, StepError):  # name the step of a fused chain, not `fused`
+            opname, refs = node.attrs["program"][error.step]
+            specs = [node.spec if r < 0 else node.inputs[r].spec for r in refs]
+            where, error = node.attrs["wheres"][error.step], error.__cause__
+        shapes = ", ".join(fmt(s) for s in specs)
+        return ExecutionError(f"{opname} failed on inputs of shapes {shapes} on "
                               f"{self.device.name}: {type(error).__name__}: {error} "
-                              f"(node built at {node.where})")
+                              f"(node built at {where})")
 
     # -- reports --
     def memory_report(self, feed_shapes=None) -> dict:

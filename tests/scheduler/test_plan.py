@@ -226,8 +226,6 @@ def test_runtime_error_names_op_shapes_device_and_user_line():
     np.testing.assert_array_equal(plan.run({"i": np.array([1, 2, 3])})[0], [1, 4, 27])
 
 
-@pytest.mark.xfail(strict=True, reason="an error inside a fused chain names `fused` and the "
-                   "line of the chain's last node, not the op that failed and its line")
 def test_runtime_error_inside_a_fused_chain_names_the_op():
     error, where, _ = _negative_power(lambda p: [p * 2])
     msg = str(error)

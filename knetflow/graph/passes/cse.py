@@ -40,7 +40,7 @@ def _key(node):
 def eliminate_common_subexpressions(graph: Graph) -> Graph:
     """Replace each repeated pure computation by its first occurrence."""
     seen: dict = {}
-    outputs = {o.id for o in graph.outputs}
+    outputs = {o.id for o in graph.results}
 
     def visit(node):
         key = _key(node)

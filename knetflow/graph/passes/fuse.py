@@ -20,7 +20,7 @@ def _fusable(node) -> bool:
 def _chain_links(graph: Graph) -> dict:
     """consumer id -> the one producer node fused into it."""
     users = graph.users()
-    outputs = {o.id for o in graph.outputs}
+    outputs = {o.id for o in graph.results}
     prev = {}
     for node in graph.nodes:
         if not _fusable(node):
@@ -67,9 +67,10 @@ def fuse_elementwise(graph: Graph) -> Graph:
             chain.reverse()
             program, externals = _program(chain, new)
             new[node.id] = node.replace(op="fused", inputs=tuple(externals),
-                                        attrs={"program": program, "dtype": node.spec.dtype})
+                                        attrs={"program": program, "dtype": node.spec.dtype,
+                                               "wheres": tuple(n.where for n in chain)})
         else:
             inputs = tuple(new.get(i.id, i) for i in node.inputs)
             changed = any(a is not b for a, b in zip(inputs, node.inputs))
             new[node.id] = node.replace(inputs=inputs) if changed else node
-    return Graph([new[o.id] for o in graph.outputs], inputs=[new[i.id] for i in graph.inputs])
+    return graph.remap(new)

@@ -25,4 +25,4 @@ def rewrite(graph: Graph, visit) -> Graph:
         new[node.id] = out
     if not changed:
         return graph
-    return Graph([new[o.id] for o in graph.outputs], inputs=[new[i.id] for i in graph.inputs])
+    return graph.remap(new)

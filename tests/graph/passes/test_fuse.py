@@ -14,12 +14,13 @@ def test_fuses_a_chain():
     #   x ── exp ── mul(., c) ── tanh ── sum     =>   x, c ── fused ── sum
     x = kf.placeholder("x", (3,))
     g = kf.Graph([kf.sum(kf.tanh(kf.exp(x) * 2.0))])
+    line = f"test_fuse.py:{g.nodes[-1].where.split(':')[1]}"
     f = fuse_elementwise(g)
     f.verify()
     assert ops_of(f) == ["input", "const", "fused", "sum"]
     fused = f.nodes[2]
     assert fused.attrs == {"program": (("exp", (0,)), ("mul", (-1, 1)), ("tanh", (-1,))),
-                           "dtype": "float32"}
+                           "dtype": "float32", "wheres": (line, line, line)}
     assert fused.inputs == (x.node, f.nodes[1])
     assert fused.spec == kf.Spec((3,), "float32")
     assert_same_values(g, f, {"x": X})
