@@ -77,7 +77,12 @@ def generate(graph, xp, rng=None, check_numerics=False, profile=None) -> Program
     outs = []
     for o in graph.results:
         copy = o.is_leaf or root[o.id] != o.id or REGISTRY[o.op].view
-        outs.append(f"xp.array({names[o.id]})" if copy else names[o.id])
+        if copy:
+            outs.append(f"xp.array({names[o.id]})")
+        elif o.spec.shape == ():  # NumPy reductions give scalars; the contract says arrays
+            outs.append(f"xp.asarray({names[o.id]})")
+        else:
+            outs.append(names[o.id])
     body.append("return (" + "".join(f"{o}, " for o in outs) + ")")
     filename = f"<knetflow plan {next(_counter)}>"
     src = "def run(feeds, params):\n" + "\n".join("    " + line for line in body) + "\n"

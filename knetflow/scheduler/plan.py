@@ -141,7 +141,10 @@ class Plan:
         for name, value in feed.items():
             if name in self.input_names:
                 continue
-            k = self._index_of_param(name)
+            if name not in self._param_index:
+                raise FeedError(f"{name!r} is neither an input nor a param of the plan; inputs: "
+                                f"{self.input_names}, params: {self.param_names}")
+            k = self._param_index[name]
             params[k] = np.asarray(value, dtype=params[k].dtype)
             if params[k].shape != self._values[k].shape:
                 raise FeedError(f"param {name!r} has shape {self._values[k].shape}, "

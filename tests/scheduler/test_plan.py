@@ -104,7 +104,8 @@ def test_wrong_shape_names_the_input_and_its_line():
 
 def test_unknown_name_in_feed():
     *_, plan = _affine()
-    with pytest.raises(kf.FeedError, match=r"plan has no param 'v'; params: \['w'\]"):
+    with pytest.raises(kf.FeedError, match=r"'v' is neither an input nor a param of the plan; "
+                                           r"inputs: \['x'\], params: \['w'\]"):
         plan.run({"x": np.ones((1, 3)), "v": np.ones(3)})
 
 
