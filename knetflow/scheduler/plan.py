@@ -14,7 +14,7 @@ import traceback
 import numpy as np
 
 from knetflow import initializers, rng
-from knetflow.devices import base as devices
+from knetflow.devices import base as devmod
 from knetflow.errors import ExecutionError, FeedError
 from knetflow.graph.node import Graph
 from knetflow.graph.passes import optimize
@@ -24,8 +24,8 @@ from knetflow.ops.fused import StepError
 from knetflow.scheduler.codegen import generate
 
 
-def compile(outputs_or_graph, devices_=None, placement="auto", training=False,
-            check_numerics=False, optimize_graph=True, **kwargs) -> "Plan":
+def compile(outputs_or_graph, devices=None, placement="auto", training=False,
+            check_numerics=False, optimize_graph=True, strict=False) -> "Plan":
     """Compile outputs (Symbols) or a Graph into a Plan that runs them.
 
     Example:
@@ -34,28 +34,32 @@ def compile(outputs_or_graph, devices_=None, placement="auto", training=False,
         >>> plan = kf.compile(kf.relu(x) * 2)
         >>> plan.run({"x": np.array([[-1., 3.]], dtype="float32")})[0]
         array([[0., 6.]], dtype=float32)
+
+    `devices` is a device or a list of them (default: cpu:0); with several, the
+    graph is placed (`placement`: "auto", a dict of name patterns to devices, or
+    a callable), partitioned and run by one executor per device. `strict`
+    refuses any placement a rule asked for but the plan cannot honour.
     """
-    devices_ = kwargs.pop("devices", devices_)
-    if kwargs:
-        raise TypeError(f"compile() got unexpected arguments {sorted(kwargs)}")
     graph = outputs_or_graph if isinstance(outputs_or_graph, Graph) else Graph(outputs_or_graph)
     graph.verify()
-    return Plan(graph, devices_=devices_, training=training, check_numerics=check_numerics,
-                optimize_graph=optimize_graph)
+    return Plan(graph, devices=devices, training=training, check_numerics=check_numerics,
+                optimize_graph=optimize_graph, placement=placement, strict=strict)
 
 
 class Plan:
     """A compiled graph; see `compile`."""
 
-    def __init__(self, graph, devices_=None, training=False, check_numerics=False,
-                 optimize_graph=True):
+    def __init__(self, graph, devices=None, training=False, check_numerics=False,
+                 optimize_graph=True, placement="auto", strict=False):
         self.source = graph
         # no fusion under check_numerics, so a NaN is blamed on the op that made it, not `fused`
         self.graph = (optimize(graph, training=training, fuse=not check_numerics)
                       if optimize_graph else graph)
-        self.device = devices.device(devices_[0] if isinstance(devices_, (list, tuple))
-                                     else (devices_ or "cpu:0"))
+        listed = devices if isinstance(devices, (list, tuple)) else [devices or "cpu:0"]
+        self.devices = [devmod.device(d) for d in listed]
+        self.device = self.devices[0]
         self.xp = self.device.xp
+        self.placement_rule, self.strict = placement, strict
         self.training = training
         self.check_numerics = check_numerics
         self.rng = np.random.default_rng(rng.spawn())
@@ -155,13 +159,18 @@ class Plan:
         specs = {n.attrs["name"]: Spec(shape, n.spec.dtype)
                  for n, shape in zip(self._input_nodes, key)}
         graph = specialize(self.graph, specs)
-        program = generate(graph, self.xp, rng=self.rng, check_numerics=self.check_numerics,
-                           profile=profile)
+        if len(self.devices) > 1 and profile is None:
+            from knetflow.scheduler.multidevice import build
+
+            program = build(self, graph)
+        else:
+            program = generate(graph, self.xp, rng=self.rng, check_numerics=self.check_numerics,
+                               profile=profile)
         if profile is None:
             self._programs[key] = program
         return program
 
-    def _explain(self, error, program):
+    def _explain(self, error, program, device_name=None):
         """The exception re-raised naming the op, its shapes and the user's line."""
         if isinstance(error, ExecutionError):
             return error
@@ -178,14 +187,24 @@ class Plan:
             where, error = node.attrs["wheres"][error.step], error.__cause__
         shapes = ", ".join(fmt(s) for s in specs)
         return ExecutionError(f"{opname} failed on inputs of shapes {shapes} on "
-                              f"{self.device.name}: {type(error).__name__}: {error} "
+                              f"{device_name or self.device.name}: {type(error).__name__}: "
+                              f"{error} "
                               f"(node built at {where})")
 
     # -- reports --
     def memory_report(self, feed_shapes=None) -> dict:
         """Peak bytes of intermediate values per device, for the last (or given) signature."""
         program = self._report_program(feed_shapes)
-        return {self.device.name: program.memory.peak_bytes}
+        memory = program.memory
+        if isinstance(memory, dict):  # one per device
+            return {d: m.peak_bytes for d, m in memory.items()}
+        return {self.device.name: memory.peak_bytes}
+
+    def explain(self, feed_shapes=None) -> str:
+        """Where each op runs: per device its ops, transfers with bytes, and peak memory."""
+        from knetflow.scheduler.multidevice import describe
+
+        return describe(self, self._report_program(feed_shapes))
 
     def _report_program(self, feed_shapes):
         if feed_shapes is not None:
