@@ -13,3 +13,5 @@ from knetflow.ops.index import *  # noqa: F401,F403,E402
 from knetflow.ops.softmax import *  # noqa: F401,F403,E402
 from knetflow.ops.loss import *  # noqa: F401,F403,E402
 from knetflow.ops.random import *  # noqa: F401,F403,E402
+from knetflow.ops.norm import *  # noqa: F401,F403,E402
+from knetflow.ops.embedding import *  # noqa: F401,F403,E402
