@@ -17,7 +17,8 @@ from knetflow.ops.base import Spec  # noqa: F401
 from knetflow.rng import seed  # noqa: F401
 from knetflow.graph.autodiff import backward  # noqa: F401
 from knetflow.scheduler.plan import Plan, compile  # noqa: F401
-from knetflow.devices import cpu, device, devices  # noqa: F401
+from knetflow.devices.discovery import (  # noqa: F401
+    cpu, device, devices, gpu, set_cpu_devices, set_sim_devices)
 from knetflow import datasets, initializers as init  # noqa: F401
 
 __version__ = "0.1.0"

@@ -9,9 +9,13 @@ import time
 
 def _devices(args) -> int:
     import knetflow as kf
+    from knetflow.devices.gpu import unavailable_reason
 
-    for d in kf.devices():
-        print(d.name, d.kind)
+    found = kf.devices()
+    for d in found:
+        print(d.describe())
+    if not any(d.kind == "gpu" for d in found):
+        print(f"no GPU: {unavailable_reason()}")
     return 0
 
 

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 from knetflow import rng
+from knetflow.devices import annotate
 from knetflow.errors import ShapeError
 from knetflow.graph import trace
 from knetflow.graph.node import Node
@@ -25,7 +26,6 @@ from knetflow.ops.base import Spec, spec_of
 # with a trailing separator, so that e.g. `knetflow_extra/` or `numpyro/` stay user code
 _PKG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
 _NUMPY_DIR = os.path.join(os.path.dirname(np.__file__), "")
-_device_stack: list = []
 
 
 def user_line() -> str:
@@ -41,7 +41,7 @@ def user_line() -> str:
 
 def current_device():
     """The device annotation of the innermost `kf.device(...)` block, or None."""
-    return _device_stack[-1] if _device_stack else None
+    return annotate.current()
 
 
 def make_node(op: str, inputs, attrs, spec, name=None) -> Symbol:

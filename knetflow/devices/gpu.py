@@ -1,0 +1,218 @@
+"""GPU devices through CuPy: discovery, one stream per device, transfers.
+
+The only module of knetflow that imports CuPy, and only when GPUs are looked
+for. Discovery returns no GPU, quickly and without raising, when CuPy is not
+installed, fails to import (no CUDA runtime libraries), finds no driver, or
+sees no device; `unavailable_reason()` says which.
+
+Each GpuDevice has its own non-blocking CUDA stream; `activate()` makes its
+CUDA device and stream current for the calling thread, so an executor thread
+runs the ops of one device on that device's stream, concurrently with the
+others. Arrays come from CuPy's (per-device, stream-aware) memory pool.
+`put`/`get` copy between host and device on the device's stream;
+`peer_copy` copies between two GPUs, ordered after the producer's stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+from knetflow.devices.base import Device, is_device_array
+
+_reason = "GPUs not looked for yet"
+_peer_lock = threading.Lock()
+_peers_enabled: set = set()
+
+
+def _import_cupy():
+    """The cupy module, or None with the reason it cannot be used."""
+    try:
+        import cupy
+    except ImportError as e:  # not installed, or its CUDA libraries failed to load
+        missing = isinstance(e, ModuleNotFoundError) and e.name == "cupy"
+        return None, "CuPy is not installed" if missing else f"CuPy failed to import: {e}"
+    except OSError as e:  # a shared library that exists but cannot be loaded
+        return None, f"CuPy failed to load a CUDA library: {e}"
+    return cupy, ""
+
+
+def _cuda_errors(cupy) -> tuple:
+    """CuPy's CUDA runtime and driver error classes (what a machine without GPU raises)."""
+    errors = []
+    for module, name in (("runtime", "CUDARuntimeError"), ("driver", "CUDADriverError")):
+        cls = getattr(getattr(cupy.cuda, module, None), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            errors.append(cls)
+    return tuple(errors)
+
+
+def discover() -> list:
+    """GpuDevices for every GPU CuPy sees; [] (never an error) when there are none."""
+    global _reason
+    cupy, reason = _import_cupy()
+    if cupy is None:
+        _reason = reason
+        return []
+    try:
+        count = int(cupy.cuda.runtime.getDeviceCount())
+    except _cuda_errors(cupy) as e:  # no driver, driver too old, no device visible
+        _reason = f"CUDA reports no usable device: {e}"
+        return []
+    _reason = "" if count else "CuPy sees no GPU"
+    return [GpuDevice(i, cupy) for i in range(count)]
+
+
+def unavailable_reason() -> str:
+    """Why the last discovery found no GPU ("" when it found some)."""
+    return _reason
+
+
+class GpuDevice(Device):
+    """A CUDA GPU through CuPy, with its own non-blocking stream."""
+
+    kind = "gpu"
+
+    def __init__(self, index: int, cupy, memory_budget: int | None = None):
+        super().__init__(index, memory_budget)
+        self._cp = cupy
+        self._stream = None
+        self._lock = threading.Lock()
+
+    @property
+    def xp(self):
+        return self._cp
+
+    @property
+    def stream(self):
+        """This device's own non-blocking CUDA stream (made on first use)."""
+        if self._stream is None:
+            with self._lock:
+                if self._stream is None:
+                    with self._cp.cuda.Device(self.index):
+                        self._stream = self._cp.cuda.Stream(non_blocking=True)
+        return self._stream
+
+    @contextlib.contextmanager
+    def activate(self):
+        """Make this GPU and its stream current for the calling thread."""
+        stream = self.stream
+        with self._cp.cuda.Device(self.index), stream:
+            yield self
+
+    def owns(self, array) -> bool:
+        return isinstance(array, self._cp.ndarray) and array.device.id == self.index
+
+    def put(self, array):
+        """A copy of host data on this GPU (on its stream); arrays of other GPUs peer-copied."""
+        cp = self._cp
+        if isinstance(array, cp.ndarray):
+            if array.device.id == self.index:
+                return array
+            from knetflow.devices import discovery
+
+            return peer_copy(array, self, discovery.gpu(array.device.id))
+        if is_device_array(array):  # a sim array: through the host, explicitly
+            from knetflow.devices import transfers
+
+            return transfers.copy(array, self)
+        host = np.ascontiguousarray(array)
+        with self.activate():
+            out = cp.empty(host.shape, dtype=host.dtype)
+            if host.size:
+                out.set(host, stream=self.stream)
+        return out
+
+    def get(self, array) -> np.ndarray:
+        """A NumPy copy on the host, read after the work queued on the array's stream."""
+        cp = self._cp
+        if not isinstance(array, cp.ndarray):
+            return np.asarray(array)
+        mine = array.device.id == self.index
+        with cp.cuda.Device(array.device.id):
+            host = array.get(stream=self.stream if mine else None)
+            if mine:
+                self.stream.synchronize()
+        return host
+
+    def synchronize(self) -> None:
+        with self._cp.cuda.Device(self.index) as dev:
+            if self._stream is not None:
+                self._stream.synchronize()
+            dev.synchronize()
+
+    def rng(self, seed=None):
+        with self._cp.cuda.Device(self.index):
+            return self._cp.random.default_rng(seed)
+
+    def memory_info(self) -> dict:
+        """Free and total device memory, and what CuPy's pool holds and uses here."""
+        cp = self._cp
+        with cp.cuda.Device(self.index):
+            free, total = cp.cuda.runtime.memGetInfo()
+            pool = cp.get_default_memory_pool()
+            return {"free": int(free), "total": int(total),
+                    "pool_used": int(pool.used_bytes()), "pool_held": int(pool.total_bytes())}
+
+    def free_pool(self) -> None:
+        """Give the blocks CuPy's pool holds unused on this GPU back to the driver."""
+        with self._cp.cuda.Device(self.index):
+            self._cp.get_default_memory_pool().free_all_blocks()
+
+    def _default_budget(self) -> int | None:
+        return self.memory_info()["total"]
+
+    @property
+    def model(self) -> str:
+        """The GPU's name as CUDA reports it."""
+        props = self._cp.cuda.runtime.getDeviceProperties(self.index)
+        name = props.get("name", b"?")
+        return name.decode() if isinstance(name, bytes) else str(name)
+
+    def describe(self) -> str:
+        return f"{super().describe()}  {self.model}"
+
+    def __repr__(self) -> str:
+        return f"GpuDevice({self.name!r})"
+
+
+def _enable_peer_access(cp, dst: int, src: int) -> None:
+    """Let GPU `dst` read GPU `src` directly, where the hardware allows (once per pair)."""
+    if (dst, src) in _peers_enabled:
+        return
+    with _peer_lock:
+        if (dst, src) in _peers_enabled:
+            return
+        runtime = cp.cuda.runtime
+        try:
+            if runtime.deviceCanAccessPeer(dst, src):
+                with cp.cuda.Device(dst):
+                    runtime.deviceEnablePeerAccess(src)
+        except runtime.CUDARuntimeError:  # already enabled, or not supported: copy anyway
+            pass
+        _peers_enabled.add((dst, src))
+
+
+def peer_copy(array, dst: GpuDevice, src: GpuDevice):
+    """A copy of `array` (on GPU `src`) on GPU `dst`, ordered on both devices' streams.
+
+    The copy runs on dst's stream after the work queued on src's stream (an
+    event, no host wait), and src's stream waits for the copy before reusing
+    the source memory.
+    """
+    cp = dst.xp
+    with src.activate():
+        array = cp.ascontiguousarray(array)
+        produced = src.stream.record()
+    _enable_peer_access(cp, dst.index, src.index)
+    with dst.activate():
+        out = cp.empty(array.shape, dtype=array.dtype)
+        if array.nbytes:
+            dst.stream.wait_event(produced)
+            cp.cuda.runtime.memcpyPeerAsync(out.data.ptr, dst.index, array.data.ptr, src.index,
+                                            array.nbytes, dst.stream.ptr)
+        copied = dst.stream.record()
+    src.stream.wait_event(copied)
+    return out

@@ -1,0 +1,18 @@
+"""Each device test starts from, and leaves behind, freshly discovered devices."""
+
+import pytest
+
+from knetflow.devices import discovery
+
+
+@pytest.fixture(autouse=True)
+def fresh_devices(monkeypatch):
+    monkeypatch.delenv("KNETFLOW_CPU_DEVICES", raising=False)
+    monkeypatch.delenv("KNETFLOW_SIM_DEVICES", raising=False)
+    discovery.rediscover()
+    yield
+    monkeypatch.undo()  # the environment first, so the lists below are read from it again
+    with discovery._lock:
+        for kind in discovery._found:
+            discovery._found[kind] = None
+    discovery.cpu(0)  # re-applies the BLAS limit of the restored CPU devices
