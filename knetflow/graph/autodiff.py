@@ -21,7 +21,8 @@ from knetflow.ops.base import Get, apply, get_op
 def backward(graph, wrt=None) -> Graph:
     """Graph of the outputs followed by d(first output)/d(each of `wrt`).
 
-    `wrt` is a list of param/input nodes, Symbols or names (default: all params).
+    `wrt` is a list of param/input nodes, Symbols or names (default: every param
+    not marked `trainable=False`).
     The first output must be a scalar.
 
     Example:
@@ -45,7 +46,7 @@ def backward(graph, wrt=None) -> Graph:
 
 def _resolve(graph, wrt) -> list:
     if wrt is None:
-        return list(graph.params)
+        return trainable_params(graph)
     out = []
     for w in wrt if isinstance(wrt, (list, tuple)) else [wrt]:
         if isinstance(w, str):
@@ -55,6 +56,11 @@ def _resolve(graph, wrt) -> list:
                 w = graph.input(w)
         out.append(w.node if isinstance(w, Symbol) else w)
     return out
+
+
+def trainable_params(graph) -> list:
+    """The params gradients are for: all but those marked `trainable=False` (running stats)."""
+    return [p for p in graph.params if p.attrs.get("trainable", True)]
 
 
 def gradients(loss: Node, targets: list) -> list:

@@ -44,6 +44,15 @@ def current_device():
     return annotate.current()
 
 
+def push_device(name: str) -> None:
+    """Annotate symbols built from now on with device `name` (until `pop_device`)."""
+    annotate.push(name)
+
+
+def pop_device() -> None:
+    annotate.pop()
+
+
 def make_node(op: str, inputs, attrs, spec, name=None) -> Symbol:
     return Symbol(Node(op, tuple(inputs), attrs, spec, name=name,
                        device=current_device(), where=user_line()))

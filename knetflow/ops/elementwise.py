@@ -54,6 +54,9 @@ SELU_ALPHA = 1.6732632423543778
 
 def _special(xp):
     """The special-function module for arrays of `xp`: scipy.special or cupyx.scipy.special."""
+    own = getattr(xp, "special", None)  # array modules that bring their own (sim devices)
+    if own is not None:
+        return own
     if xp.__name__ == "numpy":
         from scipy import special
     else:

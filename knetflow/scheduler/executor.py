@@ -56,10 +56,11 @@ class MultiProgram:
     def _run_one(self, d, feeds, params, state):
         device = self.devices[d]
         program = self.programs[d]
-        mine = [device.put(feeds[k]) for k in self._feeds[d]]
-        theirs = [params[k] for k in self._params[d]]
         try:
-            return program.fn(mine, theirs)
+            with device.activate():  # on a GPU: its device and stream; on a CPU: its BLAS share
+                mine = [device.put(feeds[k]) for k in self._feeds[d]]
+                theirs = [params[k] for k in self._params[d]]
+                return program.fn(mine, theirs)
         except Cancelled:
             raise
         except Exception as e:  # noqa: BLE001

@@ -5,11 +5,10 @@ Called by `Plan` for each input signature when the plan has several devices.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
-import numpy as np
 
+from knetflow.devices import transfers
 from knetflow.scheduler.codegen import generate
 from knetflow.scheduler.executor import MultiProgram
 from knetflow.scheduler.partition import partition
@@ -19,43 +18,26 @@ from knetflow.scheduler.placement import PlacementError, place
 def build(plan, graph) -> MultiProgram:
     """The MultiProgram running specialized `graph` on `plan.devices`."""
     by_name = {d.name: d for d in plan.devices}
-    budgets = {d.name: getattr(d, "budget", None) for d in plan.devices}
+    budgets = {d.name: getattr(d, "memory_budget", None) for d in plan.devices}
     where = place(graph, list(by_name), rule=plan.placement_rule, budgets=budgets,
                   strict=plan.strict)
-    part = partition(graph, where, move=lambda x, dst: _copy(x, by_name[dst]))
-    programs = {d: generate(g, by_name[d].xp, rng=plan.rng, check_numerics=plan.check_numerics)
+    part = partition(graph, where, move=lambda x, src, dst: transfers.copy(x, dst, src))
+    programs = {d: generate(g, by_name[d].xp, rng=plan.rng_for(by_name[d]),
+                            check_numerics=plan.check_numerics)
                 for d, g in part.graphs.items()}
     for d, prog in programs.items():
         budget = budgets.get(d)
         if budget is not None and prog.memory.peak_bytes > budget:
             raise PlacementError(f"the plan needs {prog.memory.peak_bytes} bytes on {d}, "
                                  f"over its budget of {budget} bytes")
-    _share_cores(plan.devices)
     for name, home in part.params.items():  # each param lives on its home device
         k = plan.param_names.index(name)
-        plan._values[k] = by_name[home].put(np.asarray(plan._values[k]))
+        plan._values[k] = by_name[home].put(plan._values[k])
     multi = MultiProgram(part, programs, by_name, plan.input_names, plan.param_names,
                          plan._explain)
     multi.graph = graph
     multi.placement = where
     return multi
-
-
-def _copy(x, dst):
-    """A copy of x on dst: never the sender's buffer, which it reuses next run."""
-    return dst.put(np.array(x, copy=True)) if dst.xp is np else dst.put(x)
-
-
-def _share_cores(devices):
-    """CPU devices split the cores: BLAS threads = cores / CPU devices in the plan."""
-    cpus = sum(1 for d in devices if d.kind == "cpu")
-    if cpus < 2:
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(max(1, (os.cpu_count() or 1) // cpus), user_api="blas")
 
 
 def describe(plan, program) -> str:

@@ -34,7 +34,10 @@ class Partition:
 
 
 def partition(graph: Graph, placement: dict, move) -> Partition:
-    """Cut `graph` by `placement` ({node id: device}); `move(x, dst)` copies a value."""
+    """Cut `graph` by `placement` ({node id: device}); `move(x, src, dst)` copies a value.
+
+    The copy must be a new array even between CPU devices: the sender reuses its buffers.
+    """
     part = Partition()
     pos = {n.id: float(k) for k, n in enumerate(graph.nodes)}
     devices = sorted(set(placement[n.id] for n in graph.nodes if not n.is_leaf)
@@ -80,7 +83,7 @@ def _value_on(node, device, placement, local, sends, part, move, pos) -> Node:
     channel = Channel(src, device, node.spec.nbytes or 0)
     part.channels.append(channel)
     producer = local[src][node.id]
-    send = Node("send", (producer,), {"channel": channel, "move": _mover(move, device)},
+    send = Node("send", (producer,), {"channel": channel, "move": _mover(move, src, device)},
                 _token(), where=node.where, device=src)
     sends[src].append(send)
     recv = Node("recv", (), {"channel": channel, "spec": node.spec}, node.spec,
@@ -90,9 +93,9 @@ def _value_on(node, device, placement, local, sends, part, move, pos) -> Node:
     return recv
 
 
-def _mover(move, dst):
+def _mover(move, src, dst):
     def move_to(x):
-        return move(x, dst)
+        return move(x, src, dst)
 
     return move_to
 

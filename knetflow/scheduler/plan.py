@@ -14,7 +14,7 @@ import traceback
 import numpy as np
 
 from knetflow import initializers, rng
-from knetflow.devices import base as devmod
+import knetflow.devices as devmod
 from knetflow.errors import ExecutionError, FeedError
 from knetflow.graph.node import Graph
 from knetflow.graph.passes import optimize
@@ -62,7 +62,8 @@ class Plan:
         self.placement_rule, self.strict = placement, strict
         self.training = training
         self.check_numerics = check_numerics
-        self.rng = np.random.default_rng(rng.spawn())
+        self._seed = rng.spawn()
+        self.rng = self.rng_for(self.device)
         self.input_names = [n.attrs["name"] for n in self.graph.inputs]
         self._input_nodes = self.graph.inputs
         self.param_names = [n.attrs["name"] for n in self.graph.params]
@@ -72,6 +73,10 @@ class Plan:
         self._updates = [self._param_index[name] for name in self.graph.updates]
         self._programs: dict = {}
         self._last = None
+
+    def rng_for(self, device):
+        """The random generator random ops use on `device` (its draws land there)."""
+        return device.rng(self._seed.spawn(1)[0] if device is not self.device else self._seed)
 
     # -- parameters --
     def _initial(self, node):
@@ -125,6 +130,8 @@ class Plan:
         if program is None:
             program = self._program(key)
         self._last = program
+        if self.xp is not np:  # feeds go to the device first (a strict device insists)
+            arrays = [self.device.put(a) for a in arrays]
         try:
             outs = program.fn(arrays, params)
         except Exception as e:  # noqa: BLE001 - re-raised with the node that failed

@@ -2,7 +2,8 @@
 
 A producer joins its consumer's chain when it is a plain ufunc op (no
 attributes), has that consumer as its only user, is not a graph output, and
-has the consumer's shape and dtype, so every step can write into one buffer.
+has the consumer's shape and dtype, so every step can write into one buffer,
+and carries the same device annotation (a chain runs on one device).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def _chain_links(graph: Graph) -> dict:
             continue
         for inp in node.inputs:
             if (_fusable(inp) and inp.id not in outputs and len(users[inp.id]) == 1
-                    and inp.spec == node.spec and node.inputs.count(inp) == 1):
+                    and inp.spec == node.spec and node.inputs.count(inp) == 1
+                    and inp.device == node.device):
                 prev[node.id] = inp
                 break
     return prev

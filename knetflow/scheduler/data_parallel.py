@@ -1,0 +1,161 @@
+"""In-process data parallelism: one training graph replicated over devices.
+
+`replicated_backward(graph, devices)` is `kf.backward` for a batch split over
+devices: replica r computes the loss on its slice of every batch input (those
+with a dynamic first dimension) and its gradients, on device r; the
+gradients are summed on the first device in replica order, so the result does
+not depend on thread timing. Each replica's loss is weighted by its share of
+the batch (a fed scalar), so the sum is the whole batch's mean loss and the
+summed gradient is its gradient, whatever the split, uneven last batches
+included. Parameters have one copy, on their home device; every replica reads
+the same values, so they are identical everywhere by construction.
+
+    x ─ split ─> x@0 ─ loss@0 ─ grad@0 ─┐
+              └> x@1 ─ loss@1 ─ grad@1 ─┴─ sum (cpu:0) ─> optimizer update
+
+`DataParallelPlan` compiles that graph (plus optional updates) and splits
+each feed by `work_load_list`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from knetflow.graph import build
+from knetflow.graph.autodiff import gradients, trainable_params
+from knetflow.graph.build import placeholder
+from knetflow.graph.node import Graph
+from knetflow.graph.symbol import Symbol
+from knetflow.ops.binary import where
+
+
+def batch_inputs(graph) -> list:
+    """Names of the inputs split across replicas: those with a dynamic first dim."""
+    return [n.attrs["name"] for n in graph.inputs if n.spec.shape and n.spec.shape[0] is None]
+
+
+def replicated_backward(graph: Graph, devices: list, loss_reduction: str = "mean") -> Graph:
+    """Outputs: the whole batch's loss, then d loss / d param for every trainable param."""
+    names = [str(getattr(d, "name", d)) for d in devices]
+    split = set(batch_inputs(graph))
+    params = trainable_params(graph)
+    losses, grads = [], []
+    for r, dev in enumerate(names):
+        with _annotate(dev):
+            loss_r = _replica(graph, r, dev, split)
+            if loss_reduction == "mean":
+                weight = placeholder(f"weight@{r}", (), graph.outputs[0].spec.dtype)
+                # a replica with no rows (a batch smaller than the replica count) has a NaN
+                # mean; it must add nothing, not NaN
+                loss_r = where(weight > 0, loss_r * weight, 0.0)
+            grads.append(gradients(loss_r.node, params))
+        losses.append(loss_r)
+    with _annotate(names[0]):  # fixed order: deterministic sums
+        total = losses[0]
+        for lr in losses[1:]:
+            total = total + lr
+        summed = []
+        for k in range(len(params)):
+            g = Symbol(grads[0][k])
+            for rg in grads[1:]:
+                g = g + Symbol(rg[k])
+            summed.append(g)
+    return Graph([total] + summed)
+
+
+def _replica(graph, r, device, split) -> Symbol:
+    """Replica r of the graph's first output, its split inputs renamed `name@r`."""
+    new = {}
+    for n in graph.nodes:
+        if n.op == "input":
+            name = n.attrs["name"]
+            new[n.id] = (placeholder(f"{name}@{r}", n.spec.shape, n.spec.dtype).node
+                         if name in split else n)
+        elif n.is_leaf:
+            new[n.id] = n
+        else:
+            new[n.id] = n.replace(inputs=tuple(new[i.id] for i in n.inputs),
+                                  device=n.device or device)
+    return Symbol(new[graph.outputs[0].id])
+
+
+class _annotate:
+    """Symbols built inside are annotated with `device` (as `with kf.device(...)`)."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        build.push_device(self.device)
+
+    def __exit__(self, *exc):
+        build.pop_device()
+        return False
+
+
+def split_sizes(n: int, work_load_list: list) -> list:
+    """Rows per replica: proportional to work_load_list, summing to n exactly."""
+    total = float(sum(work_load_list))
+    bounds = [round(n * sum(work_load_list[:k + 1]) / total) for k in range(len(work_load_list))]
+    return [b - a for a, b in zip([0] + bounds[:-1], bounds)]
+
+
+def split_feed(feed: dict, split: list, n_replicas: int, work_load_list=None) -> dict:
+    """The replicated graph's feed: batch inputs cut by rows, weights per replica."""
+    work = work_load_list or [1] * n_replicas
+    if len(work) != n_replicas:
+        raise ValueError(f"work_load_list has {len(work)} entries for {n_replicas} devices")
+    out = {k: v for k, v in feed.items() if k not in split}
+    sizes = None
+    for name in split:
+        x = np.asarray(feed[name])
+        if sizes is None:
+            sizes = split_sizes(len(x), work)
+            total = len(x)
+        elif len(x) != total:
+            raise ValueError(f"batch inputs differ in length: {name!r} has {len(x)} rows, "
+                             f"others {total}")
+        start = 0
+        for r, size in enumerate(sizes):
+            out[f"{name}@{r}"] = x[start:start + size]
+            start += size
+    for r, size in enumerate(sizes or [0] * n_replicas):
+        out[f"weight@{r}"] = np.asarray(size / max(sum(sizes or [1]), 1))
+    return out
+
+
+class DataParallelPlan:
+    """A training step replicated over `devices`; `run(feed)` splits the batch.
+
+    `make_updates(graph) -> Graph` may add parameter updates (an optimizer
+    step) to the replicated backward graph; they run on each param's device.
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> x = kf.placeholder("x", (None, 3), "float64")
+        >>> w = kf.param("w", value=np.ones(3))
+        >>> step = DataParallelPlan(kf.Graph([kf.mean((x * w) ** 2)]), ["cpu:0"])
+        >>> loss, grad = step.run({"x": np.ones((4, 3))})
+        >>> float(loss), grad.tolist()
+        (1.0, [2.0, 2.0, 2.0])
+    """
+
+    def __init__(self, graph: Graph, devices: list, work_load_list=None, make_updates=None,
+                 loss_reduction="mean", **compile_kw):
+        from knetflow.scheduler.plan import Plan
+
+        self.devices = devices
+        self.split = batch_inputs(graph)
+        self.work_load_list = work_load_list
+        step = replicated_backward(graph, devices, loss_reduction)
+        if make_updates is not None:
+            step = make_updates(step)
+        self.plan = Plan(step, devices=devices, training=True, **compile_kw)
+
+    def run(self, feed: dict):
+        return self.plan.run(split_feed(feed, self.split, len(self.devices),
+                                        self.work_load_list))
+
+    @property
+    def params(self) -> dict:
+        return self.plan.params

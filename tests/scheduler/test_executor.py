@@ -1,0 +1,83 @@
+"""Running placed, partitioned graphs: one executor per device."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import knetflow as kf
+from knetflow.scheduler.placement import PlacementError
+from tests.ops.harness import build
+from tests.ops.test_core_ops import CASES as CORE_CASES
+
+
+def _two_branch_graph():
+    x = kf.placeholder("x", (64, 64), "float64")
+    a = kf.tanh(kf.exp(x * 0.1))
+    b = kf.cos(kf.sin(x))
+    w = kf.param("w", value=np.full((64, 64), 0.01))
+    return kf.Graph([kf.sum((a + b) @ w)]), {"x": np.random.RandomState(0).rand(64, 64)}
+
+
+@pytest.mark.parametrize("kind", ["two_cpus", "two_sims"])
+def test_outputs_and_gradients_match_one_device(kind, request):
+    devices = request.getfixturevalue(kind)
+    graph, feed = _two_branch_graph()
+    grads = kf.backward(graph)
+    want = kf.compile(grads).run(feed)
+    for rule in ("auto", lambda n: devices[n.id % 2]):
+        got = kf.compile(grads, devices=devices, placement=rule).run(feed)
+        for w, g in zip(want, got):
+            np.testing.assert_allclose(g, w, rtol=1e-12)
+
+
+@pytest.mark.parametrize("case", CORE_CASES[:12], ids=str)
+def test_core_cases_alternating_over_sim_devices(case, two_sims):
+    arrays, syms, outs = build(case, "float64")
+    feed = {f"a{k}": a for k, a in enumerate(arrays)}
+    want = kf.compile(list(outs)).run(feed)
+    got = kf.compile(list(outs), devices=two_sims,
+                     placement=lambda n: two_sims[n.id % 2]).run(feed)
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w)
+
+
+def test_a_fault_on_one_device_cancels_the_run_and_names_it(two_cpus):
+    i = kf.placeholder("i", (3,), "int64")
+    with kf.device("cpu:1"):
+        bad = i ** i                      # NumPy refuses negative integer powers
+    with kf.device("cpu:0"):
+        out = kf.sum(bad * 2) + kf.sum(i)  # cpu:0 waits for cpu:1's value
+    plan = kf.compile([out], devices=two_cpus)
+    threads = threading.active_count()
+    with pytest.raises(kf.ExecutionError, match=r"pow failed on inputs of shapes \(3,\), \(3,\) "
+                                                r"on cpu:1: ValueError: .*test_executor.py:\d+"):
+        plan.run({"i": np.array([1, -1, 2])})
+    assert plan.run({"i": np.array([1, 2, 3])})[0] == 2 * (1 + 4 + 27) + 6  # still usable
+    assert threading.active_count() <= threads + 0  # executors are reused, none leaked
+
+
+def test_memory_report_and_explain_per_device(two_cpus):
+    graph, feed = _two_branch_graph()
+    plan = kf.compile(graph, devices=two_cpus, placement=lambda n: two_cpus[n.id % 2])
+    plan.run(feed)
+    assert set(plan.memory_report()) == set(two_cpus)
+    text = plan.explain()
+    assert "cpu:0:" in text and "cpu:1:" in text and "transfers:" in text
+
+
+def test_budget_exceeded_fails_before_running(two_sims):
+    kf.set_sim_devices(2, memory_budget=40000)  # the param fits; the intermediates do not
+    graph, feed = _two_branch_graph()
+    with pytest.raises(PlacementError, match=r"no device has that much left"):
+        kf.compile(graph, devices=["sim:0", "sim:1"]).run(feed)
+
+
+def test_updates_live_on_the_param_device(two_sims):
+    w = kf.param("w", value=np.ones(3))
+    with kf.device("sim:1"):
+        loss = kf.sum(w * w)
+    plan = kf.compile(kf.Graph([loss], updates={"w": w * 0.5}), devices=two_sims)
+    plan.run({})
+    plan.run({})
+    np.testing.assert_allclose(kf.device("sim:1").get(plan.params["w"]), [0.25] * 3)
