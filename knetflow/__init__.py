@@ -25,3 +25,6 @@ __version__ = "0.1.0"
 from knetflow.train.autograd import (  # noqa: F401
     DiffResult, Param, diff, grad, gradloss, params, value)
 from knetflow.train.gradcheck import gradcheck  # noqa: F401
+from knetflow import serialize  # noqa: F401,E402
+from knetflow.serialize import (  # noqa: F401,E402
+    load, load_checkpoint, load_model, save, save_checkpoint)

@@ -1,4 +1,4 @@
-"""The `knetflow` command: devices, demo (more subcommands come with their layers)."""
+"""The `knetflow` command: devices, inspect, predict, demo (more come with their layers)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,77 @@ def _demo(args) -> int:
     return 0
 
 
+def _fail(message: str) -> int:
+    print(f"knetflow: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _inspect(args) -> int:
+    """Print what a saved file holds: graph, params (shapes, dtypes, bytes), metadata."""
+    from knetflow.errors import FormatError
+    from knetflow.serialize import describe
+
+    try:
+        print(describe(args.file))
+    except (FormatError, OSError) as e:
+        return _fail(str(e))
+    return 0
+
+
+def _read_inputs(specs, input_names) -> dict:
+    """Feed from --input values: X.npy (the single input), NAME=X.npy, or X.npz (by name)."""
+    import numpy as np
+
+    from knetflow.serialize import load_npz
+
+    feed = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = None, spec
+        if path.endswith(".npz"):
+            feed.update(load_npz(path))
+            continue
+        if name is None:
+            if len(input_names) != 1:
+                raise ValueError(f"the model has inputs {input_names}: give --input NAME=X.npy "
+                                 f"for each, or one .npz holding them by name")
+            name = input_names[0]
+        feed[name] = np.load(path, allow_pickle=False)
+    return feed
+
+
+def _write_outputs(path, names, outs) -> None:
+    import numpy as np
+
+    from knetflow.serialize import atomic_write, save_npz
+
+    if path.endswith(".npz"):
+        save_npz(path, dict(zip(names, outs)))
+        return
+    if len(outs) != 1:
+        raise ValueError(f"the model has {len(outs)} outputs {names}: give --output Y.npz")
+    with atomic_write(path) as f:
+        np.save(f, outs[0])
+
+
+def _predict(args) -> int:
+    """Run a saved model on arrays from .npy/.npz files; write its outputs."""
+    from knetflow.errors import FeedError, FormatError, ShapeError
+    from knetflow.serialize import load_model
+
+    try:
+        model = load_model(args.file, device=args.device)
+        feed = _read_inputs(args.input, model.input_names)
+        outs = model.predict(feed, batch_size=args.batch_size)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        _write_outputs(args.output, model.output_names, outs)
+    except (FormatError, FeedError, ShapeError, OSError, ValueError) as e:
+        return _fail(str(e))
+    print(f"wrote {', '.join(f'{o.dtype}{list(o.shape)}' for o in outs)} to {args.output}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="knetflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +135,17 @@ def main(argv=None) -> int:
     demo.add_argument("--epochs", type=int, default=5)
     demo.add_argument("--samples", type=int, default=20000)
     demo.set_defaults(fn=_demo)
+    inspect = sub.add_parser("inspect", help="show a saved file's graph, params and metadata")
+    inspect.add_argument("file")
+    inspect.set_defaults(fn=_inspect)
+    predict = sub.add_parser("predict", help="run a saved model on arrays from .npy files")
+    predict.add_argument("file")
+    predict.add_argument("--input", action="append", required=True,
+                         help="X.npy for a one-input model, NAME=X.npy per input, or X.npz")
+    predict.add_argument("--output", required=True, help="Y.npy (one output) or Y.npz")
+    predict.add_argument("--device", default=None, help="device to run on, e.g. cpu:0")
+    predict.add_argument("--batch-size", type=int, default=None)
+    predict.set_defaults(fn=_predict)
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -14,3 +14,56 @@ def test_demo_trains_and_the_loss_falls(capsys):
     losses = [float(line.split("train loss ")[1].split(",")[0])
               for line in out.splitlines() if "train loss" in line]
     assert len(losses) == 2 and losses[1] < losses[0]
+
+
+def _saved_mlp(tmp_path):
+    import numpy as np
+
+    import knetflow as kf
+
+    x = kf.placeholder("x", (None, 4))
+    w = kf.param("w", value=np.arange(12, dtype="float32").reshape(4, 3))
+    return kf.save(tmp_path / "m.kf", kf.relu(x @ w), note="cli"), x @ w
+
+
+def test_inspect_shows_graph_params_and_metadata(tmp_path, capsys):
+    path, _ = _saved_mlp(tmp_path)
+    assert cli.main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "knetflow model file, format version 1" in out
+    assert "inputs: x float32(?, 4)" in out and "ops: matmul, relu" in out
+    assert "w     float32  (4, 3)  48" in out and "note: 'cli'" in out
+
+
+def test_inspect_reports_a_bad_file(tmp_path, capsys):
+    bad = tmp_path / "bad.kf"
+    bad.write_bytes(b"\x89KNFL\r\n\x1a" + b"\0" * 40)
+    assert cli.main(["inspect", str(bad)]) == 1
+    assert "knetflow: error:" in capsys.readouterr().err
+
+
+def test_predict_writes_the_outputs(tmp_path, capsys):
+    import numpy as np
+
+    path, _ = _saved_mlp(tmp_path)
+    x = np.array([[1, -1, 0, 2], [0, 0, 0, 0]], dtype="float32")
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "y.npy"
+    assert cli.main(["predict", str(path), "--input", str(tmp_path / "x.npy"),
+                     "--output", str(out)]) == 0
+    w = np.arange(12, dtype="float32").reshape(4, 3)
+    np.testing.assert_array_equal(np.load(out), np.maximum(x @ w, 0))
+    assert "wrote float32[2, 3]" in capsys.readouterr().out
+    assert cli.main(["predict", str(path), "--input", f"x={tmp_path / 'x.npy'}",
+                     "--output", str(tmp_path / "y.npz"), "--batch-size", "1"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npz")["output0"], np.maximum(x @ w, 0))
+
+
+def test_predict_reports_a_bad_input(tmp_path, capsys):
+    import numpy as np
+
+    path, _ = _saved_mlp(tmp_path)
+    np.save(tmp_path / "x.npy", np.ones((2, 5), "float32"))
+    assert cli.main(["predict", str(path), "--input", str(tmp_path / "x.npy"),
+                     "--output", str(tmp_path / "y.npy")]) == 1
+    assert "expects shape (?, 4)" in capsys.readouterr().err

@@ -48,6 +48,9 @@ def liveness(graph, root) -> dict:
             last[root[i.id]] = pos
     for o in graph.results:
         last[root[o.id]] = OUTPUT
+    for n in graph.nodes:  # a sent value leaves the device: it may be shared, never reused
+        if n.op == "send":
+            last[root[n.inputs[0].id]] = OUTPUT
     return last
 
 

@@ -21,7 +21,7 @@ def build(plan, graph) -> MultiProgram:
     budgets = {d.name: getattr(d, "memory_budget", None) for d in plan.devices}
     where = place(graph, list(by_name), rule=plan.placement_rule, budgets=budgets,
                   strict=plan.strict)
-    part = partition(graph, where, move=lambda x, src, dst: transfers.copy(x, dst, src))
+    part = partition(graph, where, move=_move)
     programs = {d: generate(g, by_name[d].xp, rng=plan.rng_for(by_name[d]),
                             check_numerics=plan.check_numerics)
                 for d, g in part.graphs.items()}
@@ -38,6 +38,12 @@ def build(plan, graph) -> MultiProgram:
     multi.graph = graph
     multi.placement = where
     return multi
+
+
+def _move(x, src, dst):
+    """x on dst. Between CPU devices the array itself is shared: sent values are never
+    pooled buffers (see memory.liveness) and plans never write into their inputs."""
+    return transfers.transfer(x, dst, src, copy=False).array
 
 
 def describe(plan, program) -> str:

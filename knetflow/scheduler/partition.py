@@ -36,7 +36,7 @@ class Partition:
 def partition(graph: Graph, placement: dict, move) -> Partition:
     """Cut `graph` by `placement` ({node id: device}); `move(x, src, dst)` copies a value.
 
-    The copy must be a new array even between CPU devices: the sender reuses its buffers.
+    The memory planner never pools a sent value, so `move` may share it between CPU devices.
     """
     part = Partition()
     pos = {n.id: float(k) for k, n in enumerate(graph.nodes)}

@@ -57,7 +57,7 @@ def test_a_fault_on_one_device_cancels_the_run_and_names_it(two_cpus):
     for _ in range(3):
         with pytest.raises(kf.ExecutionError):
             plan.run({"i": np.array([1, -1, 2])})
-    assert threading.active_count() == threads  # executors are reused, none leaked
+    assert threading.active_count() <= threads  # executors are reused, none leaked
 
 
 def test_memory_report_and_explain_per_device(two_cpus):

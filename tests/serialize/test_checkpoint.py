@@ -1,0 +1,128 @@
+"""MXNet-style checkpoints, the CheckpointManager, and exact resumption of training."""
+
+import os
+
+import numpy as np
+import pytest
+
+import knetflow as kf
+from knetflow.serialize import CheckpointManager, load_state, save_state
+from tests.serialize.common import batch, mlp
+
+
+def params_of(graph):
+    return {n.attrs["name"]: n.attrs["value"] for n in graph.params}
+
+
+def test_save_and_load_checkpoint_round_trip(tmp_path):
+    g = mlp()
+    prefix = tmp_path / "mlp"
+    arg = params_of(g)
+    aux = {"running_mean": np.arange(3.0)}
+    opt = {"step": 12, "lr": 0.1, "state": {"w1": (np.ones((12, 8)), np.zeros((12, 8)))}}
+    paths = kf.save_checkpoint(prefix, 3, g, arg, aux, optimizer_state=opt, run="a")
+    assert [os.path.basename(p) for p in paths] == ["mlp-symbol.kfg", "mlp-0003.kfp"]
+    ckpt = kf.load_checkpoint(prefix, 3)
+    graph, arg2, aux2 = ckpt
+    assert ckpt.epoch == 3 and ckpt.metadata == {"run": "a"}
+    for name in arg:
+        np.testing.assert_array_equal(arg2[name], arg[name])
+    np.testing.assert_array_equal(aux2["running_mean"], aux["running_mean"])
+    assert ckpt.optimizer_state["step"] == 12 and type(ckpt.optimizer_state["state"]["w1"]) is tuple
+    np.testing.assert_array_equal(kf.compile(graph).run({"x": batch()})[0],
+                                  kf.compile(g).run({"x": batch()})[0])
+
+
+def test_symbol_file_holds_no_values_and_params_must_fit_it(tmp_path):
+    g = mlp()
+    prefix = tmp_path / "m"
+    kf.save_checkpoint(prefix, 1, g, params_of(g), {})
+    symbol = kf.load(f"{prefix}-symbol.kfg")
+    assert symbol.kind == "symbol" and symbol.params == {}
+    assert all(n.attrs["value"] is None for n in symbol.graph.params)
+    kf.save_checkpoint(prefix, 2, g, {**params_of(g), "w1": np.zeros((3, 3), "float32")}, {})
+    with pytest.raises(kf.FormatError, match=r"m-symbol.kfg \(with m-0002.kfp\): .*param 'w1'"):
+        kf.load_checkpoint(prefix, 2)
+
+
+def test_manager_keeps_the_latest_and_the_best(tmp_path):
+    g = mlp()
+    manager = CheckpointManager(tmp_path, keep=2, prefix="m", best="acc", mode="max")
+    accs = [0.5, 0.9, 0.6, 0.7, 0.65]
+    for epoch, acc in enumerate(accs, 1):
+        manager.save(epoch, g, params_of(g), metrics={"acc": acc})
+    assert manager.epochs() == [2, 4, 5]
+    assert manager.best_epoch() == 2 and manager.load_best().metrics == {"acc": 0.9}
+    assert manager.latest() == 5 and manager.load().epoch == 5
+    assert sorted(os.listdir(tmp_path)) == ["m-0002.kfp", "m-0004.kfp", "m-0005.kfp",
+                                            "m-symbol.kfg"]
+
+
+def test_manager_falls_back_past_a_damaged_latest_file(tmp_path):
+    g = mlp()
+    manager = CheckpointManager(tmp_path, keep=3)
+    for epoch in (1, 2):
+        manager.save(epoch, g, params_of(g))
+    path = tmp_path / "checkpoint-0002.kfp"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="skipping checkpoint 2: .*checksum mismatch"):
+        assert manager.load().epoch == 1
+    with pytest.raises(kf.FormatError, match="checksum mismatch"):
+        manager.load(2)
+
+
+def test_manager_removes_stale_temp_files(tmp_path):
+    (tmp_path / ".checkpoint-0003.kfp.x1y2.tmp").write_bytes(b"half a file")
+    (tmp_path / ".other.tmp").write_bytes(b"not ours")
+    CheckpointManager(tmp_path)
+    assert os.listdir(tmp_path) == [".other.tmp"]
+    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+        CheckpointManager(tmp_path).load()
+
+
+# ---- exact resumption: optimizer and training state ----
+
+X = np.random.RandomState(0).randn(64, 12).astype("float32")
+Y = X @ np.random.RandomState(1).randn(12, 3).astype("float32")
+
+
+def loss(w, x, y):
+    return kf.mean((x @ w - y) ** 2)
+
+
+def train(steps, directory, stop=None, resume=False):
+    """Momentum SGD on shuffled minibatches; saves everything at `stop`, or resumes."""
+    w = kf.Param(np.zeros((12, 3), "float32"))
+    velocity, rng, history, step = np.zeros((12, 3), "float32"), np.random.default_rng(5), [], 0
+    if resume:
+        ckpt = kf.load_checkpoint(os.path.join(directory, "run"), 1)
+        w.value = ckpt.arg_params["w"].copy()
+        velocity = ckpt.optimizer_state["velocity"].copy()
+        state = load_state(os.path.join(directory, "train.kfs"))
+        rng.bit_generator.state = state["rng"]
+        history, step = state["history"], state["step"]
+    while step < steps:
+        if step == stop:
+            x = kf.placeholder("x", (None, 12))
+            kf.save_checkpoint(os.path.join(directory, "run"), 1, x @ kf.param("w", (12, 3)),
+                               {"w": w.value}, {}, optimizer_state={"velocity": velocity})
+            save_state(os.path.join(directory, "train.kfs"), {
+                "rng": rng.bit_generator.state, "history": history, "step": step})
+            return None
+        rows = rng.permutation(len(X))[:16]
+        r = kf.diff(loss, w, X[rows], Y[rows])
+        velocity = 0.9 * velocity - 0.05 * kf.grad(r, w)
+        w.value = w.value + velocity
+        history.append(float(kf.value(r)))
+        step += 1
+    return w.value, history
+
+
+def test_a_resumed_run_is_exact(tmp_path):
+    straight = train(30, str(tmp_path))
+    assert train(30, str(tmp_path), stop=17) is None
+    resumed = train(30, str(tmp_path), resume=True)
+    np.testing.assert_array_equal(resumed[0], straight[0])
+    assert resumed[1] == straight[1] and len(resumed[1]) == 30

@@ -1,0 +1,75 @@
+"""kf.load_model: inference from a saved file, compiled once."""
+
+import numpy as np
+import pytest
+
+import knetflow as kf
+from tests.serialize.common import batch, mlp
+
+
+@pytest.fixture
+def saved(tmp_path):
+    g = mlp()
+    return kf.save(tmp_path / "mlp.kf", g, classes=["a", "b", "c"]), g
+
+
+def test_predict_and_call_match_the_original_graph(saved):
+    path, g = saved
+    model = kf.load_model(path)
+    want = kf.compile(g).run({"x": batch()})[0]
+    np.testing.assert_array_equal(model.predict(batch()), want)
+    np.testing.assert_array_equal(model(batch()), want)
+    np.testing.assert_array_equal(model(x=batch()), want)
+    np.testing.assert_array_equal(model({"x": batch()}), want)
+    assert model.metadata == {"classes": ["a", "b", "c"]} and model.input_names == ["x"]
+
+
+def test_compiled_once_and_reused(saved, monkeypatch):
+    model = kf.load_model(saved[0])
+    plan = model.plan
+    model(batch(4))
+    programs = dict(plan._programs)
+    model(batch(4, seed=2))
+    assert model.plan is plan and plan._programs == programs
+    compiles = []
+    monkeypatch.setattr(kf.scheduler.plan, "compile", lambda *a, **k: compiles.append(1))
+    model(batch(4))
+    assert not compiles
+
+
+def test_batches_give_the_same_answer(saved):
+    model = kf.load_model(saved[0])
+    x = batch(23)
+    np.testing.assert_allclose(model.predict(x, batch_size=5), model.predict(x), rtol=1e-6)
+
+
+def test_several_inputs_and_outputs(tmp_path):
+    a, b = kf.placeholder("a", (None, 2)), kf.placeholder("b", (None, 2))
+    path = kf.save(tmp_path / "two.kf", [a + b, a * b])
+    model = kf.load_model(path)
+    va, vb = np.ones((1, 2), "float32"), np.full((1, 2), 3, "float32")
+    s, p = model(va, vb)
+    np.testing.assert_array_equal(s, [[4, 4]])
+    np.testing.assert_array_equal(p, [[3, 3]])
+    np.testing.assert_array_equal(model(va, b=vb)[1], [[3, 3]])
+    with pytest.raises(kf.FeedError, match="missing input"):
+        model(va)
+
+
+def test_a_loaded_model_saves_again(saved, tmp_path):
+    model = kf.load_model(saved[0])
+    again = kf.load_model(kf.save(tmp_path / "again.kf", model))
+    np.testing.assert_array_equal(again(batch()), model(batch()))
+    assert again.metadata == model.metadata
+
+
+def test_only_model_files_load_as_models(tmp_path):
+    path = kf.serialize.save_state(tmp_path / "s.kfs", {"a": 1})
+    with pytest.raises(kf.FormatError, match="a state file, not a model file"):
+        kf.load_model(path)
+
+
+def test_on_a_named_device(saved):
+    model = kf.load_model(saved[0], device="cpu:0")
+    assert model.plan.device.name == "cpu:0"
+    assert model(batch()).shape == (5, 3)
