@@ -1,6 +1,10 @@
 """knetflow benchmarks: per-op plan overhead, and the seed table's LinReg, Softmax
 and MLP trained against PyTorch (CPU, eager) in the same run.
 
+knetflow runs each model two ways: Knet-style (`kf.diff` and an in-place SGD
+update of each Param) and fully compiled (`kf.optim.step_graph`: forward,
+backward and the SGD update in one plan, one plan run per step).
+
     python benchmarks/run.py [--repeat 3] [--threads 2] [--quick]
 
 Every peer starts from the same weights on the same synthetic data; each figure
@@ -119,6 +123,33 @@ def knetflow_model(spec):
     return sgd_epoch(loss, model, spec["batches"], spec["lr"])
 
 
+def compiled_model(spec):
+    """The model as one step plan: loss, gradients and the SGD update fused."""
+    xs, ys = spec["batches"][0]
+    x = kf.placeholder("x", (None,) + xs.shape[1:], xs.dtype)
+    y = kf.placeholder("y", (None,) + ys.shape[1:], ys.dtype)
+    names = ["w", "b"] if len(spec["weights"]) == 2 else ["w1", "b1", "w2", "b2"]
+    model = [kf.param(n, value=w.copy()) for n, w in zip(names, spec["weights"])]
+    kind = spec["kind"]
+    if kind == "linreg":
+        w, b = model
+        loss = kf.mean((x @ w + b - y) ** 2)
+    elif kind == "softmax":
+        w, b = model
+        loss = kf.nll(x @ w + b, y)
+    else:
+        w1, b1, w2, b2 = model
+        loss = kf.nll(kf.relu(x @ w1 + b1) @ w2 + b2, y)
+    step = kf.optim.step_graph(kf.Graph([loss]), kf.optim.SGD(lr=spec["lr"]))
+    plan = kf.compile(step)
+    feeds = [{"x": a, "y": b} for a, b in spec["batches"]]
+
+    def epoch():
+        for feed in feeds:
+            plan.run(feed)
+    return epoch
+
+
 def torch_model(torch, spec):
     F = torch.nn.functional
     model = [torch.tensor(w, requires_grad=True) for w in spec["weights"]]
@@ -156,11 +187,14 @@ def main(argv=None):
     per_op, ufunc = op_overhead()
     print(f"plan overhead: {per_op:.2f} us/op on a 1000-op elementwise chain "
           f"(a bare NumPy ufunc call with out=: {ufunc:.2f} us)")
-    print(f"{'model':<28}{'knetflow s':>12}{'PyTorch s':>12}{'ratio':>8}")
+    print(f"{'model':<28}{'kf.diff s':>11}{'compiled s':>12}{'PyTorch s':>11}"
+          f"{'diff/PT':>9}{'comp/PT':>9}")
     for name, spec in models(args.quick).items():
         t_kf = median_time(knetflow_model(spec), args.repeat)
+        t_step = median_time(compiled_model(spec), args.repeat)
         t_pt = median_time(torch_model(torch, spec), args.repeat) if torch else float("nan")
-        print(f"{name:<28}{t_kf:>12.3f}{t_pt:>12.3f}{t_kf / t_pt:>8.2f}")
+        print(f"{name:<28}{t_kf:>11.3f}{t_step:>12.3f}{t_pt:>11.3f}"
+              f"{t_kf / t_pt:>9.2f}{t_step / t_pt:>9.2f}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from knetflow.graph.autodiff import backward  # noqa: F401
 from knetflow.scheduler.plan import Plan, compile  # noqa: F401
 from knetflow.devices.discovery import (  # noqa: F401
     cpu, device, devices, gpu, set_cpu_devices, set_sim_devices)
-from knetflow import datasets, initializers as init  # noqa: F401
+from knetflow import datasets  # noqa: F401
 
 __version__ = "0.1.0"
 from knetflow.train.autograd import (  # noqa: F401
@@ -28,3 +28,9 @@ from knetflow.train.gradcheck import gradcheck  # noqa: F401
 from knetflow import serialize  # noqa: F401,E402
 from knetflow.serialize import (  # noqa: F401,E402
     load, load_checkpoint, load_model, save, save_checkpoint)
+from knetflow.train import callback, init, metric, optim  # noqa: F401
+from knetflow.train.update import update  # noqa: F401
+from knetflow.train.minimize import (  # noqa: F401
+    adadelta, adagrad, adam, converge, minibatch, minimize, momentum, nesterov, rmsprop, sgd)
+from knetflow.train.progress import progress  # noqa: F401
+from knetflow.train.search import goldensection, hyperband  # noqa: F401

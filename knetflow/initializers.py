@@ -17,7 +17,7 @@ def _fans(shape) -> tuple:
     if len(shape) == 0:
         return 1, 1
     if len(shape) == 1:
-        return shape[0], shape[0]
+        return shape[0], 1  # Knet: a vector has fan_in = length, fan_out = 1
     if len(shape) == 2:
         return shape[1], shape[0]
     receptive = int(np.prod(shape[2:]))
@@ -58,6 +58,35 @@ def gaussian(*dims, mean=0.0, std=0.01, dtype="float32") -> np.ndarray:
     return (mean + std * rng.generator().standard_normal(shape)).astype(dtype)
 
 
+def bilinear(*args, dtype="float32") -> np.ndarray:
+    """Bilinear upsampling filters for a deconvolution (Knet `bilinear(T, fw, fh, IN, ON)`).
+
+    `fw`, `fh`: the upscale factor (equal); `IN`, `ON`: channels (equal). The filter
+    is (ON, IN, k, k), row-major (Cout, Cin, kh, kw), with k = 2f - f % 2 and the
+    interpolation kernel on the channel diagonal. Knet's leading type argument
+    may be given (`bilinear("float32", 2, 2, 3, 3)`) or passed as `dtype`.
+
+    Example: `kf.init.bilinear(2, 2, 1, 1)[0, 0]` is the 4x4 kernel of factor 2.
+    """
+    if len(args) == 5:
+        dtype, args = args[0], args[1:]
+    if len(args) != 4:
+        raise TypeError(f"bilinear(fw, fh, IN, ON): expected 4 sizes, got {len(args)}")
+    fw, fh, n_in, n_out = (int(a) for a in args)
+    if fw != fh:
+        raise ValueError(f"bilinear: the filter must be square, got factors {fw} and {fh}")
+    if n_in != n_out:
+        raise ValueError(f"bilinear: input and output channels must be equal, got {n_in} "
+                         f"and {n_out}")
+    size = 2 * fw - fw % 2
+    center = fw - 1 if size % 2 == 1 else fw - 0.5
+    ramp = 1 - np.abs(np.arange(size) - center) / fw
+    w = np.zeros((n_out, n_in, size, size), dtype=dtype)
+    for c in range(n_in):
+        w[c, c] = np.outer(ramp, ramp)
+    return w
+
+
 def zeros(*dims, dtype="float32") -> np.ndarray:
     """All zeros (Knet `param0`)."""
     return np.zeros(_shape(dims), dtype=dtype)
@@ -77,5 +106,6 @@ def initial_value(init, shape, dtype) -> np.ndarray:
                 "ones": ones}[init]
     value = np.asarray(init(*shape))
     if value.shape != tuple(shape):
-        raise ValueError(f"initializer {init!r} returned shape {value.shape}, expected {tuple(shape)}")
+        raise ValueError(f"initializer {init!r} returned shape {value.shape}, "
+                         f"expected {tuple(shape)}")
     return value.astype(dtype, copy=False)

@@ -1,0 +1,296 @@
+"""The optimizers' formulas: Knet's SGD ... Adam with neon's and MXNet's gradient options.
+
+Each optimizer writes its update formula once, in knetflow ops, as
+`rule(w, g, state) -> (new_w, new_state)`. Op functions run at once on arrays
+and build nodes on Symbols, so the same formula serves `kf.update` (eager, in
+place) and compiled training (`kf.optim.step_graph`, where it becomes part of
+the step plan).
+
+State lives per parameter. An optimizer keeps `state[key] = {slot: array}`,
+keyed by the parameter's name in a step graph or a dict, its index in a
+sequence, and `""` for a lone array or a `Param`'s own optimizer (Knet's
+`Param.opt`: each Param gets its own copy). `state_dict()` /
+`load_state_dict()` carry hyperparameters and state as plain dicts, with state
+keys flattened to a step plan's names (`"w:m"`, or the bare slot for key `""`).
+
+Before the formula, the gradient is prepared in this order: `rescale_grad`
+(MXNet), `gradient_clip_value` (neon: clip each element to [-k, k]),
+`gradient_clip_norm` (neon: scale every gradient of one update by
+k / global norm when that norm exceeds k), `gclip` (Knet: scale each
+gradient to norm gclip when its norm exceeds it), then `wdecay` (neon: add
+wdecay * w).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from knetflow.ops.binary import maximum, minimum
+from knetflow.ops.elementwise import sqrt
+from knetflow.ops.reduce import sum as _sum
+
+__all__ = [
+    "OPTIMIZERS",
+    "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "Momentum",
+    "Nesterov",
+    "Optimizer",
+    "Rmsprop",
+    "clip_norm",
+    "clip_value",
+]
+
+
+def clip_value(g, k):
+    """Each element of g clipped to [-k, k] (neon `gradient_clip_value`)."""
+    return minimum(maximum(g, -k), k)
+
+
+def clip_norm(g, k):
+    """g scaled to norm k when norm(g) > k > 0, else g (Knet `gclip`)."""
+    norm = sqrt(_sum(g * g))
+    return g * (k / maximum(norm, k))
+
+
+class Optimizer:
+    """Base class: hyperparameters, per-parameter state, gradient preparation.
+
+    Subclasses set `slots` (state arrays shaped like w), `scalar_slots` (0-d
+    state) and write `rule(w, g, state)` with knetflow ops.
+    """
+
+    slots: tuple = ()
+    scalar_slots: tuple = ()
+
+    def __init__(self, hyper: dict, gclip=0, wdecay=0, gradient_clip_value=None,
+                 gradient_clip_norm=None, rescale_grad=1.0):
+        common = {"gclip": gclip, "wdecay": wdecay, "gradient_clip_value": gradient_clip_value,
+                  "gradient_clip_norm": gradient_clip_norm, "rescale_grad": rescale_grad}
+        self._names = tuple(hyper) + tuple(common)
+        for name, value in {**hyper, **common}.items():
+            setattr(self, name, None if value is None else float(value))
+        for name in ("gclip", "wdecay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{type(self).__name__}: {name} must be >= 0, "
+                                 f"got {getattr(self, name)}")
+        for name in ("gradient_clip_value", "gradient_clip_norm"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{type(self).__name__}: {name} must be > 0 or None, "
+                                 f"got {getattr(self, name)}")
+        self.state: dict = {}
+        self._group = object()  # copies share it: gradient_clip_norm's norm spans a group
+
+    # -- the formula --
+    def rule(self, w, g, state):
+        """The seed's update formula: (w, g, state) -> (new_w, new_state)."""
+        raise NotImplementedError
+
+    def prepare(self, w, g, norm_scale=None):
+        """The gradient the formula sees (see the module docstring for the order)."""
+        if self.rescale_grad != 1.0:
+            g = g * self.rescale_grad
+        if self.gradient_clip_value is not None:
+            g = clip_value(g, self.gradient_clip_value)
+        if norm_scale is not None:
+            g = g * norm_scale
+        if self.gclip > 0:
+            g = clip_norm(g, self.gclip)
+        if self.wdecay:
+            g = g + self.wdecay * w
+        return g
+
+    def apply(self, w, g, state, norm_scale=None):
+        """prepare + rule, on arrays (eager) or Symbols (graph)."""
+        return self.rule(w, self.prepare(w, g, norm_scale), state)
+
+    def init_state(self, shape, dtype) -> dict:
+        """Fresh state for a parameter of this shape and dtype (zeros)."""
+        state = {s: np.zeros(shape, dtype) for s in self.slots}
+        state.update((s, np.zeros((), dtype)) for s in self.scalar_slots)
+        return state
+
+    # -- eager use --
+    def update(self, w, g, key="", norm_scale=None):
+        """Update the array w in place from its gradient g (Knet `update!(w, g, opt)`)."""
+        g = np.asarray(g, dtype=w.dtype)
+        if g.shape != w.shape:
+            raise ValueError(f"{type(self).__name__}: gradient shape {g.shape} does not match "
+                             f"weight shape {w.shape}" + (f" for {key!r}" if key else ""))
+        state = self.state.get(key)
+        if state is None:
+            state = self.init_state(w.shape, w.dtype)
+        new_w, new_state = self.apply(w, g, state, norm_scale)
+        w[...] = new_w
+        for slot, value in new_state.items():
+            state[slot][...] = value
+        self.state[key] = state
+        return w
+
+    # -- copies and checkpoints --
+    def hyper(self) -> dict:
+        """The hyperparameters by name."""
+        return {name: getattr(self, name) for name in self._names}
+
+    def copy(self) -> Optimizer:
+        """The same optimizer with no state (Knet's `clone`, used for `Param.opt`)."""
+        new = type(self)(**self.hyper())
+        new._group = self._group
+        return new
+
+    def for_param(self, name=None, kind=None) -> Optimizer:
+        """The optimizer a Param gets when its `.opt` is unset: a copy of this one."""
+        return self.copy()
+
+    def all_slots(self) -> tuple:
+        return self.slots + self.scalar_slots
+
+    def state_dict(self) -> dict:
+        """Hyperparameters and state as a plain dict of numbers and arrays."""
+        flat = {}
+        for key, slots in self.state.items():
+            for slot, value in slots.items():
+                flat[f"{key}:{slot}" if key else slot] = np.array(value)
+        return {"type": type(self).__name__, "hyper": self.hyper(), "state": flat}
+
+    def load_state_dict(self, data: dict) -> None:
+        """Restore what `state_dict()` returned (the type must match)."""
+        if data.get("type", type(self).__name__) != type(self).__name__:
+            raise ValueError(f"state of a {data['type']} cannot load into {type(self).__name__}")
+        for name, value in data.get("hyper", {}).items():
+            if name not in self._names:
+                raise ValueError(f"{type(self).__name__} has no hyperparameter {name!r}; "
+                                 f"it has {list(self._names)}")
+            setattr(self, name, None if value is None else float(value))
+        state: dict = {}
+        for flat, value in data.get("state", {}).items():
+            key, _, slot = flat.rpartition(":")
+            if slot not in self.all_slots():
+                raise ValueError(f"{type(self).__name__} has no state slot {slot!r} "
+                                 f"(in {flat!r}); its slots are {list(self.all_slots())}")
+            state.setdefault(key, {})[slot] = np.array(value)
+        self.state = state
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyper().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, w = w - lr * g (Knet `SGD(; lr=0.1, gclip=0)`)."""
+
+    def __init__(self, lr=0.1, gclip=0, **common):
+        super().__init__({"lr": lr}, gclip=gclip, **common)
+
+    def rule(self, w, g, state):
+        return w - self.lr * g, {}
+
+
+class Momentum(Optimizer):
+    """Momentum (Knet `Momentum(; lr=0.05, gamma=0.95)`): v = gamma*v - lr*g; w = w + v.
+
+    With `wdecay` this is neon's GradientDescentMomentum: v = gamma*v - lr*(g + wdecay*w).
+    """
+
+    slots = ("velocity",)
+
+    def __init__(self, lr=0.05, gamma=0.95, gclip=0, **common):
+        super().__init__({"lr": lr, "gamma": gamma}, gclip=gclip, **common)
+
+    def rule(self, w, g, state):
+        v = self.gamma * state["velocity"] - self.lr * g
+        return w + v, {"velocity": v}
+
+
+class Nesterov(Optimizer):
+    """Nesterov momentum (Knet `Nesterov(; lr=0.05, gamma=0.95)`).
+
+    w = w - gamma*v; v = gamma*v - lr*g; w = w + (1 + gamma)*v.
+    """
+
+    slots = ("velocity",)
+
+    def __init__(self, lr=0.05, gamma=0.95, gclip=0, **common):
+        super().__init__({"lr": lr, "gamma": gamma}, gclip=gclip, **common)
+
+    def rule(self, w, g, state):
+        v_old = self.gamma * state["velocity"]
+        v = v_old - self.lr * g
+        return w - v_old + (1 + self.gamma) * v, {"velocity": v}
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Knet `Adagrad(; lr=0.05, eps=1e-6)`): G = G + g^2; w = w - lr*g/sqrt(G + eps)."""
+
+    slots = ("G",)
+
+    def __init__(self, lr=0.05, eps=1e-6, gclip=0, **common):
+        super().__init__({"lr": lr, "eps": eps}, gclip=gclip, **common)
+
+    def rule(self, w, g, state):
+        G = state["G"] + g * g
+        return w - self.lr * g / sqrt(G + self.eps), {"G": G}
+
+
+class Rmsprop(Optimizer):
+    """RMSprop (Knet `Rmsprop(; lr=0.01, rho=0.9, eps=1e-6)`).
+
+    G = rho*G + (1 - rho)*g^2; w = w - lr*g/sqrt(G + eps).
+    """
+
+    slots = ("G",)
+
+    def __init__(self, lr=0.01, rho=0.9, eps=1e-6, gclip=0, **common):
+        super().__init__({"lr": lr, "rho": rho, "eps": eps}, gclip=gclip, **common)
+
+    def rule(self, w, g, state):
+        G = self.rho * state["G"] + (1 - self.rho) * (g * g)
+        return w - self.lr * g / sqrt(G + self.eps), {"G": G}
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Knet `Adadelta(; lr=1.0, rho=0.9, eps=1e-6)`).
+
+    G = rho*G + (1 - rho)*g^2; update = g*sqrt(delta + eps)/sqrt(G + eps);
+    w = w - lr*update; delta = rho*delta + (1 - rho)*update^2.
+    """
+
+    slots = ("G", "delta")
+
+    def __init__(self, lr=1.0, rho=0.9, eps=1e-6, gclip=0, **common):
+        super().__init__({"lr": lr, "rho": rho, "eps": eps}, gclip=gclip, **common)
+
+    def rule(self, w, g, state):
+        G = self.rho * state["G"] + (1 - self.rho) * (g * g)
+        step = g * sqrt(state["delta"] + self.eps) / sqrt(G + self.eps)
+        delta = self.rho * state["delta"] + (1 - self.rho) * (step * step)
+        return w - self.lr * step, {"G": G, "delta": delta}
+
+
+class Adam(Optimizer):
+    """Adam (Knet `Adam(; lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8)`).
+
+    m = beta1*m + (1 - beta1)*g; v = beta2*v + (1 - beta2)*g^2; t = t + 1;
+    w = w - lr/(sqrt(v/(1 - beta2^t)) + eps) * m/(1 - beta1^t).
+    """
+
+    slots = ("m", "v")
+    scalar_slots = ("t",)
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, gclip=0, **common):
+        super().__init__({"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps}, gclip=gclip,
+                         **common)
+
+    def rule(self, w, g, state):
+        t = state["t"] + 1
+        m = self.beta1 * state["m"] + (1 - self.beta1) * g
+        v = self.beta2 * state["v"] + (1 - self.beta2) * (g * g)
+        mhat = m / (1 - self.beta1 ** t)
+        vhat = v / (1 - self.beta2 ** t)
+        return w - self.lr / (sqrt(vhat) + self.eps) * mhat, {"m": m, "v": v, "t": t}
+
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": Adagrad,
+              "rmsprop": Rmsprop, "adadelta": Adadelta, "adam": Adam}

@@ -1,0 +1,101 @@
+"""kf.update (train/update.py): Knet's update! forms, in place."""
+
+import numpy as np
+import pytest
+
+import knetflow as kf
+from knetflow.train import optim
+
+
+def test_array_with_sgd_keywords():
+    w = np.array([1.0, 2.0])
+    out = kf.update(w, np.array([1.0, -1.0]))
+    assert out is w
+    np.testing.assert_allclose(w, [0.9, 2.1])  # SGD lr=0.1 by default
+    kf.update(w, np.array([10.0, 0.0]), lr=0.5, gclip=1.0)
+    np.testing.assert_allclose(w, [0.4, 2.1])
+
+
+def test_array_with_an_optimizer_keeps_its_state():
+    w, opt = np.zeros(2), optim.Momentum(lr=1.0, gamma=0.5)
+    kf.update(w, np.ones(2), opt)
+    kf.update(w, np.ones(2), opt)
+    np.testing.assert_allclose(w, [-2.5, -2.5])  # v: -1, then -1.5
+    np.testing.assert_allclose(opt.state[""]["velocity"], [-1.5, -1.5])
+
+
+def test_param_uses_its_opt():
+    p = kf.Param(np.array([1.0, 1.0]), opt=optim.SGD(lr=0.5))
+    kf.update(p, np.array([1.0, 2.0]))
+    np.testing.assert_allclose(p.value, [0.5, 0.0])
+    q = kf.Param(np.array([1.0]))  # no opt: SGD with lr
+    kf.update(q, np.array([1.0]), lr=0.25)
+    np.testing.assert_allclose(q.value, [0.75])
+    assert q.opt is None
+
+
+def test_tuple_list_and_dict_forms():
+    w = (np.ones(2), np.ones(3))
+    kf.update(w, (np.ones(2), np.ones(3)), (optim.SGD(lr=0.5), optim.SGD(lr=0.25)))
+    np.testing.assert_allclose(w[0], [0.5, 0.5])
+    np.testing.assert_allclose(w[1], [0.75] * 3)
+    ws = [np.ones(2), np.ones(2)]
+    kf.update(ws, [np.ones(2), None])  # None: an unused weight stays
+    np.testing.assert_allclose(ws[0], [0.9, 0.9])
+    np.testing.assert_allclose(ws[1], [1.0, 1.0])
+    d = {"a": np.ones(2), "b": np.ones(2)}
+    kf.update(d, {"a": np.ones(2)}, {"a": optim.SGD(lr=1.0), "b": optim.SGD()})  # fewer grads
+    np.testing.assert_allclose(d["a"], [0.0, 0.0])
+    np.testing.assert_allclose(d["b"], [1.0, 1.0])
+
+
+def test_one_optimizer_for_a_collection_keeps_state_per_entry():
+    opt = optim.Adam()
+    ws = [np.ones(2), np.ones(3)]
+    kf.update(ws, [np.ones(2), np.ones(3)], opt)
+    assert set(opt.state) == {"0", "1"}
+    assert opt.state["1"]["m"].shape == (3,)
+    d = {"w": np.ones(2)}
+    opt2 = optim.Momentum()
+    kf.update(d, {"w": np.ones(2)}, opt2)
+    assert set(opt2.state) == {"w"}
+
+
+def test_named_params_in_a_list_key_state_by_name():
+    a, b = kf.Param(np.ones(2), name="a"), kf.Param(np.ones(2), name="b")
+    opt = optim.Momentum()
+    kf.update([a, b], [np.ones(2), np.ones(2)], opt)
+    assert set(opt.state) == {"a", "b"}
+    assert a.opt is None  # update never sets .opt; minimize does
+
+
+def test_dict_with_multioptimizer_or_partial_dict():
+    d = {"fc1_weight": np.ones(2), "fc1_bias": np.ones(2)}
+    m = optim.MultiOptimizer({"default": optim.SGD(lr=1.0), "bias": optim.SGD(lr=0.5)})
+    kf.update(d, {k: np.ones(2) for k in d}, m)
+    np.testing.assert_allclose(d["fc1_weight"], [0.0, 0.0])
+    np.testing.assert_allclose(d["fc1_bias"], [0.5, 0.5])
+    # a dict of optimizers that misses a key works like a MultiOptimizer
+    d2 = {"x_weight": np.ones(1), "x_bias": np.ones(1)}
+    kf.update(d2, {k: np.ones(1) for k in d2}, {"default": optim.SGD(lr=1.0)})
+    np.testing.assert_allclose(d2["x_bias"], [0.0])
+
+
+def test_float32_weights_take_float64_gradients():
+    w = np.ones(2, "float32")
+    kf.update(w, np.array([1.0, 1.0]), optim.Adam(lr=0.5))
+    assert w.dtype == np.float32
+    np.testing.assert_allclose(w, [0.5, 0.5], rtol=1e-4)
+
+
+def test_errors_name_lengths_and_shapes():
+    with pytest.raises(ValueError, match="differ in length: 2, 1, 2"):
+        kf.update([np.ones(1), np.ones(1)], [np.ones(1)])
+    with pytest.raises(ValueError, match=r"gradient shape \(3,\) does not match weight shape"):
+        kf.update(np.ones(2), np.ones(3))
+    with pytest.raises(ValueError, match=r"gradients for \['z'\]"):
+        kf.update({"a": np.ones(1)}, {"z": np.ones(1)})
+    with pytest.raises(TypeError, match="cannot update a list in place"):
+        kf.update([[1.0, 2.0]], [np.ones(2)])
+    with pytest.raises(TypeError, match="expected an optimizer"):
+        kf.update(np.ones(2), np.ones(2), "adam")
