@@ -24,11 +24,15 @@ class InferenceModel:
     """
 
     def __init__(self, graph, metadata=None, device=None):
+        from knetflow.graph.node import Graph
         from knetflow.scheduler.plan import compile
 
         self.graph = graph
         self.metadata = dict(metadata or {})
-        self.plan = compile(graph, devices=device)
+        # inference leaves params as saved: a training graph's updates (running
+        # statistics, optimizer steps) are not run
+        inference = Graph(graph.outputs, inputs=graph.inputs) if graph.updates else graph
+        self.plan = compile(inference, devices=device)
         self.input_names = [n.attrs["name"] for n in graph.inputs]
         self.output_names = [n.name or f"output{k}" for k, n in enumerate(graph.outputs)]
 

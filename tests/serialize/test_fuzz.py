@@ -2,10 +2,12 @@
 
 Byte-level cases (truncations, flips, flips behind recomputed checksums) and
 hypothesis-made trees and graph edits: a few thousand cheap cases here; the
-longer run is `benchmarks/serialize.py --fuzz N`.
+longer run is `benchmarks/serialize.py --fuzz N` (which sets
+KNETFLOW_FUZZ_EXAMPLES for the hypothesis tests).
 """
 
 import copy
+import os
 import struct
 import tracemalloc
 
@@ -23,7 +25,8 @@ from knetflow.serialize.saving import to_bytes
 from tests.serialize.common import mlp, raw_file, sample_file, tree_file, with_crc
 
 SAMPLE = sample_file()
-SETTINGS = settings(max_examples=200, deadline=None, derandomize=True,
+EXAMPLES = int(os.environ.get("KNETFLOW_FUZZ_EXAMPLES", "200"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 200,
                     suppress_health_check=list(HealthCheck))
 
 

@@ -73,3 +73,12 @@ def test_on_a_named_device(saved):
     model = kf.load_model(saved[0], device="cpu:0")
     assert model.plan.device.name == "cpu:0"
     assert model(batch()).shape == (5, 3)
+
+
+def test_a_training_graphs_updates_are_not_run(tmp_path):
+    count = kf.param("count", value=np.array(0.0, "float32"))
+    x = kf.placeholder("x", ())
+    path = kf.save(tmp_path / "t.kf", kf.Graph([count + x], updates={"count": count + 1}))
+    model = kf.load_model(path)
+    assert [float(model(np.float32(1))) for _ in range(3)] == [1.0, 1.0, 1.0]
+    assert kf.load(kf.save(tmp_path / "again.kf", model)).graph.updates.keys() == {"count"}
