@@ -33,7 +33,7 @@ def batches():
     (kf.adagrad, {"lr": 0.3}, 25), (kf.rmsprop, {"lr": 0.05}, 25),
     (kf.adadelta, {}, 250),  # starts with steps of about sqrt(eps)
     (kf.adam, {"lr": 0.05}, 25)],
-    ids=lambda v: getattr(v, "__name__", ""))
+    ids=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam"])
 def test_each_optimizer_lowers_the_loss_of_a_linear_regression(train, kw, epochs):
     _w, _b, loss = linreg()
     data = list(itertools.chain.from_iterable([batches()] * epochs))
