@@ -7,7 +7,8 @@ and the long fuzz and kill runs.
 Throughput: a parameter set of about `--mb` MB (float32 arrays) saved and
 loaded by knetflow, against writing/reading the same bytes raw and against
 np.savez/np.load, on the same disk, warm page cache (files are read right after
-they are written; the machine is shared, so caches are not dropped). knetflow's
+they are written; the machine is shared, so caches are not dropped), as median and
+best wall time and median CPU time (all threads) of interleaved runs. knetflow's
 writes are durable (fsync of the file and the directory), so they are compared
 with a raw write that fsyncs too; the non-durable figures are given as well.
 """
@@ -35,6 +36,13 @@ def once(fn):
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def once_with_cpu(fn):
+    """(wall seconds, CPU seconds of this process, all threads, user + system)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def timed(fn, repeat):
@@ -69,11 +77,14 @@ def raw_atomic_write(path, params):
     os.close(fd)
 
 
-def raw_read(path):
+def raw_read(path, chunk=32 * 2**20):
+    """The bytes into one new buffer, in chunks as knetflow reads them."""
     size = os.path.getsize(path)
     buf = np.empty(size, np.uint8)
+    view = memoryview(buf)
     with open(path, "rb") as f:
-        f.readinto(memoryview(buf))
+        for start in range(0, size, chunk):
+            f.readinto(view[start:start + chunk])
     return buf
 
 
@@ -105,19 +116,24 @@ def throughput(directory, mb, repeat):
             lambda: kf.serialize.load_state(ours, mmap=True), read_raw),
     }
     times = {name: [] for name in ops}
+    cpu = {name: [] for name in ops}
     for _ in range(repeat):  # interleaved, so a slow moment of the disk hits every row alike
         for name, (fn, _) in ops.items():
-            times[name].append(once(fn))
+            wall, used = once_with_cpu(fn)
+            times[name].append(wall)
+            cpu[name].append(used)
     medians = {name: statistics.median(t) for name, t in times.items()}
     best = {name: min(t) for name, t in times.items()}
+    cpus = {name: statistics.median(t) for name, t in cpu.items()}
     print(f"\n## {nbytes / 1e6:.0f} MB parameter set ({len(params)} arrays) in "
           f"{directory}, {repeat} runs\n")
-    print("| operation | median s | GB/s | vs raw | best s | GB/s | vs raw |")
-    print("|---|---|---|---|---|---|---|")
+    print("| operation | median s | GB/s | vs raw | best s | GB/s | vs raw | CPU s | vs raw |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, (_, base) in ops.items():
-        m, b = medians[name], best[name]
+        m, b, c = medians[name], best[name], cpus[name]
         print(f"| {name} | {m:.3f} | {nbytes / m / 1e9:.2f} | {medians[base] / m:.0%} "
-              f"| {b:.3f} | {nbytes / b / 1e9:.2f} | {best[base] / b:.0%} |")
+              f"| {b:.3f} | {nbytes / b / 1e9:.2f} | {best[base] / b:.0%} "
+              f"| {c:.3f} | {cpus[base] / c:.0%} |")
     size = os.path.getsize(ours)
     print(f"\nfile size: {size:,} bytes for {nbytes:,} bytes of arrays "
           f"(overhead {(size - nbytes) / nbytes:.4%}); npz {os.path.getsize(npz):,} bytes")

@@ -167,10 +167,11 @@ def check_preamble(raw: bytes, size: int) -> tuple:
     if zlib.crc32(raw[:PREAMBLE_SIZE - 4]) != own:
         raise FormatError("corrupt preamble (its checksum does not match)")
     if version not in READS:
-        newer = "newer than" if version > max(READS) else "not one"
-        raise FormatError(f"format version {version} is {newer} the versions this knetflow "
-                          f"({_knetflow_version()}) reads ({', '.join(map(str, READS))}); "
-                          f"upgrade knetflow to read it")
+        known = f"this knetflow ({_knetflow_version()}) reads ({', '.join(map(str, READS))})"
+        if version > max(READS):
+            raise FormatError(f"format version {version} is newer than the versions {known}; "
+                              f"upgrade knetflow to read it")
+        raise FormatError(f"format version {version} is not one of the versions {known}")
     if flags:
         raise FormatError(f"unknown flags 0x{flags:04x} in the preamble")
     if header_len > MAX_HEADER:

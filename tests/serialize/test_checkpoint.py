@@ -126,3 +126,18 @@ def test_a_resumed_run_is_exact(tmp_path):
     resumed = train(30, str(tmp_path), resume=True)
     np.testing.assert_array_equal(resumed[0], straight[0])
     assert resumed[1] == straight[1] and len(resumed[1]) == 30
+
+
+@pytest.mark.skipif(not hasattr(kf, "optim"), reason="needs the training layer")
+def test_optimizer_state_dict_round_trips_and_resumes_exactly(tmp_path):
+    w, g = np.ones((3, 2), "float32"), np.full((3, 2), 0.5, "float32")
+    opt = kf.optim.Adam(lr=0.01)
+    for _ in range(2):
+        kf.update(w, g, opt)
+    path = save_state(tmp_path / "adam.kfs", opt.state_dict())
+    again = kf.optim.Adam(lr=0.5)
+    again.load_state_dict(load_state(path))
+    w2 = w.copy()
+    kf.update(w, g, opt)
+    kf.update(w2, g, again)
+    np.testing.assert_array_equal(w2, w)

@@ -38,6 +38,9 @@ def test_newer_version_is_refused_naming_both_versions():
     with pytest.raises(kf.FormatError, match=r"format version 7 is newer than the versions "
                                              r"this knetflow \(0\.1\.0\) reads \(1\)"):
         loads(with_crc(bytes(data)))
+    struct.pack_into("<H", data, 8, 0)
+    with pytest.raises(kf.FormatError, match=r"format version 0 is not one of the versions"):
+        loads(with_crc(bytes(data)))
 
 
 def test_bad_magic_checksum_flags_and_lengths():
