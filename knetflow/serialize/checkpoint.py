@@ -41,10 +41,12 @@ class Checkpoint(tuple):
 
 
 def symbol_path(prefix) -> str:
+    """`prefix-symbol.kfg`, the graph file of a checkpoint."""
     return f"{os.fspath(prefix)}-symbol.kfg"
 
 
 def params_path(prefix, epoch: int) -> str:
+    """`prefix-0001.kfp`, the params file of epoch 1 of a checkpoint."""
     return f"{os.fspath(prefix)}-{int(epoch):04d}.kfp"
 
 
@@ -168,6 +170,7 @@ class CheckpointManager:
 
     @property
     def path_prefix(self) -> str:
+        """The `prefix` its files are named by: `directory/prefix`."""
         return os.path.join(self.directory, self.prefix)
 
     def _remove_stale_temp_files(self) -> None:

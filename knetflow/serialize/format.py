@@ -91,6 +91,7 @@ class _Crc:
             self._pool.submit(self._add, chunk)
 
     def result(self) -> int:
+        """The CRC-32 of every chunk added, once all are done."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

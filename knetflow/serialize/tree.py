@@ -44,6 +44,7 @@ class _Encoder:
         self._as_array = as_array
 
     def array_ref(self, value) -> msgpack.ExtType:
+        """The reference to `value`, an array added to the file once however often it occurs."""
         key = id(value)
         if key not in self._index:
             self._index[key] = len(self.arrays)
@@ -52,6 +53,7 @@ class _Encoder:
         return msgpack.ExtType(REF_EXT, _REF.pack(self._index[key]))
 
     def encode(self, value, depth: int, path: str):
+        """`value` as msgpack-ready data; `path` names it in error messages."""
         if depth > MAX_DEPTH:
             raise ValueError(f"cannot save {path or 'the value'}: nested deeper than {MAX_DEPTH}")
         if value is None or isinstance(value, (bool, np.bool_)):
@@ -154,6 +156,7 @@ class _Decoder:
         self.depth = 0
 
     def ext_hook(self, code: int, payload: bytes):
+        """The value of one extension object (msgpack's hook); FormatError if it is bad."""
         if code == REF_EXT:
             if len(payload) != _REF.size:
                 raise FormatError(f"array reference of {len(payload)} bytes (expected 4)")
