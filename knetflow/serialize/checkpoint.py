@@ -104,8 +104,8 @@ def save_checkpoint(prefix, epoch: int, symbol, arg_params, aux_params=None,
         >>> prefix = os.path.join(tempfile.mkdtemp(), "mlp")
         >>> _ = kf.save_checkpoint(prefix, 1, x @ w, {"w": np.eye(2, dtype="float32")}, {})
         >>> graph, arg, aux = kf.load_checkpoint(prefix, 1)
-        >>> arg["w"][0, 0]
-        1.0
+        >>> arg["w"].tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
     """
     sym = _write_symbol(prefix, symbol_bytes(symbol))
     return sym, _write_params(prefix, epoch, arg_params, aux_params, optimizer_state, metrics,
