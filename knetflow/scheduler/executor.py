@@ -1,7 +1,7 @@
 """Concurrent execution: one executor thread per device, one program each.
 
 A multi-device plan runs every device's generated program on that device's
-own thread (the thread is kept for the plan's life). Programs synchronise
+own thread (kept for the plan's life; the first device uses the caller's). Programs synchronise
 only at `recv` nodes. If any executor fails, the run is cancelled: blocked
 receives give up, every thread finishes, and the first real error is raised
 naming the op, the device and the user's line. No thread is left waiting.
@@ -29,7 +29,7 @@ class MultiProgram:
         self._params = {d: [param_names.index(n.attrs["name"]) for n in p.graph.params]
                         for d, p in programs.items()}
         self._pools = {d: ThreadPoolExecutor(1, thread_name_prefix=f"knetflow-{d}")
-                       for d in programs}
+                       for d in list(programs)[1:]}
 
     @property
     def memory(self):
@@ -39,15 +39,22 @@ class MultiProgram:
         state = RunState()
         for c in self.partition.channels:
             c.reset(state)
+        first, *others = self.programs
         futures = {d: self._pools[d].submit(self._run_one, d, feeds, params, state)
-                   for d in self.programs}
+                   for d in others}
         results, errors = {}, []
+        try:  # the first device runs on the calling thread: one hand-off fewer per run
+            results[first] = self._run_one(first, feeds, params, state)
+        except Cancelled:
+            pass
+        except Exception as e:  # noqa: BLE001 - the first real error is re-raised below
+            errors.append(e)
         for d, f in futures.items():
             try:
                 results[d] = f.result()
             except Cancelled:
                 pass
-            except Exception as e:  # noqa: BLE001 - the first real error is re-raised below
+            except Exception as e:  # noqa: BLE001
                 errors.append(e)
         if errors:
             raise errors[0]
