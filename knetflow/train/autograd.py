@@ -187,7 +187,9 @@ class _Entry:
         self.sources = sources              # [(input name, ("arg", i) | ("obj", obj))]
         self.param_sources = param_sources  # sources of the differentiated Params, in order
         self.keep = keep                    # objects whose ids are in the cache key
-        self.specs = [plan.source.input(name).spec for name, _ in sources]
+        specs = [plan.source.input(name).spec for name, _ in sources]
+        # (shape, dtype) pairs, with NumPy dtype objects: comparing them is cheap
+        self.specs = [(spec.shape, np.dtype(spec.dtype)) for spec in specs]
 
     def params(self, args):
         return [args[s[1]] if s[0] == "arg" else s[1] for s in self.param_sources]
@@ -199,11 +201,13 @@ class _Entry:
         shape or float precision is only seen here; it needs a new trace. (Other dtypes
         are cast to the traced one, as before: an int value of a float Param stays float.)
         """
-        for (_, src), spec in zip(self.sources, self.specs):
+        for (_, src), (shape, want) in zip(self.sources, self.specs):
             value = _fed_value(src, args)
             dtype = getattr(value, "dtype", None)
-            if np.shape(value) != spec.shape or (
-                    dtype is not None and dtype.kind == "f" and str(dtype) != spec.dtype):
+            if dtype is None:
+                if np.shape(value) != shape:
+                    return False
+            elif value.shape != shape or (dtype != want and dtype.kind == "f"):
                 return False
         return True
 
@@ -292,7 +296,7 @@ def _ident(x, keep):
 def _part(x, keep):
     """Arguments are fed by position: arrays and Params key by shape and dtype."""
     if isinstance(x, (Param, np.ndarray)) and (not isinstance(x, np.ndarray) or x.ndim):
-        return ("array", x.shape, str(x.dtype))
+        return ("array", x.shape, x.dtype)
     if isinstance(x, (int, float, str, bool, type(None), np.generic)):
         return ("value", type(x), x)
     keep.append(x)
