@@ -34,3 +34,14 @@ from knetflow.train.minimize import (  # noqa: F401
     adadelta, adagrad, adam, converge, minibatch, minimize, momentum, nesterov, rmsprop, sgd)
 from knetflow.train.progress import progress  # noqa: F401
 from knetflow.train.search import goldensection, hyperband  # noqa: F401
+from knetflow.train import sym  # noqa: F401,E402
+from knetflow.train.feedforward import FeedForward  # noqa: F401,E402
+
+
+def __getattr__(name):
+    # kf.distributed is imported on first use, so `import knetflow` never loads Dask
+    if name == "distributed":
+        import importlib
+
+        return importlib.import_module("knetflow.distributed")
+    raise AttributeError(f"module 'knetflow' has no attribute {name!r}")
