@@ -23,6 +23,11 @@ def seed(n: int) -> None:
     _generator = np.random.default_rng(_root.spawn(1)[0])
 
 
+def entropy() -> int:
+    """The seed given to `kf.seed` (or the fresh entropy used when it was never called)."""
+    return int(_root.entropy)
+
+
 def generator() -> np.random.Generator:
     """The shared generator (initializers, shuffling, eager random ops)."""
     return _generator

@@ -40,7 +40,7 @@ def is_array(x) -> bool:
 
 def epoch_order(n: int, epoch: int) -> np.ndarray:
     """The shuffled row order of training epoch `epoch` (from kf.seed and the epoch alone)."""
-    entropy = rng._root.entropy  # the kf.seed value (or fresh entropy when never seeded)
+    entropy = rng.entropy()  # the kf.seed value (or fresh entropy when never seeded)
     return np.random.default_rng([int(entropy), int(epoch), 0x5EED]).permutation(n)
 
 
