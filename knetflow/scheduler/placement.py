@@ -10,8 +10,8 @@ Rules, first match wins for each node:
    HEFT-style heuristic), within each device's memory budget.
 
 Parameters live on the device of their first consumer unless a rule says
-otherwise, and a parameter's update is computed on the parameter's device
-(colocation). Inputs and constants are available on every device (fed or
+otherwise, a parameter's update is computed on the parameter's device, and
+the outputs (`get`) of a multi-output op on that op's device (colocation). Inputs and constants are available on every device (fed or
 copied there directly), so they cost no transfer.
 
 The result is a side table `{node id: device name}`; nodes are not edited.
@@ -43,6 +43,8 @@ def _fixed(graph, names, rule, strict) -> dict:
     """Nodes whose device a rule decides (annotations, patterns, callables)."""
     fixed = {}
     for n in graph.nodes:
+        if n.op == "get":  # an output of a multi-output node stays with it (see _schedule)
+            continue
         wanted = n.device
         if wanted is None and isinstance(rule, dict):
             wanted = next((d for pat, d in rule.items() if fnmatch.fnmatchcase(n.label(), pat)),
@@ -79,7 +81,12 @@ def _schedule(graph, names, fixed, cost, budgets) -> dict:
             if n.id in fixed:
                 where[n.id] = fixed[n.id]
             continue
-        options = [fixed[n.id]] if n.id in fixed else _fitting(names, n, used, budgets)
+        if n.op == "get":  # a tuple of outputs never crosses devices; each part may
+            options = [where[n.inputs[0].id]]
+        elif n.id in fixed:
+            options = [fixed[n.id]]
+        else:
+            options = _fitting(names, n, used, budgets)
         best = None
         for d in options:
             ready = 0.0
