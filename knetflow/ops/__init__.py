@@ -15,3 +15,5 @@ from knetflow.ops.loss import *  # noqa: F401,F403,E402
 from knetflow.ops.random import *  # noqa: F401,F403,E402
 from knetflow.ops.norm import *  # noqa: F401,F403,E402
 from knetflow.ops.embedding import *  # noqa: F401,F403,E402
+from knetflow.ops.conv import *  # noqa: F401,F403,E402
+from knetflow.ops.pool import *  # noqa: F401,F403,E402

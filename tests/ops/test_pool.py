@@ -1,0 +1,337 @@
+"""Tests of knetflow/ops/pool.py: pool, pool_grad, pool_select and unpool.
+
+References are loops over output positions written from the definitions in
+seed 001's Pooling chapter: each output is the max (padding never wins), the
+sum over the window divided by its size (mode 1), or by its number of real
+elements (mode 2); max gradients go to the first maximum of each window.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import knetflow as kf
+from knetflow.ops.pool import pool, pool_grad, pool_select, unpool
+from tests.ops.harness import Arg, Case, check
+
+
+def _tup(v, nd):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
+
+
+def _geometry(x, window, padding, stride):
+    nd = x.ndim - 2
+    window = _tup(window, nd)
+    stride = window if stride is None else _tup(stride, nd)
+    padding = _tup(padding, nd)
+    ys = tuple(1 + (n + 2 * p - w) // s for n, w, p, s in zip(x.shape[2:], window, padding, stride))
+    return window, padding, stride, ys
+
+
+def _window(p, window, stride):
+    return (Ellipsis,) + tuple(slice(i * s, i * s + w) for i, w, s in zip(p, window, stride))
+
+
+def _pad(x, padding, fill):
+    lead = [(0, 0)] * (x.ndim - len(padding))
+    return np.pad(x, lead + [(q, q) for q in padding], constant_values=fill)
+
+
+def ref_pool(x, window=2, padding=0, stride=None, mode=0, maxpoolingNanOpt=1, alpha=1):
+    window, padding, stride, ys = _geometry(x, window, padding, stride)
+    is_max = mode in (0, 3)
+    xpad = _pad(x, padding, -np.inf if is_max else 0)
+    real = _pad(np.ones(x.shape[2:]), padding, 0)
+    y = np.zeros(x.shape[:2] + ys)
+    for p in np.ndindex(*ys):
+        win = xpad[_window(p, window, stride)].reshape(x.shape[:2] + (-1,))
+        if is_max:
+            y[(Ellipsis,) + p] = win.max(-1) if maxpoolingNanOpt else np.nanmax(win, -1)
+        elif mode == 1:
+            y[(Ellipsis,) + p] = win.sum(-1) / math.prod(window)
+        else:
+            y[(Ellipsis,) + p] = win.sum(-1) / real[_window(p, window, stride)[1:]].sum()
+    return alpha * y
+
+
+def _first_max_mask(x, window, padding, stride, p):
+    """One-hot (N, C, window...) of each window's first maximum at output position p."""
+    win = _pad(x, padding, -np.inf)[_window(p, window, stride)]
+    flat = win.reshape(x.shape[:2] + (-1,))
+    onehot = np.zeros_like(flat)
+    np.put_along_axis(onehot, flat.argmax(-1)[..., None], 1.0, axis=-1)
+    return onehot.reshape(win.shape)
+
+
+def ref_pool_grad(x, dy, window=2, padding=0, stride=None, mode=0, maxpoolingNanOpt=1, alpha=1):
+    window, padding, stride, ys = _geometry(x, window, padding, stride)
+    dx = np.zeros(x.shape[:2] + tuple(n + 2 * q for n, q in zip(x.shape[2:], padding)))
+    real = _pad(np.ones(x.shape[2:]), padding, 0)
+    for p in np.ndindex(*ys):
+        sl, g = _window(p, window, stride), dy[(Ellipsis,) + p]
+        lift = g.reshape(g.shape + (1,) * len(window))
+        if mode in (0, 3):
+            dx[sl] += _first_max_mask(x, window, padding, stride, p) * lift
+        else:
+            count = math.prod(window) if mode == 1 else real[sl[1:]].sum()
+            dx[sl] += lift / count
+    crop = (Ellipsis,) + tuple(slice(q, q + n) for q, n in zip(padding, x.shape[2:]))
+    return alpha * dx[crop]
+
+
+def ref_pool_select(x, g, window=2, padding=0, stride=None, mode=0, maxpoolingNanOpt=1, alpha=1):
+    if mode not in (0, 3):
+        return ref_pool(g, window, padding, stride, mode, maxpoolingNanOpt, alpha)
+    window, padding, stride, ys = _geometry(x, window, padding, stride)
+    gpad = _pad(g, padding, 0)
+    out = np.zeros(x.shape[:2] + ys)
+    for p in np.ndindex(*ys):
+        mask = _first_max_mask(x, window, padding, stride, p)
+        out[(Ellipsis,) + p] = (mask * gpad[_window(p, window, stride)]).reshape(
+            x.shape[:2] + (-1,)).sum(-1)
+    return alpha * out
+
+
+def ref_unpool(x, window=2, padding=0, stride=None, alpha=1):
+    nd = x.ndim - 2
+    window = _tup(window, nd)
+    stride = window if stride is None else _tup(stride, nd)
+    padding = _tup(padding, nd)
+    ys = tuple((n - 1) * s + w - 2 * q for n, w, q, s in zip(x.shape[2:], window, padding, stride))
+    ypad = np.zeros(x.shape[:2] + tuple(y + 2 * q for y, q in zip(ys, padding)))
+    for p in np.ndindex(*x.shape[2:]):
+        ypad[_window(p, window, stride)] += x[(Ellipsis,) + p].reshape(
+            x.shape[:2] + (1,) * nd) / alpha
+    return ypad[(Ellipsis,) + tuple(slice(q, q + y) for q, y in zip(padding, ys))]
+
+
+# ---- harness cases ----
+
+
+def _label(kw):
+    return " ".join(f"{k}={v}" for k, v in kw.items())
+
+
+def _pool_case(xs, second=False, **kw):
+    return Case(f"pool x{xs} {_label(kw)}", lambda x: pool(x, **kw),
+                lambda x: ref_pool(x, **kw), [Arg(xs)], second=second)
+
+
+def _grad_case(xs, ys, **kw):
+    return Case(f"pool_grad x{xs} {_label(kw)}",
+                lambda x, dy: pool_grad(x, pool(x, **kw), dy, **kw),
+                lambda x, dy: ref_pool_grad(x, dy, **kw), [Arg(xs), Arg(ys)], second=True)
+
+
+def _select_case(xs, **kw):
+    return Case(f"pool_select x{xs} {_label(kw)}",
+                lambda x, g: pool_select(x, pool(x, **kw), g, **kw),
+                lambda x, g: ref_pool_select(x, g, **kw), [Arg(xs), Arg(xs)], second=True)
+
+
+def _unpool_case(xs, **kw):
+    return Case(f"unpool x{xs} {_label(kw)}", lambda x: unpool(x, **kw),
+                lambda x: ref_unpool(x, **kw), [Arg(xs)], second=True)
+
+
+CASES = [
+    _pool_case((2, 3, 6)),
+    _pool_case((2, 2, 7, 6), window=3, stride=2, padding=1, second=True),
+    _pool_case((1, 2, 5, 6), mode=1, padding=1, second=True),
+    _pool_case((1, 2, 7, 5), mode=2, window=(3, 2), padding=(1, 0), stride=(2, 1)),
+    _pool_case((1, 2, 4, 4, 4), mode=3),
+    _pool_case((1, 2, 5, 4, 3), mode=2, window=2, padding=1, stride=(1, 2, 2)),
+    _pool_case((2, 2, 6, 6), alpha=2.0, maxpoolingNanOpt=0, stride=1),
+    _pool_case((2, 2, 9), mode=1, window=4, stride=3, alpha=0.5),
+    _grad_case((2, 2, 6, 5), (2, 2, 3, 2)),
+    _grad_case((1, 2, 7, 6), (1, 2, 4, 3), window=3, stride=2, padding=1, alpha=2.0),
+    _grad_case((1, 2, 5, 6), (1, 2, 3, 4), mode=2, padding=1),
+    _select_case((2, 2, 6, 5)),
+    _select_case((1, 2, 7, 6), window=3, stride=2, padding=1, mode=3, alpha=1.5),
+    _select_case((1, 2, 6), mode=1, padding=1),
+    _unpool_case((2, 2, 3)),
+    _unpool_case((1, 2, 3, 2), window=3, stride=2, padding=1, alpha=2.0),
+    _unpool_case((1, 1, 2, 2, 2), window=(2, 1, 2)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_op(case):
+    check(case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_into_planned_buffers(case):
+    """Inside a graph the op writes into a planned buffer that later runs reuse."""
+    shapes = [a.shape for a in case.inputs("float64")]
+    syms = [kf.placeholder(f"a{k}", s, "float64") for k, s in enumerate(shapes)]
+    plan = kf.compile([case.fn(*syms) * 2.0])
+    for seed in (0, 1):
+        arrays = [np.random.RandomState(seed).randn(*s) for s in shapes]
+        got = plan.run({f"a{k}": a for k, a in enumerate(arrays)})[0]
+        np.testing.assert_allclose(got, 2 * case.ref(*arrays), rtol=1e-10, atol=1e-12)
+
+
+# ---- the seed's worked examples (seed 001, Pooling), in NCHW ----
+
+
+def _row(values):
+    return np.asarray(values, dtype=float).reshape(1, 1, -1)
+
+
+def test_seed_1d_pooling():
+    x = _row(range(1, 7))
+    assert kf.pool(x).ravel().tolist() == [2, 4, 6]
+    assert kf.pool(x, window=3).ravel().tolist() == [3, 6]
+    assert kf.pool(x, padding=1).ravel().tolist() == [1, 3, 5, 6]
+    assert kf.pool(_row(range(1, 11)), stride=4).ravel().tolist() == [2, 6, 10]
+    # Knet's 4-D form (6,1,1,1) is (1,1,1,6) here; padding=(1,0) becomes (0,1)
+    x4 = x.reshape(1, 1, 1, 6)
+    assert kf.pool(x4, window=(1, 2), padding=(0, 1)).ravel().tolist() == [1, 3, 5, 6]
+
+
+def test_seed_pooling_modes():
+    x = _row(range(1, 7))
+    assert kf.pool(x, padding=1, mode=0).ravel().tolist() == [1, 3, 5, 6]
+    assert kf.pool(x, padding=1, mode=1).ravel().tolist() == [0.5, 2.5, 4.5, 3.0]
+    assert kf.pool(x, padding=1, mode=2).ravel().tolist() == [1.0, 2.5, 4.5, 6.0]
+    assert kf.pool(x, padding=1, mode=3).ravel().tolist() == [1, 3, 5, 6]
+
+
+def test_seed_2d_pooling():
+    x = np.arange(1., 17).reshape(1, 1, 4, 4)
+    # the seed shows [[6, 14], [8, 16]] column-major
+    assert kf.pool(x)[0, 0].T.tolist() == [[6, 14], [8, 16]]
+
+
+def test_channels_and_instances_pool_independently():
+    x = np.random.RandomState(0).rand(3, 2, 4, 4)
+    y = kf.pool(x)
+    for n in range(3):
+        for c in range(2):
+            np.testing.assert_array_equal(y[n, c], kf.pool(x[n:n + 1, c:c + 1])[0, 0])
+
+
+def test_padding_never_wins_a_max():
+    x = -np.arange(1., 7).reshape(1, 1, 6)
+    assert kf.pool(x, padding=1).ravel().tolist() == [-1, -2, -4, -6]
+
+
+def test_nan_option():
+    x = _row([1, np.nan, 3, 4])
+    assert np.isnan(kf.pool(x)[0, 0, 0])
+    assert kf.pool(x, maxpoolingNanOpt=0).ravel().tolist() == [1, 4]
+
+
+def test_ties_go_to_the_first_maximum():
+    x = _row([5, 5, 2, 2])
+    g = kf.pool_grad(x, kf.pool(x), _row([1, 10]))
+    assert g.ravel().tolist() == [1, 0, 10, 0]
+
+
+def test_unpool_inverts_average_pooling():
+    x = np.random.RandomState(1).rand(2, 3, 3, 4)
+    assert kf.unpool(x).shape == (2, 3, 6, 8)
+    np.testing.assert_allclose(kf.pool(kf.unpool(x), mode=1), x)
+    np.testing.assert_allclose(kf.pool(kf.unpool(x, alpha=2.0), mode=1, alpha=2.0), x)
+    assert kf.unpool(_row([1, 2])).ravel().tolist() == [1, 1, 2, 2]
+
+
+def test_maxpool_gradient_in_a_knet_style_loop():
+    rs = np.random.RandomState(2)
+    x = kf.Param(rs.randn(2, 3, 4, 4))
+    r = kf.diff(lambda: kf.sum(kf.pool(x) * 2.0))
+    np.testing.assert_allclose(kf.grad(r, x), ref_pool_grad(x.value, np.full((2, 3, 2, 2), 2.0)))
+
+
+# ---- errors ----
+
+
+@pytest.mark.parametrize("xs,kw,match", [
+    ((1, 2, 1, 1), {"window": 2}, r"pool: x \(1, 2, 1, 1\) with window=\(2, 2\).*empty output"),
+    ((1, 2, 4, 4), {"padding": 2}, r"padding=\(2, 2\) must be smaller than window=\(2, 2\)"),
+    ((1, 2, 4, 4), {"mode": 4}, r"mode=4"),
+    ((1, 2, 4, 4), {"window": (2, 2, 2)}, r"window=\(2, 2, 2\) needs 2 entries"),
+    ((4, 4), {}, r"1 to 3 spatial dims"),
+    ((1, 2, 4, 4), {"stride": 0}, r"stride=\(0, 0\) must be >= 1"),
+])
+def test_pool_shape_errors(xs, kw, match):
+    with pytest.raises(kf.ShapeError, match=match):
+        kf.pool(kf.placeholder("x", xs), **kw)
+
+
+def test_pool_errors_on_ints_and_mismatched_gradients():
+    with pytest.raises(kf.ShapeError, match="floating-point"):
+        kf.pool(np.ones((1, 1, 4), int))
+    x = kf.placeholder("x", (1, 2, 4, 4))
+    with pytest.raises(kf.ShapeError, match=r"pool_grad: dy \(1, 2, 3, 3\) does not match"):
+        kf.pool_grad(x, kf.pool(x), kf.placeholder("dy", (1, 2, 3, 3)))
+    with pytest.raises(kf.ShapeError, match=r"unpool: .*padding=\(2,\) must be smaller"):
+        kf.unpool(kf.placeholder("u", (1, 2, 3)), padding=2)
+
+
+# ---- properties over varying shapes ----
+
+
+@st.composite
+def _problems(draw):
+    nd = draw(st.integers(1, 3))
+    window = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    padding = tuple(draw(st.integers(0, w - 1)) for w in window)
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    xs = tuple(draw(st.integers(max(1, w - 2 * p), 6)) for w, p in zip(window, padding))
+    mode = draw(st.sampled_from([0, 1, 2, 3]))
+    return (draw(st.integers(1, 2)), 2) + xs, {"window": window, "padding": padding,
+                                                     "stride": stride, "mode": mode}
+
+
+@settings(max_examples=40, deadline=None)
+@given(_problems())
+def test_pool_matches_reference_and_adjoint(problem):
+    xs, kw = problem
+    rs = np.random.RandomState(0)
+    x = rs.randn(*xs)
+    y = kf.pool(x, **kw)
+    np.testing.assert_allclose(y, ref_pool(x, **kw), rtol=1e-12)
+    dy, g = rs.randn(*y.shape), rs.randn(*xs)
+    dx = kf.pool_grad(x, y, dy, **kw)
+    np.testing.assert_allclose(dx, ref_pool_grad(x, dy, **kw), rtol=1e-12, atol=1e-12)
+    # pool_select is the adjoint of pool_grad in dy
+    np.testing.assert_allclose(np.sum(kf.pool_select(x, y, g, **kw) * dy), np.sum(g * dx),
+                               rtol=1e-9, atol=1e-12)
+
+
+# ---- on a GPU: the same xp code with CuPy ----
+
+
+def _cupy():
+    """CuPy when it is installed and sees a CUDA device, else None."""
+    try:
+        import cupy
+        return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
+    except Exception:  # noqa: BLE001 - not installed, no driver, no device
+        return None
+
+
+@pytest.mark.skipif(_cupy() is None, reason="no GPU: CuPy with a CUDA device is needed")
+def test_cupy_runs_the_same_kernels():
+    cp = _cupy()
+    x = np.random.RandomState(4).randn(2, 3, 7, 6)
+    for kw in ({"padding": 1}, {"mode": 2, "window": 3, "stride": 2, "padding": 1}):
+        y = kf.pool(cp.asarray(x), **kw)
+        np.testing.assert_allclose(cp.asnumpy(y), ref_pool(x, **kw), rtol=1e-12)
+        dx = kf.pool_grad(cp.asarray(x), y, y, **kw)
+        np.testing.assert_allclose(cp.asnumpy(dx), ref_pool_grad(x, cp.asnumpy(y), **kw),
+                                   rtol=1e-12)
+    np.testing.assert_allclose(cp.asnumpy(kf.unpool(cp.asarray(x))), ref_unpool(x))
+
+
+def test_empty_batch():
+    x = np.ones((0, 2, 4, 4))
+    y = kf.pool(x, mode=2, padding=1)
+    assert y.shape == (0, 2, 3, 3)
+    assert kf.pool_grad(x, y, y, mode=2, padding=1).shape == x.shape
+    assert kf.unpool(y).shape == (0, 2, 6, 6)
