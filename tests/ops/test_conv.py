@@ -374,3 +374,18 @@ def test_empty_batch():
     assert kf.conv4_data(w, y, x, padding=1).shape == x.shape
     np.testing.assert_array_equal(kf.conv4_filter(x, y, w, padding=1), np.zeros(w.shape))
     assert kf.deconv4(w, np.ones((0, 3, 4, 4))).shape == (0, 2, 6, 6)
+
+
+def test_dynamic_spatial_dims():
+    x = kf.placeholder("x", (None, 2, None, None))
+    w = kf.placeholder("w", (3, 2, 3, 3))
+    y = kf.conv4(w, x, stride=2)
+    assert y.shape == (None, 3, None, None)
+    z = kf.deconv4(w, y, stride=2)   # back to 2 channels and x's size
+    assert z.shape == (None, 2, None, None)
+    rs = np.random.RandomState(5)
+    feed = {"x": rs.randn(2, 2, 9, 7).astype("f4"), "w": rs.randn(3, 2, 3, 3).astype("f4")}
+    got_y, got_z = kf.compile([y, z]).run(feed)
+    assert got_y.shape == (2, 3, 4, 3) and got_z.shape == (2, 2, 9, 7)
+    np.testing.assert_allclose(got_y, ref_conv(feed["w"], feed["x"], stride=2), rtol=1e-4,
+                               atol=1e-4)

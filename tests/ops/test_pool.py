@@ -335,3 +335,14 @@ def test_empty_batch():
     assert y.shape == (0, 2, 3, 3)
     assert kf.pool_grad(x, y, y, mode=2, padding=1).shape == x.shape
     assert kf.unpool(y).shape == (0, 2, 6, 6)
+
+
+def test_dynamic_spatial_dims():
+    x = kf.placeholder("x", (None, 3, None, None))
+    y = kf.pool(x, window=3, stride=2, mode=2, padding=1)
+    assert y.shape == (None, 3, None, None)
+    assert kf.unpool(y).shape == (None, 3, None, None)
+    value = np.random.RandomState(6).randn(2, 3, 7, 6).astype("f4")
+    got = kf.compile([y]).run({"x": value})[0]
+    np.testing.assert_allclose(got, ref_pool(value, window=3, stride=2, mode=2, padding=1),
+                               rtol=1e-5, atol=1e-6)
