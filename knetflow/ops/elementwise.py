@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from knetflow.ops.base import Op, Spec, apply, float_dtype, register
+from knetflow.ops.base import Op, Spec, apply, broadcast_shapes, float_dtype, register
 from knetflow.ops.binary import gt, neg, where
 
 __all__ = [
@@ -308,9 +308,30 @@ def _selu_forward(xp, x):
     return SELU_LAMBDA * xp.where(x > 0, x, negative)
 
 
+@register
+class ReluGrad(Op):
+    """g where out > 0, else 0: relu's gradient as one pass (no where/copy pair)."""
+    name, elementwise, out_arg = "relu_grad", True, True
+    nondiff = (1,)
+
+    def infer(g: Spec, y: Spec) -> Spec:
+        return g.with_shape(broadcast_shapes("relu_grad", g, y))
+
+    def forward(xp, g, y, out=None):
+        return xp.multiply(g, y > 0, out=out)
+
+    def grad(gg, res, g, y):
+        return relu_grad(gg, y), None
+
+
+def relu_grad(g, y):
+    """g * (y > 0): the gradient of relu given its output y."""
+    return apply(ReluGrad, g, y)
+
+
 # out > 0 exactly where x > 0, and on x <= 0 the derivative is a function of out
 Relu, relu = _unary("relu", "max(x, 0), elementwise (Knet `relu`).",
-                    lambda g, out, x: where(gt(out, 0), g, 0),
+                    lambda g, out, x: relu_grad(g, out),
                     forward=_relu_forward, saves=("out",), infer=_same)
 Sigm, sigm = _unary("sigm", "The logistic sigmoid 1 / (1 + exp(-x)) (Knet `sigm`).",
                     lambda g, out, x: g * out * (1 - out), forward=_sigm_forward, saves=("out",))

@@ -91,6 +91,8 @@ CASES = [
     _case("round", kf.round, np.rint, second=False),
     _case("trunc", kf.trunc, np.trunc, second=False),
     _case("relu", kf.relu, lambda x: np.maximum(x, 0), second=False),
+    Case("relu_grad", lambda g, y: ew.relu_grad(g, y), lambda g, y: g * (y > 0),
+         [Arg((3, 4)), Arg((3, 4))], second=True),
     _case("sigm", kf.sigm, _sigm_ref),
     # elu/selu: the second derivative jumps at 0
     _case("elu", kf.elu, _elu_ref, second=False),
@@ -141,7 +143,7 @@ KEEPS_INT = ZERO_GRAD + ("abs", "square", "relu")
 
 def test_every_unary_op_has_a_reference():
     unary = {name for name, op in kf.REGISTRY.items()
-             if op.__module__ == ew.__name__ and name not in ("cast", "polygamma")}
+             if op.__module__ == ew.__name__ and name not in ("cast", "polygamma", "relu_grad")}
     assert unary == set(REFS)
 
 
