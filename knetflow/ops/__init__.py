@@ -16,4 +16,6 @@ from knetflow.ops.random import *  # noqa: F401,F403,E402
 from knetflow.ops.norm import *  # noqa: F401,F403,E402
 from knetflow.ops.embedding import *  # noqa: F401,F403,E402
 from knetflow.ops.conv import *  # noqa: F401,F403,E402
+from knetflow.ops.rnn_ops import *  # noqa: F401,F403,E402
+from knetflow.ops.rnn import *  # noqa: F401,F403,E402
 from knetflow.ops.pool import *  # noqa: F401,F403,E402

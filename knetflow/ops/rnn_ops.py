@@ -1,0 +1,249 @@
+"""The recurrence as one op: `rnn_scan` runs one RNN layer in one direction over
+all time steps, and `rnn_scan_grad` is its whole backward pass (BPTT) in one loop.
+
+A 100-step sequence is thus one node in the forward graph and one in the
+backward graph, never 100: plans stay small and compile in constant time.
+The loops themselves live in `knetflow.ops.rnn_loops`.
+
+    rnn_scan(x, wx, wh, bx, bh, h0=None, c0=None, mode, reverse, batch_sizes)
+        -> (y, hT) or, for lstm, (y, hT, cT)
+
+x is (T, B, X), or (N, X) packed time step after time step when
+`batch_sizes` (non-increasing, summing to N) is given; wx is (X, G*H), wh is
+(H, G*H), bx and bh are (G*H,), h0 and c0 are (B, H) with G the number of
+gate blocks (1 for relu/tanh, 3 for gru, 4 for lstm); y is (T, B, H) or (N, H).
+`wx=None` (Knet's skipInput) uses x itself as every gate's input term (X == H).
+The op also outputs the arrays its backward reads (gate activations, cell
+states), which the public function hides.
+
+The gradient rule gives dx and dwx from dgates with two ordinary matmuls
+outside the loop op, so they vanish from the plan when unused (a data input).
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+from knetflow.ops.base import Op, Spec, TupleSpec, apply_multi, fail, fmt, register
+from knetflow.ops.rnn_loops import BACKWARD, FORWARD, GATES, SAVED, schedule
+
+__all__ = ["rnn_scan"]
+
+
+def _same(d1, d2) -> bool:
+    return d1 is None or d2 is None or d1 == d2
+
+
+def _split(rest, skip_input):
+    """(wx, wh, bx, bh, state) from the inputs after x."""
+    if skip_input:
+        return (None,) + tuple(rest[:3]) + (tuple(rest[3:]),)
+    return tuple(rest[:4]) + (tuple(rest[4:]),)
+
+
+def _n_final(mode) -> int:
+    """How many final states the mode outputs: h, and c for lstm."""
+    return 2 if mode == "lstm" else 1
+
+
+def _check_mode(opname, mode):
+    if mode not in GATES:
+        fail(opname, f"mode must be one of {sorted(GATES)}, got {mode!r}")
+
+
+def _rows(opname, x: Spec, batch_sizes):
+    """(leading shape of y, number of rows N, batch B) for input x."""
+    if batch_sizes is None:
+        if x.ndim != 3:
+            fail(opname, f"input must be (T, B, X) without batch_sizes, got {fmt(x)}")
+        t, b = x.shape[:2]
+        return (t, b), (None if None in (t, b) else t * b), b
+    if x.ndim != 2:
+        fail(opname, f"input must be packed (N, X) with batch_sizes, got {fmt(x)}")
+    n = sum(batch_sizes)
+    if not _same(x.shape[0], n):
+        fail(opname, f"input {fmt(x)} has {x.shape[0]} rows but batch_sizes sum to {n}")
+    return (n,), n, batch_sizes[0]
+
+
+def _check_weights(opname, x, wx, wh, bx, bh, mode):
+    """Hidden size H from wh (H, G*H); every weight's shape checked against it and x."""
+    gates = GATES[mode]
+    if wh.ndim != 2 or not _same(wh.shape[1], None if wh.shape[0] is None else gates * wh.shape[0]):
+        fail(opname, f"recurrent weight must be (H, {gates}*H) for {mode}, got {fmt(wh)}")
+    hidden = wh.shape[0]
+    width = None if hidden is None else gates * hidden
+    for name, b in (("bx", bx), ("bh", bh)):
+        if b.ndim != 1 or not _same(b.shape[0], width):
+            fail(opname, f"bias {name} must be ({width},) for wh {fmt(wh)}, got {fmt(b)}")
+    if wx is None:
+        if not _same(x.shape[-1], hidden):
+            fail(opname, f"skip_input needs input size == hidden size, got input {fmt(x)} "
+                         f"and hidden size {hidden}")
+    elif wx.ndim != 2 or not _same(wx.shape[0], x.shape[-1]) or not _same(wx.shape[1], width):
+        fail(opname, f"input weight must be ({x.shape[-1]}, {width}) for input {fmt(x)} and "
+                     f"wh {fmt(wh)}, got {fmt(wx)}")
+    return hidden
+
+
+def _check_dtypes(opname, specs):
+    dtypes = {s.dtype for s in specs}
+    if len(dtypes) > 1 or not specs[0].is_float:
+        shown = ", ".join(repr(s) for s in specs)
+        fail(opname, f"inputs must share one floating-point dtype, got {shown}")
+    return specs[0].dtype
+
+
+def _saved_specs(mode, n, hidden, dtype):
+    widths = {"lstm": (4, 1, 1), "gru": (3, 1)}.get(mode, ())
+    return tuple(Spec((n, None if hidden is None else w * hidden), dtype) for w in widths)
+
+
+@register
+class RnnScan(Op):
+    """One RNN layer, one direction, all time steps (see module docstring)."""
+    name = "rnn_scan"
+    saves = ("out",)
+
+    def infer(x, *rest, mode="lstm", reverse=False, batch_sizes=None, skip_input=False):
+        _check_mode("rnn_scan", mode)
+        if len(rest) < (3 if skip_input else 4):
+            fail("rnn_scan", f"needs x, {'' if skip_input else 'wx, '}wh, bx and bh")
+        wx, wh, bx, bh, state = _split(rest, skip_input)
+        dtype = _check_dtypes("rnn_scan", (x,) + tuple(rest))
+        hidden = _check_weights("rnn_scan", x, wx, wh, bx, bh, mode)
+        lead, n, batch = _rows("rnn_scan", x, batch_sizes)
+        if len(state) not in (0, _n_final(mode)):
+            fail("rnn_scan", f"{mode} takes {_n_final(mode)} initial state(s) or none, "
+                             f"got {len(state)}")
+        for s in state:
+            if s.ndim != 2 or not _same(s.shape[0], batch) or not _same(s.shape[1], hidden):
+                fail("rnn_scan", f"initial state must be ({batch}, {hidden}), got {fmt(s)}")
+        final = Spec((batch, hidden), dtype)
+        return TupleSpec((Spec(lead + (hidden,), dtype),) + (final,) * _n_final(mode)
+                         + _saved_specs(mode, n, hidden, dtype))
+
+    def forward(xp, x, *rest, mode="lstm", reverse=False, batch_sizes=None, skip_input=False):
+        wx, wh, bx, bh, state = _split(rest, skip_input)
+        h0, c0 = (tuple(state) + (None, None))[:2]
+        batch = x.shape[1] if batch_sizes is None else batch_sizes[0]
+        x2 = x.reshape(-1, x.shape[-1])
+        steps = schedule(x2.shape[0], batch, batch_sizes, reverse)
+        y, h, c, saved = FORWARD[mode](xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch)
+        y = y.reshape(x.shape[:-1] + (wh.shape[0],))
+        return (y, h) + ((c,) if mode == "lstm" else ()) + tuple(saved)
+
+    def grad(gs, outs, x, *rest, mode="lstm", reverse=False, batch_sizes=None,
+             skip_input=False):
+        from knetflow.ops.array import reshape, reshape_like, transpose
+        from knetflow.ops.linalg import matmul
+        from knetflow.ops.reduce import sum as sum_
+
+        wx, wh, _, _, state = _split(rest, skip_input)
+        k = 1 + _n_final(mode)
+        given = tuple(g is not None for g in gs[:k])
+        if not any(given):
+            return (None,) * (1 + len(rest))
+        ins = [g for g in gs[:k] if g is not None] + [wh, outs[0], *outs[k:], *state]
+        res = apply_multi(RnnScanGrad, *ins, mode=mode, reverse=reverse,
+                          batch_sizes=batch_sizes, given=given, has_state=bool(state))
+        dxw, dwh, dbx, dbh = res[:4]
+        if skip_input:
+            hidden = wh.shape[0]
+            dx = reshape_like(sum_(reshape(dxw, (-1, GATES[mode], hidden)), axis=1), x)
+            dwx = ()
+        else:
+            dx = reshape_like(matmul(dxw, transpose(wx)), x)
+            dwx = (matmul(transpose(reshape(x, (-1, x.shape[-1]))), dxw),)
+        return (dx,) + dwx + (dwh, dbx, dbh) + tuple(res[4:4 + len(state)])
+
+
+def _grad_args(args, mode, given, has_state):
+    """(gy, ghT, gcT, wh, y, saved, h0, c0) from rnn_scan_grad's inputs."""
+    k = sum(given)
+    grads = iter(args[:k])
+    gy, ghT, gcT = ([next(grads) if g else None for g in given] + [None])[:3]
+    wh, y = args[k], args[k + 1]
+    saved = tuple(args[k + 2:k + 2 + SAVED[mode]])
+    state = tuple(args[k + 2 + SAVED[mode]:]) if has_state else ()
+    h0, c0 = (state + (None, None))[:2]
+    return gy, ghT, gcT, wh, y, saved, h0, c0
+
+
+@register
+class RnnScanGrad(Op):
+    """BPTT of `rnn_scan`: (dgates (N, G*H), dwh, dbx, dbh, dh0[, dc0]) in one loop.
+
+    Inputs: the given output gradients (dy, dhT[, dcT], as flagged by `given`),
+    wh, y, the saved arrays and, with `has_state`, h0[, c0].
+    """
+    name = "rnn_scan_grad"
+
+    def infer(*specs, mode="lstm", reverse=False, batch_sizes=None, given=(), has_state=False):
+        _check_mode("rnn_scan_grad", mode)
+        k = sum(given)
+        wh, y = specs[k], specs[k + 1]
+        hidden, width = wh.shape[0], wh.shape[1]
+        if batch_sizes is None:
+            t, b = y.shape[:2]
+            n = None if None in (t, b) else t * b
+        else:
+            n, b = sum(batch_sizes), batch_sizes[0]
+        state = Spec((b, hidden), y.dtype)
+        return TupleSpec((Spec((n, width), y.dtype), wh, Spec((width,), y.dtype),
+                          Spec((width,), y.dtype)) + (state,) * _n_final(mode))
+
+    def forward(xp, *args, mode="lstm", reverse=False, batch_sizes=None, given=(),
+                has_state=False):
+        gy, ghT, gcT, wh, y, saved, h0, c0 = _grad_args(args, mode, given, has_state)
+        hidden = wh.shape[0]
+        batch = y.shape[1] if batch_sizes is None else batch_sizes[0]
+        y2 = y.reshape(-1, hidden)
+        gy2 = None if gy is None else gy.reshape(-1, hidden)
+        steps = schedule(y2.shape[0], batch, batch_sizes, reverse)
+        return BACKWARD[mode](xp, mode, gy2, ghT, gcT, wh, y2, saved, h0, c0, steps, batch)
+
+    def grad(gs, outs, *inputs, **attrs):
+        raise NotImplementedError("rnn_scan_grad: second-order gradients through RNN layers "
+                                  "are not implemented")
+
+
+def _batch_sizes(batch_sizes):
+    """batch_sizes as a tuple of ints, checked: positive and non-increasing."""
+    if batch_sizes is None:
+        return None
+    sizes = tuple(int(b) for b in batch_sizes)
+    if not sizes or any(b <= 0 for b in sizes) or any(a < b for a, b in pairwise(sizes)):
+        fail("rnn_scan", f"batch_sizes must be positive and non-increasing (sequences sorted "
+                         f"by decreasing length), got {list(sizes)}")
+    return sizes
+
+
+def rnn_scan(x, wx, wh, bx, bh, h0=None, c0=None, mode="lstm", reverse=False, batch_sizes=None):
+    """One recurrent layer in one direction over a whole sequence, as one op (Knet `RNN`'s loop).
+
+    Returns (y, hT), and (y, hT, cT) for lstm; see the module docstring for
+    shapes. `wx=None` skips the input matrix (Knet's skipInput). With only
+    one of h0, c0 given, the other starts at zero. `reverse=True` runs from
+    the last step to the first (the backward half of a bidirectional layer).
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> x, wx, wh = np.ones((5, 2, 3)), np.zeros((3, 16)), np.zeros((4, 16))
+        >>> y, h, c = kf.rnn_scan(x, wx, wh, np.zeros(16), np.zeros(16))
+        >>> y.shape, h.shape
+        ((5, 2, 4), (2, 4))
+    """
+    from knetflow.ops.index import zeros_like
+
+    _check_mode("rnn_scan", mode)
+    if mode != "lstm" and c0 is not None:
+        fail("rnn_scan", f"{mode} has no cell state; c0 is for lstm only")
+    if mode == "lstm" and (h0 is None) != (c0 is None):
+        h0 = zeros_like(c0) if h0 is None else h0
+        c0 = zeros_like(h0) if c0 is None else c0
+    state = tuple(s for s in (h0, c0) if s is not None)
+    weights = (wh, bx, bh) if wx is None else (wx, wh, bx, bh)
+    outs = apply_multi(RnnScan, x, *weights, *state, mode=mode, reverse=bool(reverse),
+                       batch_sizes=_batch_sizes(batch_sizes), skip_input=wx is None)
+    return tuple(outs[:1 + _n_final(mode)])
