@@ -13,7 +13,8 @@ The work is shaped for BLAS: the input projection `x2 @ wx` of every step is
 one GEMM before the loop, each step adds one `h @ wh` GEMM, and the backward
 gets `dwh` from one GEMM after the loop. Gate activations go into the saved
 arrays in place. The logistic function is computed as 0.5 * tanh(x / 2) + 0.5,
-which is exact in real arithmetic and much cheaper than a separate expit pass.
+which is exact in real arithmetic and much cheaper than an expit pass; the
+1/2 is folded into the weights (`_halved`).
 
 Gate column blocks (H columns each) follow Knet's `rnnparam` ids:
 lstm (i, f, n, o), gru (r, z, n) where z is the formulas' input gate i[t],
@@ -60,19 +61,34 @@ def _prev(xp, series, init, steps, k, b):
     return xp.concatenate([series[poff:poff + pb], init[pb:b]])
 
 
-def _project(xp, x2, wx, bias, n_gates):
-    """x2 @ wx + bias for all steps at once; without wx (skip_input) x2 repeated per gate."""
-    out = xp.tile(x2, (1, n_gates)) if wx is None else xp.matmul(x2, wx)
-    out += bias
-    return out
+def _project(xp, x2, wx, n_gates):
+    """x2 @ wx for all steps at once; without wx (skip_input) x2 repeated per gate.
+
+    Biases are added per step to the small recurrent product, which is in cache,
+    rather than in a pass over this large array.
+    """
+    return xp.tile(x2, (1, n_gates)) if wx is None else xp.matmul(x2, wx)
 
 
-def _sigm_(xp, a):
-    """a = sigm(a) in place, as 0.5 * tanh(a / 2) + 0.5."""
-    a *= 0.5
-    xp.tanh(a, out=a)
-    a *= 0.5
-    a += 0.5
+def _halved(xp, x2, wx, wh, biases, n_gates, sigm_blocks):
+    """Inputs with the gate columns of the blocks that take a sigmoid scaled by 1/2.
+
+    sigm(a) = 0.5 * tanh(a / 2) + 0.5, so with the 1/2 folded into the (small)
+    weights and biases a step needs one tanh over all its gates, then
+    `g * scale + (1 - scale)` over whole rows (scale is 1/2 on sigmoid columns,
+    1 elsewhere): contiguous passes, much cheaper than passes over column blocks.
+    Returns (x2 @ wx for all steps, wh, biases, scale), scaled.
+    """
+    hidden = wh.shape[0]
+    scale = xp.ones(n_gates * hidden, dtype=wh.dtype)
+    for k in sigm_blocks:
+        scale[k * hidden:(k + 1) * hidden] = 0.5
+    if wx is None:
+        xw = _project(xp, x2, None, n_gates)
+        xw *= scale
+    else:
+        xw = _project(xp, x2, wx * scale, n_gates)
+    return xw, wh * scale, [b * scale for b in biases], scale
 
 
 def _dsigm_(xp, d, s, tmp):
@@ -120,12 +136,14 @@ def hidden_weight_grad(xp, y, h0, dgh, steps, batch):
 
 def simple_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch):
     hidden = wh.shape[0]
-    y = _project(xp, x2, wx, bx + bh, 1)
+    y, bias = _project(xp, x2, wx, 1), bx + bh
     h = _state(xp, h0, batch, hidden, y.dtype)
     tmp = xp.empty((batch, hidden), y.dtype)
     for off, b in steps:
-        yt = y[off:off + b]
-        yt += xp.matmul(h[:b], wh, out=tmp[:b])
+        yt, rec = y[off:off + b], tmp[:b]
+        xp.matmul(h[:b], wh, out=rec)
+        rec += bias
+        yt += rec
         if mode == "tanh":
             xp.tanh(yt, out=yt)
         else:
@@ -161,18 +179,20 @@ def simple_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch):
 
 def lstm_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch):
     H = wh.shape[0]
-    gates = _project(xp, x2, wx, bx + bh, 4)
-    dtype = gates.dtype
+    gates, wh, (bias,), scale = _halved(xp, x2, wx, wh, [bx + bh], 4, (0, 1, 3))
+    dtype, shift = gates.dtype, 1 - scale
     y, cs, tcs = (xp.empty((gates.shape[0], H), dtype) for _ in range(3))
     h, c = _state(xp, h0, batch, H, dtype), _state(xp, c0, batch, H, dtype)
     tmp, prod = xp.empty((batch, 4 * H), dtype), xp.empty((batch, H), dtype)
     for off, b in steps:
         rows = slice(off, off + b)
-        g = gates[rows]
-        g += xp.matmul(h[:b], wh, out=tmp[:b])
-        _sigm_(xp, g[:, :2 * H])
-        xp.tanh(g[:, 2 * H:3 * H], out=g[:, 2 * H:3 * H])
-        _sigm_(xp, g[:, 3 * H:])
+        g, rec = gates[rows], tmp[:b]
+        xp.matmul(h[:b], wh, out=rec)
+        rec += bias
+        g += rec
+        xp.tanh(g, out=g)
+        g *= scale
+        g += shift
         ct = cs[rows]
         xp.multiply(g[:, H:2 * H], c[:b], out=ct)
         ct += xp.multiply(g[:, :H], g[:, 2 * H:3 * H], out=prod[:b])
@@ -189,7 +209,12 @@ def lstm_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch):
     dg, whT = xp.empty_like(gates), _transposed(xp, wh)
     dh, dc = _state(xp, ghT, batch, H, dtype), _state(xp, gcT, batch, H, dtype)
     c_init = _state(xp, c0, batch, H, dtype)
-    t1, t2 = xp.empty((batch, H), dtype), xp.empty((batch, 2 * H), dtype)
+    t1, t2 = xp.empty((batch, H), dtype), xp.empty((batch, 4 * H), dtype)
+    # the gates' derivatives are g * (lin - g) + (1 - lin): s(1 - s) for the
+    # sigmoids (lin 1), 1 - n^2 for the tanh (lin 0), in whole-row passes
+    lin = xp.ones(4 * H, dtype=dtype)
+    lin[2 * H:3 * H] = 0
+    const = 1 - lin
     for k in range(len(steps) - 1, -1, -1):
         off, b = steps[k]
         rows = slice(off, off + b)
@@ -210,9 +235,10 @@ def lstm_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch):
         xp.multiply(dct, _prev(xp, cs, c_init, steps, k, b), out=df)
         xp.multiply(dct, i, out=dn)
         dct *= f
-        _dsigm_(xp, d[:, :2 * H], g[:, :2 * H], t2[:b])
-        _dsigm_(xp, do, o, s)
-        _dtanh_(xp, dn, n, s)
+        slope = xp.subtract(lin, g, out=t2[:b])
+        slope *= g
+        slope += const
+        d *= slope
         xp.matmul(d, whT, out=dht)
     dwh = hidden_weight_grad(xp, y, h0, dg, steps, batch)
     db = dg.sum(axis=0)
@@ -224,7 +250,9 @@ def lstm_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch):
 
 def gru_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch):
     H = wh.shape[0]
-    gates = _project(xp, x2, wx, bx, 3)  # r, z, n; bR is added per step (n needs it apart)
+    # r, z, n; bR stays apart from bW, as n needs it apart
+    gates, wh, (bx, bh), scale = _halved(xp, x2, wx, wh, [bx, bh], 3, (0, 1))
+    shift = 1 - scale
     dtype = gates.dtype
     y, hn = xp.empty((gates.shape[0], H), dtype), xp.empty((gates.shape[0], H), dtype)
     h = _state(xp, h0, batch, H, dtype)
@@ -232,10 +260,13 @@ def gru_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch):
     for off, b in steps:
         rows = slice(off, off + b)
         g, rec = gates[rows], tmp[:b]
+        g += bx
         xp.matmul(h[:b], wh, out=rec)
         rec += bh
         g[:, :2 * H] += rec[:, :2 * H]
-        _sigm_(xp, g[:, :2 * H])
+        xp.tanh(g[:, :2 * H], out=g[:, :2 * H])
+        g *= scale  # r, z from tanh to sigm; the n block (scale 1, shift 0) is unchanged
+        g += shift
         hn[rows] = rec[:, 2 * H:]
         n = g[:, 2 * H:]
         n += xp.multiply(g[:, :H], rec[:, 2 * H:], out=rec[:, :H])
