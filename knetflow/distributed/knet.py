@@ -1,0 +1,74 @@
+"""Knet-style losses for DaskTrainer: a function of `kf.Param`s traced into a graph.
+
+Knet trains `loss(x, y)` functions that read Params, passed or captured.
+`trace_loss` traces such a function once on symbolic batches, as `kf.diff`
+does, and turns each Param it touched into a `param` node holding the
+Param's value, so the result is an ordinary loss graph a DaskTrainer can
+ship to its workers. `DaskTrainer.from_loss` writes the trained values back
+into the Params' arrays, in place, as `kf.update` would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from knetflow.errors import TracingError
+from knetflow.graph import trace
+from knetflow.graph.build import const, param, placeholder
+from knetflow.graph.node import Graph
+from knetflow.graph.symbol import Symbol
+
+__all__ = ["trace_loss"]
+
+
+def _batch_spec(a, name) -> Symbol:
+    a = np.asarray(a) if not hasattr(a, "shape") else a
+    dtype = np.dtype(a.dtype)
+    if dtype.kind in "iub" and name == "x":
+        dtype = np.dtype("float64")
+    return placeholder(name, (None,) + tuple(a.shape[1:]), str(dtype))
+
+
+def trace_loss(f, x, y=None) -> tuple:
+    """(Graph of f's loss over batches shaped like x and y, {param name: Param}).
+
+    `x`, `y`: arrays (or a first batch) giving the row shape and dtype; the
+    graph's inputs are "x" and "y" with a free batch dimension.
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> w = kf.Param(np.zeros(3), name="w")
+        >>> graph, params = trace_loss(lambda x, y: kf.mean((x @ w - y) ** 2),
+        ...                            np.ones((4, 3)), np.ones(4))
+        >>> [p.attrs["name"] for p in graph.params], params["w"] is w
+        (['w'], True)
+    """
+    from knetflow.train.autograd import Param
+
+    inputs = [_batch_spec(x, "x")] + ([] if y is None else [_batch_spec(y, "y")])
+    tracer = trace.Tracer()
+    with trace.tracing(tracer):
+        out = f(*inputs)
+    if not isinstance(out, Symbol) or out.shape != ():
+        raise TracingError(f"{getattr(f, '__name__', f)!r} must return a scalar loss computed "
+                           f"from its inputs, got {type(out).__name__}"
+                           f"{'' if not isinstance(out, Symbol) else f' of shape {out.shape}'}")
+    new, params = {}, {}
+    for obj, sym in tracer.leaves.values():
+        if isinstance(obj, Param):
+            name = obj.name or f"p{len(params)}"
+            if name in params:
+                raise TracingError(f"two Params named {name!r}; give them distinct names")
+            params[name] = obj
+            new[sym.node.id] = param(name, value=obj.value, dtype=str(obj.value.dtype)).node
+        else:  # a captured array: a constant of the graph
+            new[sym.node.id] = const(np.asarray(obj)).node
+    rebuilt = {}
+    for node in Graph([out]).nodes:
+        if node.id in new:
+            rebuilt[node.id] = new[node.id]
+        elif node.is_leaf:
+            rebuilt[node.id] = node
+        else:
+            rebuilt[node.id] = node.replace(inputs=tuple(rebuilt[i.id] for i in node.inputs))
+    return Graph([rebuilt[out.node.id]], inputs=[i.node for i in inputs]), params

@@ -1,0 +1,237 @@
+"""The compiled pieces of a replica: a gradient plan and an update plan.
+
+A replica computes its local gradients with one plan (`kf.backward` of the
+loss graph), the gradients of every replica are summed (reduce.py), and the
+same update is applied everywhere with a second plan. The update plan is
+the optimizer's formulas (written once in ops, `kf.optim`) applied to
+gradients fed as inputs, wired as `kf.optim.step_graph` wires them: the same
+state names (`"w:velocity"`), clipping groups and resumption from saved
+state as single-process training.
+
+Gradients travel in one flat buffer: each trainable param's gradient times
+the replica's rows (for a mean loss), then the running values of auxiliary
+params (those the graph updates itself, e.g. batchnorm moments) times rows,
+then the row count. After the sum, dividing by the total count gives the
+whole batch's mean gradient, whatever the split, empty replicas included.
+Replicas sharing memory (shm.py) skip the separate sum: the update plan
+takes every replica's buffer and adds them, in rank order, inside its fused
+update kernel (`set_parts`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from knetflow.graph.autodiff import backward
+from knetflow.graph.build import param as _param
+from knetflow.graph.build import placeholder
+from knetflow.graph.node import Graph
+from knetflow.graph.symbol import Symbol
+from knetflow.scheduler.plan import Plan
+from knetflow.train import optim
+
+__all__ = ["TrainingStep", "trainable_names"]
+
+
+def trainable_names(graph: Graph) -> list:
+    """The params an optimizer updates: float params the graph does not update itself
+    (the rule of `kf.optim.step_graph`)."""
+    return [p.attrs["name"] for p in graph.params
+            if p.attrs["name"] not in graph.updates and np.dtype(p.spec.dtype).kind == "f"]
+
+
+def update_graph(graph: Graph, optimizer, names: list, parts: int = 1) -> Graph:
+    """A graph whose run applies `optimizer` to the params `names`, given their
+    gradients fed as `"<param>:grad"` (with `parts` > 1, as `parts` partial sums
+    `"<param>:grad"`, `"<param>:grad@1"`, ... added in that order inside the update).
+
+    The wiring is that of `kf.optim.step_graph` (optimizer state as params
+    `"<param>:<slot>"` starting from the optimizer's own state, gradient-norm
+    clipping groups, MultiOptimizer by name and kind); only the gradients come
+    from the feed instead of a derived backward graph.
+    """
+    targets = [graph.param(name) for name in names]
+    fed, grads = [], []
+    # the fed gradients are sums over rows; `grad:scale` (1/rows for a mean loss) is fused
+    # into the update rather than applied to the buffer, which peers may still be reading
+    per_row = placeholder("grad:scale", (), targets[0].spec.dtype if targets else "float32")
+    for name, p in zip(names, targets):
+        inputs = [placeholder(grad_name(name, k), p.spec.shape, p.spec.dtype)
+                  for k in range(parts)]
+        total = inputs[0]
+        for g in inputs[1:]:
+            total = total + g
+        fed.extend(inputs)
+        grads.append(total * per_row)
+    opts = [optim.resolve(optimizer, name, p.attrs.get("kind")) for name, p in zip(names, targets)]
+    scales = optim.norm_scales(list(zip(opts, grads)))
+    updates = {}
+    for name, p, g, opt, scale in zip(names, targets, grads, opts, scales):
+        start = opt.state.get(name) or opt.init_state(p.spec.shape, p.spec.dtype)
+        state = {slot: _param(f"{name}:{slot}", value=np.asarray(start[slot]), dtype=p.spec.dtype)
+                 for slot in opt.all_slots()}
+        new_w, new_state = opt.apply(Symbol(p), g, state, scale)
+        updates[name] = new_w
+        updates.update((f"{name}:{slot}", value) for slot, value in new_state.items())
+    return Graph([], inputs=fed + [per_row], updates=updates)
+
+
+def grad_name(name: str, part: int = 0) -> str:
+    """The feed name of part `part` of a param's gradient."""
+    return f"{name}:grad" if part == 0 else f"{name}:grad@{part}"
+
+
+class _Layout:
+    """Where each named array lies in a flat buffer."""
+
+    def __init__(self, shapes: dict):
+        self.slices, start = {}, 0
+        for name, shape in shapes.items():
+            size = int(np.prod(shape, dtype=np.int64))
+            self.slices[name] = (slice(start, start + size), tuple(shape))
+            start += size
+        self.size = start
+
+
+class TrainingStep:
+    """Gradient and update plans of one replica, and the flat buffers between them.
+
+    `graph`'s first output is the loss (mean over the batch when
+    `loss_reduction="mean"`, else a sum); `inputs` names the graph inputs fed
+    from the data, in the order of the arrays given to `gradients`.
+    """
+
+    def __init__(self, graph: Graph, optimizer=None, inputs=("x", "y"), loss_reduction="mean",
+                 pred_output=None, update=True):
+        if loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+        self.graph, self.inputs = graph, [i for i in inputs if i is not None]
+        self.mean = loss_reduction == "mean"
+        self.pred_output = pred_output
+        self.names = trainable_names(graph)
+        self.aux = list(graph.updates)
+        self.grad_plan = Plan(backward(graph, wrt=self.names), training=True)
+        params = self.grad_plan.params
+        self.dtype = np.result_type(*[params[n].dtype for n in self.names + self.aux])
+        self.layout = _Layout({n: params[n].shape for n in self.names + self.aux})
+        self.optimizer, self.parts, self.update_plan = optimizer or optim.SGD(), 1, None
+        if update:
+            self.update_plan = Plan(update_graph(graph, self.optimizer, self.names))
+            self.update_plan.set_params({n: params[n] for n in self.names})
+        self._forward = None
+
+    def set_parts(self, parts: int) -> None:
+        """Take gradients as `parts` buffers summed inside the update (see `apply`);
+        the params and optimizer state carry over."""
+        if self.update_plan is None or parts == self.parts:
+            return
+        plan = Plan(update_graph(self.graph, self.optimizer, self.names, parts))
+        plan.set_params(self.update_plan.params)
+        self.update_plan, self.parts = plan, parts
+
+    # -- one local step --
+    def gradients(self, *arrays) -> tuple:
+        """(loss, prediction or None, gradients by name) of one local batch."""
+        outs = self.grad_plan.run(dict(zip(self.inputs, arrays)))
+        n_out = len(self.graph.outputs)
+        pred = outs[self.pred_output] if self.pred_output is not None else None
+        return float(outs[0]), pred, dict(zip(self.names, outs[n_out:]))
+
+    def new_buffer(self) -> np.ndarray:
+        """A zeroed flat buffer: gradients, auxiliary values, then the row count."""
+        return np.zeros(self.layout.size + 1, self.dtype)
+
+    def accumulate(self, buf: np.ndarray, grads: dict, rows: int, fresh=False) -> None:
+        """Add one local batch's gradients (weighted by its rows) and its aux values;
+        `fresh` overwrites what buf holds instead (saves zeroing it)."""
+        weight = rows if self.mean else 1
+        params = self.grad_plan.params
+        parts = [(name, np.ravel(g), weight) for name, g in grads.items()]
+        parts += [(name, np.ravel(params[name]), rows) for name in self.aux]
+        for name, flat, w in parts:
+            view = buf[self.layout.slices[name][0]]
+            if fresh:
+                np.multiply(flat, w, out=view, casting="unsafe")
+            else:
+                view += flat * w if w != 1 else flat
+        buf[-1] = rows if fresh else buf[-1] + rows
+
+    def apply(self, *bufs: np.ndarray) -> None:
+        """Apply the update of summed buffers (every replica holds the same sums): one
+        buffer, or `parts` buffers whose sum, in the order given, is the update's
+        gradient. The buffers are only read.
+        """
+        if len(bufs) != self.parts:
+            raise ValueError(f"apply got {len(bufs)} buffers for an update of {self.parts}")
+        total = float(_ordered_sum([b[-1] for b in bufs]))
+        if total == 0:
+            return
+        feed = {"grad:scale": np.asarray(1.0 / total if self.mean else 1.0, self.dtype)}
+        for name in self.names:
+            where, shape = self.layout.slices[name]
+            for k, buf in enumerate(bufs):
+                feed[grad_name(name, k)] = buf[where].reshape(shape)
+        self.update_plan.run(feed)
+        new = {n: self.update_plan.params[n] for n in self.names}
+        for name in self.aux:
+            where, shape = self.layout.slices[name]
+            new[name] = (_ordered_sum([b[where] for b in bufs]) / total).reshape(shape)
+        self.grad_plan.set_params(new)
+
+    # -- parameters and state --
+    def params(self) -> dict:
+        return dict(self.grad_plan.params)
+
+    def set_params(self, values: dict) -> None:
+        self.grad_plan.set_params(values)
+        if self.update_plan is not None:
+            self.update_plan.set_params({n: v for n, v in values.items() if n in self.names})
+
+    def flat_params(self) -> np.ndarray:
+        """Trainable and aux params in one flat buffer (the layout of gradients)."""
+        out = np.empty(self.layout.size, self.dtype)
+        params = self.grad_plan.params
+        for name, (where, _) in self.layout.slices.items():
+            out[where] = np.ravel(params[name])
+        return out
+
+    def set_flat_params(self, flat: np.ndarray) -> None:
+        self.set_params({name: flat[where].reshape(shape)
+                         for name, (where, shape) in self.layout.slices.items()})
+
+    def state(self) -> dict:
+        """Params and optimizer slots (`"w:velocity"`), as arrays by name."""
+        out = self.params()
+        if self.update_plan is not None:
+            out.update(self.update_plan.params)
+        return {k: np.array(v) for k, v in out.items()}
+
+    def load_state(self, state: dict) -> None:
+        self.grad_plan.set_params({k: v for k, v in state.items()
+                                   if k in self.grad_plan.param_names})
+        if self.update_plan is not None:
+            self.update_plan.set_params({k: v for k, v in state.items()
+                                         if k in self.update_plan.param_names})
+
+    def optimizer_state(self, optimizer) -> object:
+        """`optimizer.state_dict()` after copying the slots this replica holds into it."""
+        optim.state_from_plan(optimizer, self.update_plan)
+        return optimizer.state_dict()
+
+    # -- evaluation --
+    def evaluate(self, *arrays) -> tuple:
+        """(loss, prediction or None) of a batch with the current params, no training."""
+        if self._forward is None:
+            self._forward = Plan(Graph(list(self.graph.outputs), inputs=self.graph.inputs))
+        names = set(self._forward.param_names)
+        self._forward.set_params({k: v for k, v in self.params().items() if k in names})
+        outs = self._forward.run(dict(zip(self.inputs, arrays)))
+        pred = outs[self.pred_output] if self.pred_output is not None else None
+        return float(outs[0]), pred
+
+
+def _ordered_sum(parts: list):
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
