@@ -83,6 +83,7 @@ def recover(fit, lost: set, reason: str) -> None:
     fleet.abort(survivors, reason)
     fleet.drain()
     fleet.workers = survivors
+    fleet.unlink_lost(lost)
     if fit.mode == "sync":
         _align_states(fleet, survivors)
     elif fleet.ps_worker in lost:

@@ -30,6 +30,7 @@ class Fleet:
         self.ps = self.ps_worker = None
         self.generation = 0
         self.shared_memory = False  # whether the ring runs through shared memory (shm.py)
+        self.segments: dict = {}    # worker -> name of its shared-memory segment
         self.in_flight: list = []   # (worker, concurrent future) of calls not yet seen done
 
     # -- starting --
@@ -91,7 +92,15 @@ class Fleet:
                 or (len(hosts) > 1 and transport == "auto")):
             return None
         names = self.call_all("prepare_shm")
+        self.segments.update((w, n) for w, n in names.items() if n)
         return [names[w] for w in self.workers] if all(names.values()) else None
+
+    def unlink_lost(self, lost) -> None:
+        """Have a survivor remove the shared-memory segments of lost workers."""
+        names = [self.segments.pop(w) for w in lost if w in self.segments]
+        if names and self.workers:
+            first = self.workers[0]
+            self.wait({first: self.actors[first].unlink_segments(names)})
 
     # -- calls --
     def watch(self, worker, actor_future) -> cf.Future:

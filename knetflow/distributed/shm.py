@@ -23,8 +23,10 @@ which its peers reach only once they finished reading it, so no reader ever
 sees a buffer being refilled. Sums run in a fixed order on every replica,
 so parameters stay identical, as with the ring.
 
-Segments are unlinked by their owner when the ring changes or the fit ends,
-and by Python's resource tracker if the worker process dies.
+Segments are unlinked by their owner when the ring changes or the fit ends;
+a lost worker's by a survivor; and, should every process of a fit be killed
+at once, by the next `create_segment` on that host (segments are named
+after their owner's pid, and those of dead pids are swept).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import numpy as np
 
 from knetflow.distributed.reduce import chunk_bounds
 
-__all__ = ["SharedGroup", "create_segment"]
+__all__ = ["SharedGroup", "create_segment", "sweep_stale", "unlink"]
 
 FUSED_MAX = 4  # replicas up to which each reads every buffer (one barrier, no copy)
 _HEADER = 64  # bytes before the buffers: the barrier counter, padded to a cache line
@@ -50,10 +52,56 @@ _FENCE = threading.Lock()
 
 
 def create_segment(size: int, dtype) -> shared_memory.SharedMemory:
-    """A new segment holding a counter and two flat buffers of `size` elements."""
+    """A new segment holding a counter and two flat buffers of `size` elements, named
+    after this process (`kf-<pid>-<random>`)."""
+    sweep_stale()
     nbytes = _HEADER + 2 * _padded(size * np.dtype(dtype).itemsize)
-    return shared_memory.SharedMemory(name=f"kf-{uuid.uuid4().hex[:20]}", create=True,
-                                      size=nbytes)
+    return shared_memory.SharedMemory(name=f"kf-{os.getpid()}-{uuid.uuid4().hex[:16]}",
+                                      create=True, size=nbytes)
+
+
+def unlink(name: str) -> None:
+    """Remove a segment by name (a lost peer's; its mappings elsewhere stay valid)."""
+    try:
+        import _posixshmem
+
+        _posixshmem.shm_unlink("/" + name.lstrip("/"))
+    except (ImportError, OSError):
+        pass
+
+
+def sweep_stale(folder="/dev/shm", min_age=60.0) -> int:
+    """Unlink segments whose owner process is gone (when a whole process group is killed,
+    Python's resource tracker dies with it and cannot); the number removed."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        parts = name.split("-")
+        if len(parts) != 3 or parts[0] != "kf" or not parts[1].isdigit():
+            continue
+        if _alive(int(parts[1])):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            if time.time() - os.stat(path).st_mtime > min_age:
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process
+        return True
+    return True
 
 
 def _padded(n: int) -> int:

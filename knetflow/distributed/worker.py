@@ -170,6 +170,14 @@ class Replica:
         self._drop_segment()
         return True
 
+    def unlink_segments(self, names: list) -> bool:
+        """Remove lost peers' shared-memory segments (their owners cannot any more)."""
+        from knetflow.distributed.shm import unlink
+
+        for name in names:
+            unlink(name)
+        return True
+
     async def receive(self, tag, array) -> None:
         """Called by peers: a message for this replica's mailbox."""
         if tag[0][0] >= self.generation:  # drop leftovers of an aborted generation

@@ -1,8 +1,10 @@
 """The pieces of a replica tested in one process: data layout, steps, shared memory, metrics."""
 
+import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -167,6 +169,29 @@ def test_shared_memory_group_sums_in_rank_order(n):
     finally:
         for g in groups:
             g.close(unlink=True)
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory in /dev/shm")
+def test_segments_of_dead_processes_are_swept():
+    from knetflow.distributed.shm import sweep_stale
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = f"/dev/shm/kf-{gone}-test{os.getpid()}"
+    mine = create_segment(4, "float64")
+    try:
+        with open(stale, "wb") as f:
+            f.write(b"x")
+        os.utime(stale, (time.time() - 3600, time.time() - 3600))
+        os.utime(f"/dev/shm/{mine.name}", (time.time() - 3600, time.time() - 3600))
+        assert sweep_stale() >= 1
+        assert not os.path.exists(stale)
+        assert os.path.exists(f"/dev/shm/{mine.name}")  # its owner (this process) lives
+    finally:
+        mine.close()
+        mine.unlink()
+        if os.path.exists(stale):
+            os.unlink(stale)
 
 
 def _reduce(group):
