@@ -23,10 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from knetflow.graph.autodiff import backward
-from knetflow.graph.build import param as _param
 from knetflow.graph.build import placeholder
 from knetflow.graph.node import Graph
-from knetflow.graph.symbol import Symbol
 from knetflow.scheduler.plan import Plan
 from knetflow.train import optim
 
@@ -63,16 +61,7 @@ def update_graph(graph: Graph, optimizer, names: list, parts: int = 1) -> Graph:
             total = total + g
         fed.extend(inputs)
         grads.append(total * per_row)
-    opts = [optim.resolve(optimizer, name, p.attrs.get("kind")) for name, p in zip(names, targets)]
-    scales = optim.norm_scales(list(zip(opts, grads)))
-    updates = {}
-    for name, p, g, opt, scale in zip(names, targets, grads, opts, scales):
-        start = opt.state.get(name) or opt.init_state(p.spec.shape, p.spec.dtype)
-        state = {slot: _param(f"{name}:{slot}", value=np.asarray(start[slot]), dtype=p.spec.dtype)
-                 for slot in opt.all_slots()}
-        new_w, new_state = opt.apply(Symbol(p), g, state, scale)
-        updates[name] = new_w
-        updates.update((f"{name}:{slot}", value) for slot, value in new_state.items())
+    updates = optim.apply_updates(optimizer, targets, grads)
     return Graph([], inputs=fed + [per_row], updates=updates)
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import numpy as np
 
 from knetflow.graph.autodiff import trainable_params
-from knetflow.graph.build import param as _param
 from knetflow.graph.node import Graph
 from knetflow.graph.symbol import Symbol
 from knetflow.ops import concat, where
@@ -32,7 +31,7 @@ from knetflow.scheduler.data_parallel import DataParallelPlan, batch_inputs
 from knetflow.scheduler.plan import compile as _compile
 from knetflow.train import optim
 
-__all__ = ["TrainStep", "host", "optimizer_from_state", "optimizer_updates"]
+__all__ = ["TrainStep", "host", "optimizer_from_state"]
 
 
 def host(value) -> np.ndarray:
@@ -41,25 +40,6 @@ def host(value) -> np.ndarray:
         return np.array(value)
     get = getattr(value, "get", None)
     return np.array(get() if callable(get) else value)
-
-
-def optimizer_updates(optimizers, params, grads, kinds=None) -> dict:
-    """{name: new value} applying the optimizer(s) to params (nodes) from grads (symbols),
-    with state params `"<name>:<slot>"` started from the optimizer's state (as step_graph)."""
-    kinds = kinds or {}
-    opts = [optim.resolve(optimizers, p.attrs["name"], kinds.get(p.attrs["name"]))
-            for p in params]
-    scales = optim.norm_scales(list(zip(opts, grads)))
-    updates = {}
-    for p, g, opt, scale in zip(params, grads, opts, scales):
-        name, spec = p.attrs["name"], p.spec
-        start = opt.state.get(name) or opt.init_state(spec.shape, spec.dtype)
-        state = {slot: _param(f"{name}:{slot}", value=np.asarray(start[slot]), dtype=spec.dtype)
-                 for slot in opt.all_slots()}
-        new_w, new_state = opt.apply(Symbol(p), g, state, scale)
-        updates[name] = new_w
-        updates.update((f"{name}:{slot}", value) for slot, value in new_state.items())
-    return updates
 
 
 def optimizer_from_state(state: dict):
@@ -100,7 +80,7 @@ def _data_parallel_updates(graph, devices, optimizer, kinds):
 
     def make_updates(step):
         grads = [Symbol(g) for g in step.outputs[1:]]
-        updates = optimizer_updates(optimizer, params, grads, kinds)
+        updates = optim.apply_updates(optimizer, params, grads, kinds)
         preds, aux = [], {}
         for r, dev in enumerate(names):
             new = _replica_nodes(graph, r, dev, step, split)

@@ -50,6 +50,7 @@ __all__ = [
     "clip_value",
     "create",
     "norm_scales",
+    "apply_updates",
     "resolve",
     "state_from_plan",
     "step_graph",
@@ -225,21 +226,33 @@ def step_graph(graph, optimizers=None, wrt=None, kinds=None) -> Graph:
     targets = _trainable(graph, wrt)
     derived = backward(graph, wrt=targets)
     grads = derived.outputs[len(graph.outputs):]
+    updates = dict(graph.updates)
+    updates.update(apply_updates(optimizers, targets, [Symbol(g) for g in grads], kinds))
+    return Graph(list(graph.outputs), inputs=graph.inputs, updates=updates)
+
+
+def apply_updates(optimizers, params, grads, kinds=None) -> dict:
+    """{name: new value} of each param (node) and its optimizer state, given its gradient
+    (a Symbol): the one wiring every compiled training step uses.
+
+    Optimizer state becomes params `"<name>:<slot>"` starting from the optimizer's state
+    for that param (so training resumes), else zeros; gradient-norm clipping groups and
+    MultiOptimizer resolution (name, then `kinds` or the param's `kind` attribute) apply.
+    """
     kinds = kinds or {}
     opts = [resolve(optimizers, p.attrs["name"],
-                    kinds.get(p.attrs["name"], p.attrs.get("kind"))) for p in targets]
-    gsyms = [Symbol(g) for g in grads]
-    scales = norm_scales(list(zip(opts, gsyms)))
-    updates = dict(graph.updates)
-    for p, g, opt, scale in zip(targets, gsyms, opts, scales):
-        name = p.attrs["name"]
-        start = opt.state.get(name) or opt.init_state(p.spec.shape, p.spec.dtype)
-        state = {slot: _param(f"{name}:{slot}", value=np.asarray(start[slot]),
-                              dtype=p.spec.dtype) for slot in opt.all_slots()}
+                    kinds.get(p.attrs["name"], p.attrs.get("kind"))) for p in params]
+    scales = norm_scales(list(zip(opts, grads)))
+    updates = {}
+    for p, g, opt, scale in zip(params, grads, opts, scales):
+        name, spec = p.attrs["name"], p.spec
+        start = opt.state.get(name) or opt.init_state(spec.shape, spec.dtype)
+        state = {slot: _param(f"{name}:{slot}", value=np.asarray(start[slot]), dtype=spec.dtype)
+                 for slot in opt.all_slots()}
         new_w, new_state = opt.apply(Symbol(p), g, state, scale)
         updates[name] = new_w
         updates.update((f"{name}:{slot}", value) for slot, value in new_state.items())
-    return Graph(list(graph.outputs), inputs=graph.inputs, updates=updates)
+    return updates
 
 
 def _trainable(graph, wrt) -> list:
