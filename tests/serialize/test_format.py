@@ -1,10 +1,13 @@
 """The container: preamble, versions, checksums, header, array records and trees."""
 
 import struct
+import zlib
 
 import msgpack
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import knetflow as kf
 from knetflow.ops.base import DTYPES
@@ -169,3 +172,13 @@ def test_tree_level_errors_name_the_problem():
         loads(tree_file(msgpack.packb({"state": 1}) + b"\xc0"))
     with pytest.raises(kf.FormatError, match="a state file has no state"):
         loads(tree_file({"nothing": 1}))
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=4096), start=st.integers(0, 2**32 - 1))
+def test_the_checksum_is_zlibs_crc32(data, start):
+    # files written with ISA-L's CRC must load where only zlib's is available, and back
+    from knetflow.serialize.format import crc32
+
+    assert crc32(data, start) == zlib.crc32(data, start)
+    assert crc32(np.frombuffer(data, np.uint8)) == zlib.crc32(data)
