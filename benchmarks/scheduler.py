@@ -6,7 +6,9 @@
 (b) data-parallel MLP 784-1024-1024-10, global batch 512, 2 CPU devices vs 1
     (cores split between the devices);
 (c) the cost of one cross-device transfer and of an executor hand-off.
-Medians of `--repeat` timings after a warm-up.
+Each comparison alternates its two contenders run by run (this VM's speed drifts by
+tens of percent over seconds) and reports medians of `--repeat` timings after a warm-up,
+and the median of the per-pair ratios.
 """
 
 from __future__ import annotations
@@ -24,31 +26,42 @@ import knetflow as kf  # noqa: E402
 from knetflow.scheduler.data_parallel import DataParallelPlan  # noqa: E402
 
 
-def median(fn, repeat, inner=1):
-    fn()
-    times = []
+def paired(first, second, repeat, inner=1, switch=None):
+    """(median time of first, of second, median of first/second ratios), alternated.
+
+    `switch(k)`, when given, prepares contender k before its turn, which then starts
+    after a pause and an untimed run (OpenBLAS's idle threads spin for up to ~0.1 s
+    after a call, which would tax the other contender's run).
+    """
+    first(), second()
+    times = ([], [])
     for _ in range(repeat):
-        t = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - t) / inner)
-    return statistics.median(times)
+        for k, (fn, out) in enumerate(zip((first, second), times)):
+            if switch is not None:
+                switch(k)
+                time.sleep(0.25)
+                fn()
+            t = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            out.append((time.perf_counter() - t) / inner)
+    ratios = [a / b for a, b in zip(*times)]
+    return statistics.median(times[0]), statistics.median(times[1]), statistics.median(ratios)
 
 
 def branches(repeat):
     x = kf.placeholder("x", (2000, 2000))
     a, b = x, x
-    for _ in range(6):
-        a = kf.tanh(a * 1.01)
-        b = kf.sin(b * 0.99)
+    for k in range(6):  # the same work in both branches, so 2x is the ideal
+        f = kf.tanh if k % 2 else kf.sin
+        a = f(a * 1.01)
+        b = f(b * 0.99)
     out = [kf.sum(a), kf.sum(b)]
     feed = {"x": np.random.RandomState(0).rand(2000, 2000).astype("float32")}
     one = kf.compile(out)
     two = kf.compile(out, devices=["cpu:0", "cpu:1"])
-    t1 = median(lambda: one.run(feed), repeat)
-    t2 = median(lambda: two.run(feed), repeat)
     print(two.explain())
-    return t1, t2
+    return paired(lambda: one.run(feed), lambda: two.run(feed), repeat)
 
 
 def mlp_data_parallel(repeat):
@@ -64,12 +77,15 @@ def mlp_data_parallel(repeat):
     graph = kf.Graph([kf.nll(h, y)])
     xs, ys = kf.datasets.mnist_like(512)
     feed = {"x": xs, "y": ys}
-    kf.set_cpu_devices(1)  # one device with every core (BLAS threads) ...
+    kf.set_cpu_devices(1)
     one = DataParallelPlan(graph, ["cpu:0"])
-    t1 = median(lambda: one.run(feed), repeat)
-    kf.set_cpu_devices(2)  # ... against two with half each
+    kf.set_cpu_devices(2)
     two = DataParallelPlan(graph, ["cpu:0", "cpu:1"])
-    return t1, median(lambda: two.run(feed), repeat)
+
+    def switch(k):  # one device with every core (BLAS threads), two with half each
+        kf.set_cpu_devices(k + 1)
+
+    return paired(lambda: one.run(feed), lambda: two.run(feed), repeat, switch=switch)
 
 
 def transfer_cost(repeat):
@@ -81,8 +97,8 @@ def transfer_cost(repeat):
     same = kf.compile([(x * 2.0) * 3.0])
     split = kf.compile([b], devices=["cpu:0", "cpu:1"])
     feed = {"x": np.ones(1, "float32")}
-    t_same = median(lambda: same.run(feed), repeat, inner=200)
-    t_split = median(lambda: split.run(feed), repeat, inner=200)
+    t_same, t_split, _ = paired(lambda: same.run(feed), lambda: split.run(feed), repeat,
+                                inner=200)
     return t_same, t_split
 
 
@@ -91,12 +107,12 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args(argv)
     kf.set_cpu_devices(2)
-    t1, t2 = branches(args.repeat)
+    t1, t2, r = branches(args.repeat)
     print(f"(a) two branches: 1 device {t1 * 1e3:.1f} ms, 2 devices {t2 * 1e3:.1f} ms, "
-          f"speedup {t1 / t2:.2f}x")
-    d1, d2 = mlp_data_parallel(args.repeat)
+          f"speedup {r:.2f}x (median of paired runs)")
+    d1, d2, r = mlp_data_parallel(args.repeat)
     print(f"(b) data-parallel MLP step, batch 512: 1 device {d1 * 1e3:.1f} ms, "
-          f"2 devices {d2 * 1e3:.1f} ms, speedup {d1 / d2:.2f}x")
+          f"2 devices {d2 * 1e3:.1f} ms, speedup {r:.2f}x (median of paired runs)")
     s, m = transfer_cost(args.repeat)
     print(f"(c) tiny plan on 1 device {s * 1e6:.1f} us/run; split over 2 devices with one "
           f"transfer {m * 1e6:.1f} us/run: transfer + hand-off ~{(m - s) * 1e6:.1f} us")

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-
 from knetflow.devices import transfers
 from knetflow.scheduler.codegen import generate
 from knetflow.scheduler.executor import MultiProgram
+from knetflow.scheduler.ordering import schedule
 from knetflow.scheduler.partition import partition
 from knetflow.scheduler.placement import PlacementError, place
 
@@ -22,6 +22,7 @@ def build(plan, graph) -> MultiProgram:
     where = place(graph, list(by_name), rule=plan.placement_rule, budgets=budgets,
                   strict=plan.strict)
     part = partition(graph, where, move=_move)
+    schedule(part, {d: by_name[d].kind for d in part.graphs})
     programs = {d: generate(g, by_name[d].xp, rng=plan.rng_for(by_name[d]),
                             check_numerics=plan.check_numerics)
                 for d, g in part.graphs.items()}

@@ -5,7 +5,8 @@ Every cross-device edge becomes a `send` on the producer's device and a
 consumers read it there. Inputs are fed to every device that reads them and
 constants are copied to each, so they need no transfer. Each device graph
 keeps the global topological order, so executors that each follow their own
-order never wait on each other in a cycle.
+order never wait on each other in a cycle; `ordering.schedule` then picks a
+better global order (sends early, recvs late) with the same guarantee.
 
     cpu:0:  x ─ a=exp ─ send(a→cpu:1) ─ c=add(a, b_recv) ─> out
     cpu:1:  x ─ b=tanh ─ send(b→cpu:0)      a_recv ─ d=mul(a_recv, b) ─> out
