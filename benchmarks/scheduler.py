@@ -17,6 +17,7 @@ import argparse
 import os
 import statistics
 import sys
+import threading
 import time
 
 import numpy as np
@@ -49,19 +50,42 @@ def paired(first, second, repeat, inner=1, switch=None):
     return statistics.median(times[0]), statistics.median(times[1]), statistics.median(ratios)
 
 
-def branches(repeat):
-    x = kf.placeholder("x", (2000, 2000))
+def branches(repeat, n=2000):
+    x = kf.placeholder("x", (n, n))
     a, b = x, x
     for k in range(6):  # the same work in both branches, so 2x is the ideal
         f = kf.tanh if k % 2 else kf.sin
         a = f(a * 1.01)
         b = f(b * 0.99)
     out = [kf.sum(a), kf.sum(b)]
-    feed = {"x": np.random.RandomState(0).rand(2000, 2000).astype("float32")}
+    feed = {"x": np.random.RandomState(0).rand(n, n).astype("float32")}
     one = kf.compile(out)
     two = kf.compile(out, devices=["cpu:0", "cpu:1"])
     print(two.explain())
     return paired(lambda: one.run(feed), lambda: two.run(feed), repeat)
+
+
+def branches_numpy(repeat, n=2000):
+    """The machine's own ceiling for (a): the same work hand-written, one thread vs two."""
+    x = np.random.RandomState(0).rand(n, n).astype("float32")
+    bufs = [np.empty_like(x), np.empty_like(x)]
+
+    def branch(k, c):
+        out = bufs[k]
+        np.multiply(x, c, out=out)
+        for j in range(6):
+            if j:
+                np.multiply(out, c, out=out)
+            (np.tanh if j % 2 else np.sin)(out, out=out)
+        return out.sum()
+
+    def threads():
+        t = threading.Thread(target=branch, args=(1, 0.99))
+        t.start()
+        branch(0, 1.01)
+        t.join()
+
+    return paired(lambda: (branch(0, 1.01), branch(1, 0.99)), threads, repeat)
 
 
 def mlp_data_parallel(repeat):
@@ -105,11 +129,16 @@ def transfer_cost(repeat):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--size", type=int, default=2000,
+                    help="(a)'s arrays are size x size float32 (2000: 16 MB each)")
     args = ap.parse_args(argv)
     kf.set_cpu_devices(2)
-    t1, t2, r = branches(args.repeat)
-    print(f"(a) two branches: 1 device {t1 * 1e3:.1f} ms, 2 devices {t2 * 1e3:.1f} ms, "
-          f"speedup {r:.2f}x (median of paired runs)")
+    t1, t2, r = branches(args.repeat, args.size)
+    print(f"(a) two branches of {args.size}x{args.size}: 1 device {t1 * 1e3:.1f} ms, "
+          f"2 devices {t2 * 1e3:.1f} ms, speedup {r:.2f}x (median of paired runs)")
+    t1, t2, r = branches_numpy(args.repeat, args.size)
+    print(f"    the same in NumPy by hand: 1 thread {t1 * 1e3:.1f} ms, 2 threads "
+          f"{t2 * 1e3:.1f} ms, speedup {r:.2f}x (the machine's ceiling for (a))")
     d1, d2, r = mlp_data_parallel(args.repeat)
     print(f"(b) data-parallel MLP step, batch 512: 1 device {d1 * 1e3:.1f} ms, "
           f"2 devices {d2 * 1e3:.1f} ms, speedup {r:.2f}x (median of paired runs)")
