@@ -295,7 +295,7 @@ def test_pool_matches_reference_and_adjoint(problem):
     rs = np.random.RandomState(0)
     x = rs.randn(*xs)
     y = kf.pool(x, **kw)
-    np.testing.assert_allclose(y, ref_pool(x, **kw), rtol=1e-12, atol=1e-12)  # sums near 0 cancel
+    np.testing.assert_allclose(y, ref_pool(x, **kw), rtol=1e-12, atol=1e-12)
     dy, g = rs.randn(*y.shape), rs.randn(*xs)
     dx = kf.pool_grad(x, y, dy, **kw)
     np.testing.assert_allclose(dx, ref_pool_grad(x, dy, **kw), rtol=1e-12, atol=1e-12)
