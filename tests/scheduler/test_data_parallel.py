@@ -46,6 +46,16 @@ def test_two_devices_train_exactly_like_one(kind, request):
         np.testing.assert_allclose(got, one.params[name], rtol=1e-12)
 
 
+def test_params_their_sums_and_updates_are_spread_over_the_devices(two_sims):
+    plan = DataParallelPlan(_model(), two_sims, make_updates=_sgd(0.5))
+    x, y = _batches(1, [6])[0]
+    plan.run({"x": x, "y": y})
+    homes = plan.plan._last.partition.params
+    assert homes == {"w1": "sim:0", "w2": "sim:1"}  # biggest first, to the emptiest device
+    for name, device in homes.items():  # a strict device refuses another's arrays
+        assert kf.device(device).owns(plan.params[name])
+
+
 def test_results_do_not_depend_on_thread_timing(two_cpus):
     x, y = _batches(1, [9])[0]
     runs = [DataParallelPlan(_model(), two_cpus).run({"x": x, "y": y})[1] for _ in range(5)]
