@@ -190,10 +190,18 @@ def kernel(op: type[Op], xp, attrs: dict, exact=True) -> tuple[Callable, bool]:
 
     The plan binds these once at compile time so the hot loop makes one call per op.
     `exact` says the inputs' dtypes give the output's dtype under the bare ufunc;
-    otherwise the op's own forward (which may convert) runs.
+    otherwise the op's own forward (which may convert) runs. On CuPy, the heavy
+    ops (convolution, pooling, batchnorm) get cuDNN kernels where cuDNN supports
+    their attributes (`knetflow.ops.cudnn`; KNETFLOW_CUDNN=0 turns it off).
     """
     if op.ufunc is not None and not attrs and exact:
         return getattr(xp, op.ufunc), False
+    if xp is not np:   # only a GPU (CuPy) can use cuDNN; imported here, never with NumPy
+        from knetflow.ops import cudnn
+
+        fast = cudnn.pick(op.name, xp, attrs)
+        if fast is not None:
+            return fast, True
     return op.forward, True
 
 

@@ -23,6 +23,10 @@ or after them (`_batch_last` picks the cheaper copies for the shapes). The
 transposed direction scatters the column gradient back with one strided,
 vectorised add per kernel offset: prod(K) array operations, none over pixels,
 batch or channels.
+
+On a GPU, compiled plans run these four ops with cuDNN instead (through
+CuPy, mode 0 by flipping the filter), falling back to the kernels here for
+what cuDNN cannot take: see `knetflow.ops.cudnn`.
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ Ops: `pool(x)`, `pool_grad(x, y, dy)` (its gradient), `pool_select(x, y, g)`
 average modes: the average of g) and `unpool(x)`. Every kernel is a loop over
 the prod(window) offsets of the window, each a strided, vectorised ufunc over
 the whole batch; there is no loop over pixels, batch or channels.
+
+On a GPU, compiled plans run `pool`, `pool_grad` and the average modes of
+`pool_select` with cuDNN's pooling instead (same mode numbers and NaN
+option; cuDNN picks among tied maxima), falling back to the kernels here for
+what cuDNN cannot take: see `knetflow.ops.cudnn`.
 """
 
 from __future__ import annotations
