@@ -376,3 +376,15 @@ def test_gpu_plan_gradients_match_the_cpu_and_central_differences(gpu):
     up = on_gpu.run({**feed, "w": w0 + h_ * v})[0]
     down = on_gpu.run({**feed, "w": w0 - h_ * v})[0]
     np.testing.assert_allclose((up - down) / (2 * h_), np.sum(dw * v), rtol=1e-5)
+
+
+def test_eager_calls_on_cupy_arrays_use_cudnn_too(fake, monkeypatch):
+    from knetflow.graph import build
+
+    rs = np.random.RandomState(0)
+    w, x = rs.randn(3, 2, 3, 3), rs.randn(2, 2, 6, 5)
+    want = kf.conv4(w, x, padding=1)
+    monkeypatch.setattr(build, "array_module", lambda arrays: NUMPY_AS_CUPY)
+    got = kf.conv4(w, x, padding=1)
+    assert fake.calls == ["convolution_forward"]
+    np.testing.assert_allclose(got, want, rtol=1e-10)
