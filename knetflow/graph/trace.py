@@ -4,6 +4,11 @@ how (`__knetflow_trace__`) turn into graph nodes when an op touches them.
 The Knet-style front end (`kf.Param`, `kf.diff`) lives in the training layer;
 it implements `__knetflow_trace__(tracer)` on `Param` so that parameters found
 in the computation, passed or captured, become `param` nodes of the trace.
+
+A tracer also keeps the state attributes of Python objects the trace reads or
+sets (an RNN's `h`, a batchnorm's running moments) as `Slot`s; graph/state.py
+explains the protocol. When the trace ends, each attribute gets back its value
+from before the trace, and `finals` says what the trace left in it.
 """
 
 from __future__ import annotations
@@ -13,11 +18,34 @@ import threading
 _state = threading.local()
 
 
+class Slot:
+    """One state attribute `owner.attr` a trace reads or sets (see graph/state.py)."""
+
+    __slots__ = ("attr", "before", "input", "label", "local", "owner", "store", "token")
+
+    def __init__(self, owner, attr: str, label: str):
+        self.owner, self.attr, self.label = owner, attr, label
+        self.before = getattr(owner, attr)  # restored when the trace ends
+        self.token = None   # kind of the value read before the trace set it (None: not read)
+        self.input = None   # leaf symbol fed from the attribute at each call, for arrays
+        self.local = False  # set inside the trace: later reads see the trace's own value
+        self.store = None   # store(owner, attr, value) writing a new value back; None: setattr
+
+    def value(self):
+        """The attribute's current value."""
+        return getattr(self.owner, self.attr)
+
+    def __repr__(self) -> str:
+        return f"<Slot {self.label}>"
+
+
 class Tracer:
-    """Collects the leaves of one trace: objects seen -> their leaf symbol."""
+    """Collects the leaves of one trace (objects seen -> their leaf symbol) and its state slots."""
 
     def __init__(self):
-        self.leaves: dict = {}  # id(obj) -> (obj, Symbol)
+        self.leaves: dict = {}  # id(obj), or ("state", id(slot)) -> (obj, Symbol)
+        self.slots: dict = {}   # (id(owner), attr) -> Slot
+        self.finals: list = []  # (slot, its last value in the trace), once the trace ended
 
     def leaf(self, obj, make):
         """The symbol standing for `obj` in this trace, made once by `make()`."""
@@ -25,6 +53,28 @@ class Tracer:
         if key not in self.leaves:
             self.leaves[key] = (obj, make())
         return self.leaves[key][1]
+
+    def state_leaf(self, slot: Slot, value, make):
+        """The symbol fed from `slot`'s attribute; `value` is what it holds while tracing."""
+        key = ("state", id(slot))
+        if key not in self.leaves:
+            self.leaves[key] = (value, make())
+            slot.input = self.leaves[key][1]
+        return self.leaves[key][1]
+
+    def slot(self, owner, attr: str, label: str) -> Slot:
+        """The Slot of `owner.attr` in this trace, made at first use."""
+        key = (id(owner), attr)
+        if key not in self.slots:
+            self.slots[key] = Slot(owner, attr, label)
+        return self.slots[key]
+
+    def finish(self) -> None:
+        """Note the last value of each slot the trace set, then restore every slot."""
+        for slot in self.slots.values():
+            if slot.local:
+                self.finals.append((slot, slot.value()))
+            setattr(slot.owner, slot.attr, slot.before)
 
 
 def current():
@@ -34,7 +84,7 @@ def current():
 
 
 class tracing:
-    """Context manager activating a Tracer on this thread."""
+    """Context manager activating a Tracer on this thread; restores state slots at the end."""
 
     def __init__(self, tracer: Tracer):
         self.tracer = tracer
@@ -47,4 +97,5 @@ class tracing:
 
     def __exit__(self, *exc):
         _state.stack.pop()
+        self.tracer.finish()
         return False

@@ -5,15 +5,19 @@ channel (axis 1) over all other axes. Training normalizes with the batch mean
 and biased variance, inference with the running moments. Ops: `batchnorm`, the
 fused training forward giving (y, batch mean, batch var); `batchnorm_grad`, its
 fused backward, whose own gradient is written in ops (second derivatives
-work); `bnmoments_writeback`. Inference is plain elementwise ops.
+work). Inference and the moment update are plain elementwise ops.
 
-Running moments (`BNMoments`) are auxiliary state, updated as
+Running moments (`BNMoments`) are auxiliary state, updated in training as
 new = (1 - momentum) * old + momentum * batch:
 - eager calls on arrays: the object's `mean`/`var` arrays change in place (Knet);
-- inside `kf.diff`/`kf.grad`: the arrays are fed inputs of the trace and the
-  traced plan updates them in place (`bnmoments_writeback`, which passes y
-  through). A cached trace feeds the array objects it saw: load saved moments
-  with `m.mean[...] = saved`, not by rebinding `m.mean`;
+- inside `kf.diff`/`kf.grad`: state that flows through the traced plan
+  (knetflow/graph/state.py), so it works on any device. The running moments are
+  inputs fed from `m.mean`/`m.var` at each call, and the new ones extra outputs
+  of the plan; after every call, traced or cached, they are written into the
+  arrays `m.mean`/`m.var` hold (identity kept: `m.mean[...] = saved` and
+  `m.mean = saved` both load saved moments). While the function is traced,
+  `m.mean`/`m.var` hold the symbols of the updated moments, so a second
+  batchnorm with the same moments in one function continues from them, as eagerly;
 - symbolic graphs: `param` nodes `<name>_moving_mean`/`<name>_moving_var` with
   attribute `trainable=False` (optimizers skip them); a training call records
   their new values and `bnupdates(m)` gives the `Graph(..., updates=...)` entries.
@@ -25,14 +29,20 @@ symbolic graphs, like dropout's eager default): build training graphs with
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 from knetflow.ops.array import expand_dims
-from knetflow.ops.base import Op, Spec, TupleSpec, apply, apply_multi, fail, fmt, register
-from knetflow.ops.elementwise import cast
+from knetflow.ops.base import Op, Spec, TupleSpec, apply_multi, fail, fmt, register
 from knetflow.ops.index import getitem
+from knetflow.ops.norm_moments import (
+    BNMoments,
+    bnmoments,
+    bnupdates,
+    moments_for,
+    record_updates,
+    to_dtype,
+    update_moments,
+)
 from knetflow.ops.reduce import broadcast_like, count, sum
 
 __all__ = ["BNMoments", "batchnorm", "batchnorm_train", "bnmoments", "bnparams", "bnupdates"]
@@ -196,99 +206,13 @@ def _add(a, b):
     return b if a is None else a + b
 
 
-@register
-class BNMomentsWriteback(Op):
-    """y unchanged; updates running mean/var in place: old * (1 - momentum) + batch * momentum.
-
-    Not pure (it writes into its inputs 1 and 2): never folded, merged or dropped
-    while y is used.
-    """
-    name, view, pure = "bnmoments_writeback", True, False
-    nondiff = (1, 2, 3, 4)
-
-    def infer(y: Spec, mean: Spec, var: Spec, bmean: Spec, bvar: Spec, momentum=0.1) -> Spec:
-        channels = Spec((y.shape[1] if y.ndim >= 2 else None,), y.dtype)
-        for what, v in zip(("running mean", "running var", "batch mean", "batch var"),
-                           (mean, var, bmean, bvar)):
-            v.require_float("bnmoments_writeback")
-            _check_vector("bnmoments_writeback", what, v, channels, y)
-        return y
-
-    def forward(xp, y, mean, var, bmean, bvar, momentum=0.1):
-        for old, new in ((mean, bmean), (var, bvar)):
-            old *= 1 - momentum
-            old += momentum * new
-        return y
-
-    def grad(g, out, y, mean, var, bmean, bvar, momentum=0.1):
-        return (g, None, None, None, None)
-
-
-# ---- running moments ----
-
-_names = itertools.count()
-
-
-class BNMoments:
-    """Running mean and variance of a batchnorm (Knet `BNMoments`); see `bnmoments`."""
-
-    def __init__(self, momentum=0.1, mean=None, var=None, meaninit=np.zeros, varinit=np.ones,
-                 name=None):
-        if not 0.0 <= float(momentum) <= 1.0:
-            raise ValueError(f"bnmoments: momentum must lie in [0, 1], got {momentum}")
-        self.momentum = float(momentum)
-        self.mean, self.var = mean, var
-        self.meaninit, self.varinit = meaninit, varinit
-        self.name = name if name is not None else f"bnmoments{next(_names)}"
-        self._symbols = None   # (mean, var) param symbols once used in a symbolic graph
-        self._updates = {}     # param name -> new value, from the last symbolic training call
-
-    @property
-    def names(self) -> tuple:
-        """Names of the moment params in symbolic graphs: (moving mean, moving var)."""
-        return (f"{self.name}_moving_mean", f"{self.name}_moving_var")
-
-
-def bnmoments(momentum=0.1, mean=None, var=None, meaninit=np.zeros, varinit=np.ones,
-              name=None) -> BNMoments:
-    """Running mean/variance holder for batchnorm (Knet `bnmoments`).
-
-    `meaninit`/`varinit` are called as `init((C,), dtype=x.dtype)` at the first
-    batchnorm call when `mean`/`var` are None. `name` names the moment params
-    of symbolic graphs (default: a unique `bnmomentsK`).
-
-    Example:
-        >>> import knetflow as kf, numpy as np
-        >>> m = kf.bnmoments()
-        >>> x = np.array([[1.0, 2.0], [3.0, 6.0]])
-        >>> y = kf.batchnorm(x, m, training=True)
-        >>> m.mean, m.var
-        (array([0.2, 0.4]), array([1. , 1.3]))
-    """
-    return BNMoments(momentum, mean, var, meaninit, varinit, name)
+# ---- params (the running moments are in norm_moments.py) ----
 
 
 def bnparams(C: int, dtype="float32"):
     """[gamma; beta] of a batchnorm over C channels: C ones then C zeros (Knet `bnparams`)."""
     out = np.zeros(2 * int(C), dtype=dtype)
     out[:int(C)] = 1
-    return out
-
-
-def bnupdates(*moments) -> dict:
-    """`Graph(..., updates=...)` entries of the moments' last symbolic training calls.
-
-    Example:
-        >>> import knetflow as kf
-        >>> x = kf.placeholder("x", (None, 3))
-        >>> m = kf.bnmoments(name="bn1")
-        >>> y = kf.batchnorm(x, m, training=True)
-        >>> sorted(kf.bnupdates(m))
-        ['bn1_moving_mean', 'bn1_moving_var']
-    """
-    out = {}
-    for m in moments:
-        out.update(m._updates)
     return out
 
 
@@ -312,10 +236,6 @@ def _traced(v, tracer):
     return tracer.leaf(v, lambda: placeholder(f"t{len(tracer.leaves)}", v.shape, v.dtype))
 
 
-def _to_dtype(v, dtype):
-    return v if v is None or np.dtype(v.dtype) == dtype else cast(v, dtype)
-
-
 def _affine(params, channels, x):
     """(gamma, beta) from a [gamma; beta] vector of length 2C, a pair, or None."""
     if params is None or isinstance(params, (tuple, list)):
@@ -328,49 +248,6 @@ def _affine(params, channels, x):
     return getitem(params, slice(0, channels)), getitem(params, slice(channels, None))
 
 
-def _moment_arrays(moments, x, channels):
-    """The moments' arrays, made by meaninit/varinit at the first call (Knet's lazy init)."""
-    for attr, init in (("mean", moments.meaninit), ("var", moments.varinit)):
-        if getattr(moments, attr) is None:
-            if channels is None:
-                fail("batchnorm", f"the channel axis of x {tuple(x.shape)} must be static")
-            value = np.asarray(init((channels,), dtype=np.dtype(x.dtype)))
-            if type(x).__module__.startswith("cupy"):
-                import cupy
-
-                value = cupy.asarray(value)
-            setattr(moments, attr, value)
-    return moments.mean, moments.var
-
-
-def _moment_params(moments, x, channels) -> tuple:
-    """The moments as non-trainable param symbols, made once per BNMoments."""
-    if moments._symbols is None:
-        from knetflow.graph.build import param
-        from knetflow.graph.symbol import Symbol
-
-        syms = []
-        for name, value in zip(moments.names, _moment_arrays(moments, x, channels)):
-            sym = param(name, value=np.array(value), dtype=str(value.dtype))
-            syms.append(Symbol(sym.node.replace(attrs={**sym.node.attrs, "trainable": False})))
-        moments._symbols = tuple(syms)
-    return moments._symbols
-
-
-def _moments(moments, x, channels, symbolic, tracer) -> tuple:
-    """(mean, var) of the moments as this call needs them: param symbols, or arrays."""
-    given = (moments.mean, moments.var)
-    if symbolic and not all(isinstance(v, _graph()[1]) for v in given):
-        values = _moment_params(moments, x, channels)
-    else:
-        values = tuple(_traced(v, tracer) for v in _moment_arrays(moments, x, channels))
-    for what, v in zip(("mean", "var"), values):
-        if channels is not None and tuple(v.shape) not in ((channels,), (None,)):
-            fail("batchnorm", f"running {what} {tuple(v.shape)} of moments {moments.name!r} "
-                              f"does not match the {channels} channels of x {tuple(x.shape)}")
-    return values
-
-
 def _inference(x, mean, var, gamma, beta, eps):
     """Normalize with given moments: x * scale + shift, per channel."""
     nd = len(x.shape)
@@ -381,15 +258,6 @@ def _inference(x, mean, var, gamma, beta, eps):
     if beta is not None:
         shift = shift + beta
     return x * _bcast(scale, nd) + _bcast(shift, nd)
-
-
-def _record_updates(moments, mean, var, bmean, bvar):
-    """Note the new values of moment params for `bnupdates` (symbolic training graphs)."""
-    m = moments.momentum
-    for old, new in ((mean, bmean), (var, bvar)):
-        if old.node.op == "param":
-            new = _to_dtype(new, old.dtype)
-            moments._updates[old.node.attrs["name"]] = old * (1 - m) + new * m
 
 
 def batchnorm_train(x, gamma=None, beta=None, eps=1e-5) -> tuple:
@@ -422,21 +290,22 @@ def batchnorm(x, moments=None, params=None, eps=1e-5, training=None):
     x, params = _traced(x, tracer), _traced(params, tracer)
     channels = _check_input("batchnorm", Spec(tuple(x.shape), str(x.dtype))).shape[0]
     dtype = np.dtype(x.dtype)
-    gamma, beta = (_to_dtype(v, dtype) for v in _affine(params, channels, x))
+    gamma, beta = (to_dtype(v, dtype) for v in _affine(params, channels, x))
     extra = () if moments is None else (moments.mean, moments.var)
     symbolic = tracer is None and any(isinstance(v, symbol) for v in (x, gamma, beta) + extra)
     if moments is None and not training:
         fail("batchnorm", "inference mode (training=False) needs moments with the running "
                           "mean and variance")
-    mean, var = (None, None) if moments is None else _moments(
-        moments, x, channels, symbolic, tracer)
+    mean, var = (None, None) if moments is None else moments_for(
+        moments, x, channels, symbolic)
     if not training:
-        return _inference(x, _to_dtype(mean, dtype), _to_dtype(var, dtype), gamma, beta,
+        return _inference(x, to_dtype(mean, dtype), to_dtype(var, dtype), gamma, beta,
                           float(eps))
     y, bmean, bvar = batchnorm_train(x, gamma, beta, eps)
     if moments is None:
         return y
     if symbolic:
-        _record_updates(moments, mean, var, bmean, bvar)
+        record_updates(moments, mean, var, bmean, bvar)
         return y
-    return apply(BNMomentsWriteback, y, mean, var, bmean, bvar, momentum=moments.momentum)
+    update_moments(moments, mean, var, bmean, bvar)
+    return y

@@ -72,9 +72,26 @@ class RNN:
     (2H bidirectional) columns. The states `r.h`, `r.c` (c for lstm only) are
     (L or 2L, B, H): None starts at zero and stays None; 0 starts at zero and
     is replaced by the final state; an array (or Param) is the initial state
-    and is replaced by the final state. On symbolic inputs (graphs, `kf.diff`)
-    the final state is a symbol, as Knet returns tracked values there: reset
-    `r.h`/`r.c` before the next iteration.
+    and is replaced by the final state.
+
+    What `r.h`/`r.c` hold:
+    - eager calls on arrays: the final state arrays;
+    - symbolic graphs (placeholders): the final state symbols, to use as
+      outputs (`kf.compile([y, r.h])`);
+    - while `kf.diff`/`kf.grad` traces a function: the symbol of the latest
+      final state in the trace, so a second `r(x)` in the same function
+      continues from it and the loss may use `r.h` (differentiably). They get
+      their values back when the trace ends;
+    - after every `kf.diff`/`kf.grad` call, the first (traced) and cached
+      ones alike: the final states as arrays (values, not symbols). The next
+      call feeds them as its initial state, as plain values: a training loop
+      over sequence chunks carries the state from chunk to chunk (truncated
+      BPTT, no gradient across calls; Knet's `r.h = value(r.h)` between
+      calls is not needed, and harmless). Set `r.h = r.c = 0` (or None) to
+      start again from zero. A call where r.h holds another kind of value
+      than when traced (None, 0, an array, another batch size) traces again.
+      Assigning `r.h` inside the differentiated function is part of the trace
+      (e.g. `r.h = 0` restarts every call), and a Param there is differentiated.
 
     `dropout` is applied to the input of every layer in training graphs.
     `winit` fills each (X, H) block, `binit` each bias block, and `finit` both
@@ -110,8 +127,26 @@ class RNN:
         self.layout, size = _layout(self.input_size, self.hidden_size, GATES[rnn_type],
                                     self.num_layers, self.directions, self.skip_input)
         self.w = Param(np.zeros(size, dtype=self.dtype))
-        self.h, self.c = h, c
+        self._h, self._c = h, c  # see the properties: state of traces
         self._initialize(winit, binit, finit)
+
+    @property
+    def h(self):
+        """Hidden state (L or 2L, B, H): None, 0, an array, a Param, or a symbol (see above)."""
+        return self._h
+
+    @h.setter
+    def h(self, value):
+        _state().assign(self, "_h", value, "RNN.h")
+
+    @property
+    def c(self):
+        """Cell state of an lstm, like `h`."""
+        return self._c
+
+    @c.setter
+    def c(self, value):
+        _state().assign(self, "_c", value, "RNN.c")
 
     @property
     def directions(self) -> int:
@@ -143,7 +178,8 @@ class RNN:
             fail("RNN", f"input of shape {fmt(_spec(shape))} does not match input_size="
                         f"{self.input_size}: the last axis holds the {self.input_size} inputs")
         x, out_shape = _as_sequence(x, shape, batch_sizes, self.hidden_size * self.directions)
-        h0, c0 = self._initial_states()
+        batch = int(batch_sizes[0]) if batch_sizes is not None else _shape_of(x)[1]
+        h0, c0 = self._initial_states(batch)
         finals_h, finals_c = [], []
         for layer in range(self.num_layers):
             x = self._maybe_dropout(x)
@@ -168,19 +204,19 @@ class RNN:
 
         return dropout(x, self.dropout)
 
-    def _initial_states(self):
-        """(h0, c0): the given initial states (None for zero), checked."""
-        h0 = _state_value(self, "h")
-        c0 = _state_value(self, "c") if self.rnn_type == "lstm" else None
+    def _initial_states(self, batch):
+        """(h0, c0): the given initial states (None for zero), checked against the batch."""
+        h0 = _state_value(self, "h", batch)
+        c0 = _state_value(self, "c", batch) if self.rnn_type == "lstm" else None
         return h0, c0
 
     def _store_finals(self, finals_h, finals_c):
         from knetflow.ops.array import stack
 
-        if self.h is not None:
-            self.h = stack(finals_h, axis=0)
-        if self.rnn_type == "lstm" and self.c is not None:
-            self.c = stack(finals_c, axis=0)
+        if self._h is not None:
+            _state().write(self, "_h", stack(finals_h, axis=0), "RNN.h")
+        if self.rnn_type == "lstm" and self._c is not None:
+            _state().write(self, "_c", stack(finals_c, axis=0), "RNN.c")
 
     def __repr__(self) -> str:
         return (f"RNN({self.input_size}, {self.hidden_size}, rnn_type={self.rnn_type!r}, "
@@ -193,20 +229,36 @@ def _spec(shape):
     return Spec(tuple(shape), "float32")
 
 
-def _state_value(r, which):
-    """r.h or r.c as an initial state: None for zero (None or 0), else the array, checked."""
-    value = getattr(r, which)
+def _state():
+    """knetflow.graph.state, imported lazily (the graph layer imports the ops)."""
+    from knetflow.graph import state
+
+    return state
+
+
+def _state_value(r, which, batch):
+    """r.h or r.c as an initial state: None for zero (None or 0), else the array, checked.
+
+    Inside a trace an array is an input fed from r.h/r.c at each call (graph/state.py).
+    """
+    from knetflow.ops.elementwise import cast
+
+    value = _state().read(r, "_" + which, f"RNN.{which}")
     if value is None or (isinstance(value, (int, float)) and value == 0):
         return None
     if isinstance(value, (int, float)):
         raise TypeError(f"RNN: r.{which} must be None, 0 or an array, got {value!r}")
-    if isinstance(value, np.ndarray) and value.dtype != np.dtype(r.dtype):
-        value = value.astype(r.dtype)
     shape = _shape_of(value)
     want = (r.num_layers * r.directions, r.hidden_size)
     if len(shape) != 3 or shape[0] != want[0] or shape[2] != want[1]:
         fail("RNN", f"state r.{which} must be ({want[0]}, B, {want[1]}), got "
                     f"{fmt(_spec(shape))}")
+    if None not in (batch, shape[1]) and batch != shape[1]:
+        fail("RNN", f"state r.{which} {fmt(_spec(shape))} is for a batch of {shape[1]}, but the "
+                    f"input has a batch of {batch}: set r.{which} = 0 (or None) to start a new "
+                    f"batch from zero")
+    if np.dtype(value.dtype) != np.dtype(r.dtype):
+        value = value.astype(r.dtype) if isinstance(value, np.ndarray) else cast(value, r.dtype)
     return value
 
 

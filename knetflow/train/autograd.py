@@ -8,6 +8,14 @@ What is fed at each call, never frozen: arrays and Params passed as arguments,
 Params and arrays the function reaches (captured or global), read through their
 current `.value`. A function is traced again when its arguments' shapes or
 dtypes, the contents of its closure, or the global names it reads change.
+
+State of Python objects (an RNN's `h`/`c`, batchnorm's running moments; see
+graph/state.py) flows through the plan as data, so it works on any device: the
+state the function reads is fed from the object's attribute at each call, the
+state it sets comes back as extra outputs of the plan, and after every call,
+traced or cached, those values are stored back into the objects. A call where
+a state attribute holds another kind of value than when traced (None, 0, an
+array, another shape) traces again; a few traces are kept per signature.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from collections import OrderedDict
 import numpy as np
 
 from knetflow.errors import ShapeError, TracingError
-from knetflow.graph import trace
+from knetflow.graph import state, trace
 from knetflow.graph.autodiff import backward
 from knetflow.graph.build import placeholder
 from knetflow.graph.node import Graph
@@ -25,6 +33,7 @@ from knetflow.graph.symbol import Operators, Symbol
 from knetflow.scheduler.plan import Plan
 
 _CACHE_SIZE = 256
+_VARIANTS = 4  # traces kept per call signature, e.g. r.h = 0 at the first call, an array later
 _cache: OrderedDict = OrderedDict()
 
 
@@ -93,12 +102,18 @@ class DiffResult:
 
 
 def diff(f, *args, **kwargs) -> DiffResult:
-    """Run `f(*args)` (a scalar) and its gradient w.r.t. every Param it uses (Knet `@diff`)."""
+    """Run `f(*args)` (a scalar) and its gradient w.r.t. every Param it uses (Knet `@diff`).
+
+    State the function sets (an RNN's `r.h`/`r.c`, batchnorm's running moments)
+    holds its new values after the call, whether `f` was traced or a cached plan ran.
+    """
     entry = _entry(f, args, kwargs)
     feed = {name: _fed_value(src, args) for name, src in entry.sources}
     outs = entry.plan.run(feed)
-    grads = {id(p): g for p, g in zip(entry.params(args), outs[1:])}
-    return DiffResult(_scalar(outs[0]), grads, entry.params(args))
+    entry.store_states(outs)
+    params = entry.params(args)
+    grads = {id(p): g for p, g in zip(params, outs[entry.first_grad:])}
+    return DiffResult(_scalar(outs[0]), grads, params)
 
 
 def grad(f_or_result, param=None, argnum=0):
@@ -180,13 +195,17 @@ def params(obj) -> list:
 
 
 class _Entry:
-    """A traced function: its plan and where each graph input's value comes from."""
+    """A traced function: its plan, where each graph input's value comes from, its state."""
 
-    def __init__(self, plan, sources, param_sources, keep):
+    def __init__(self, plan, sources, param_sources, states, guards):
         self.plan = plan
-        self.sources = sources              # [(input name, ("arg", i) | ("obj", obj))]
+        # [(input name, ("arg", i) | ("obj", obj) | ("state", slot))]
+        self.sources = sources
         self.param_sources = param_sources  # sources of the differentiated Params, in order
-        self.keep = keep                    # objects whose ids are in the cache key
+        self.states = states    # [(slot, ("out", k) | ("value", v))]: what a call leaves in it
+        self.guards = guards    # [(slot, kind)]: the state values the trace read, by kind
+        self.first_grad = 1 + sum(how == "out" for _, (how, _) in states)
+        self.keep = None        # objects whose ids are in the cache key
         specs = [plan.source.input(name).spec for name, _ in sources]
         # (shape, dtype) pairs, with NumPy dtype objects: comparing them is cheap
         self.specs = [(spec.shape, np.dtype(spec.dtype)) for spec in specs]
@@ -195,12 +214,16 @@ class _Entry:
         return [args[s[1]] if s[0] == "arg" else s[1] for s in self.param_sources]
 
     def fits(self, args) -> bool:
-        """Whether every value fed still fits its traced shape and float dtype.
+        """Whether state attributes hold the kinds of value traced, and every value fed
+        still fits its traced shape and float dtype.
 
         Captured Params and arrays are keyed by identity, so a new `.value` of another
         shape or float precision is only seen here; it needs a new trace. (Other dtypes
         are cast to the traced one, as before: an int value of a float Param stays float.)
         """
+        for slot, token in self.guards:
+            if state.kind(slot.value()) != token:
+                return False
         for (_, src), (shape, want) in zip(self.sources, self.specs):
             value = _fed_value(src, args)
             dtype = getattr(value, "dtype", None)
@@ -211,21 +234,32 @@ class _Entry:
                 return False
         return True
 
+    def store_states(self, outs) -> None:
+        """Write what this call left in each state attribute back into its object."""
+        for slot, (how, v) in self.states:
+            (slot.store or setattr)(slot.owner, slot.attr, outs[v] if how == "out" else v)
+
 
 def _fed_value(src, args):
-    obj = args[src[1]] if src[0] == "arg" else src[1]
+    where, obj = src
+    if where == "arg":
+        obj = args[obj]
+    elif where == "state":
+        obj = obj.value()
     return obj.value if isinstance(obj, Param) else obj
 
 
 def _entry(f, args, kwargs) -> _Entry:
     key, keep = _key(f, args, kwargs)
-    entry = _cache.get(key)
-    if entry is not None and entry.fits(args):
-        _cache.move_to_end(key)
-        return entry
+    entries = _cache.get(key, [])
+    for entry in entries:
+        if entry.fits(args):
+            _cache.move_to_end(key)
+            return entry
     entry = _trace(f, args, kwargs)
     entry.keep = keep
-    _cache[key] = entry
+    _cache[key] = [entry] + entries[:_VARIANTS - 1]
+    _cache.move_to_end(key)
     if len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
     return entry
@@ -233,7 +267,7 @@ def _entry(f, args, kwargs) -> _Entry:
 
 def _trace(f, args, kwargs) -> _Entry:
     tracer = trace.Tracer()
-    with trace.tracing(tracer):
+    with trace.tracing(tracer):  # state attributes get their values back when it ends
         sym_args = [_lift_arg(a, tracer) for a in args]
         out = f(*sym_args, **kwargs)
     if not isinstance(out, Symbol):
@@ -242,16 +276,47 @@ def _trace(f, args, kwargs) -> _Entry:
     if out.shape != ():
         raise ShapeError(f"{_name(f)} must return a scalar to differentiate, got shape "
                          f"{out.shape} (at {out.node.where}); reduce it, e.g. with kf.sum")
+    states, state_outputs = _states(tracer)
+    fed = {slot.input.node.id: slot for slot in tracer.slots.values() if slot.input is not None}
     sources, param_nodes, param_sources = [], [], []
     for obj, sym in tracer.leaves.values():
-        src = next((("arg", i) for i, a in enumerate(args) if a is obj), ("obj", obj))
+        if sym.node.id in fed:
+            src = ("state", fed[sym.node.id])
+        else:
+            src = next((("arg", i) for i, a in enumerate(args) if a is obj), ("obj", obj))
         sources.append((sym.node.attrs["name"], src))
         if isinstance(obj, Param):
             param_nodes.append(sym.node)
             param_sources.append(src)
-    graph = Graph([out], inputs=[s.node for _, s in tracer.leaves.values()])
+    leaves = [s.node for _, s in tracer.leaves.values()]
+    graph = Graph([out] + state_outputs, inputs=leaves)
+    _check_inputs(graph, leaves, f)
+    guards = [(slot, slot.token) for slot in tracer.slots.values() if slot.token is not None]
     plan = Plan(backward(graph, wrt=param_nodes), training=True)
-    return _Entry(plan, sources, param_sources, None)
+    return _Entry(plan, sources, param_sources, states, guards)
+
+
+def _states(tracer) -> tuple:
+    """([(slot, ("out", k) | ("value", v))], symbols to make outputs 1, 2, ... of the plan)."""
+    states, outputs = [], []
+    for slot, final in tracer.finals:
+        if isinstance(final, Symbol):
+            outputs.append(final)
+            states.append((slot, ("out", len(outputs))))
+        else:  # the function assigned a plain value: every call leaves that value
+            states.append((slot, ("value", final)))
+    return states, outputs
+
+
+def _check_inputs(graph, leaves, f):
+    """Every input of the traced graph is fed by the trace; a stray placeholder is not."""
+    known = {n.id for n in leaves}
+    for n in graph.inputs:
+        if n.id not in known:
+            raise TracingError(
+                f"{_name(f)} uses {n.attrs['name']!r} (built at {n.where}), an input of a graph "
+                f"built outside this kf.diff/kf.grad call, which nothing feeds; use arrays or "
+                f"Params inside a differentiated function")
 
 
 def _lift_arg(a, tracer):

@@ -6,9 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import knetflow as kf
-from knetflow.ops.base import apply
-from knetflow.ops.norm import BNMomentsWriteback, batchnorm, batchnorm_train, bnmoments
+from knetflow.ops import norm_moments
+from knetflow.ops.norm import batchnorm, batchnorm_train, bnmoments
 from tests.ops.harness import Arg, Case, check
+from tests.train.traced import one_sim_device, trace_on
 
 # ---- NumPy references, written from the formulas ----
 
@@ -65,10 +66,6 @@ def infer_case(name, shape, affine=True, second=False):
     return Case(name, fn, ref, args + ([Arg((2 * c,))] if affine else []), second=second)
 
 
-def writeback(y, bmean, bvar, mean, var):
-    return apply(BNMomentsWriteback, y, mean, var, bmean, bvar, momentum=0.25)
-
-
 CASES = [
     train_case("bn_train_2d", (6, 3), affine=False, second=True),
     train_case("bn_train_2d_affine", (5, 3), second=True),
@@ -84,9 +81,6 @@ CASES = [
     infer_case("bn_infer_2d_plain", (4, 3), affine=False),
     infer_case("bn_infer_4d", (2, 3, 2, 2), second=True),
     infer_case("bn_infer_5d", (2, 2, 2, 2, 3)),
-    Case("bnmoments_writeback", writeback, lambda y, *rest: y,
-         [Arg((3, 2)), Arg((2,)), Arg((2,), "positive"),
-          Arg(value=np.zeros(2)), Arg(value=np.ones(2))]),
 ]
 
 
@@ -229,6 +223,119 @@ def test_diff_trains_with_batch_statistics_and_updates_moments():
                                                    * r))
 
 
+def _eager_moments(batches, momentum):
+    m = bnmoments(momentum=momentum)
+    for x in batches:
+        batchnorm(x, m, training=True)
+    return m
+
+
+def _training_loss(m, w, traces):
+    r = np.random.RandomState(7).randn(4, 3, 2, 2)
+
+    def loss(x):
+        traces.append(1)
+        return kf.sum(batchnorm(x, m, w) * r)
+
+    return loss
+
+
+def _batches(dtype="float64", n=5):
+    rs = np.random.RandomState(8)
+    return [(rs.randn(4, 3, 2, 2) * 2 + 1).astype(dtype) for _ in range(n)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_moments_after_cached_diff_calls_equal_eager_and_keep_their_arrays(dtype):
+    batches = _batches(dtype)
+    w, m, traces = kf.Param(kf.bnparams(3, dtype)), bnmoments(momentum=0.3), []
+    loss = _training_loss(m, w, traces)
+    kf.diff(loss, batches[0])
+    arrays = (m.mean, m.var)
+    for x in batches[1:]:
+        kf.diff(loss, x)
+    assert len(traces) == 1
+    assert (m.mean, m.var) == arrays and m.mean.dtype == np.dtype(dtype)  # updated in place
+    eager = _eager_moments(batches, 0.3)
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(m.mean, eager.mean, rtol=tol, atol=tol)
+    np.testing.assert_allclose(m.var, eager.var, rtol=tol, atol=tol)
+
+
+def test_moments_come_back_from_a_plan_on_a_strict_sim_device():
+    batches = _batches()
+    w, m, traces = kf.Param(kf.bnparams(3, "float64")), bnmoments(momentum=0.3), []
+    loss = _training_loss(m, w, traces)
+    with one_sim_device() as sim:
+        trace_on(sim, loss, batches[0])
+        for x in batches:
+            kf.diff(loss, x)
+    assert len(traces) == 1 and type(m.mean) is np.ndarray
+    eager = _eager_moments(batches, 0.3)
+    np.testing.assert_allclose(m.mean, eager.mean, rtol=1e-12)
+    np.testing.assert_allclose(m.var, eager.var, rtol=1e-12)
+
+
+def test_saved_moments_loaded_in_place_or_by_rebinding_are_used_by_cached_calls():
+    x = _batches(n=1)[0]
+    w, m, traces = kf.Param(kf.bnparams(3, "float64")), bnmoments(momentum=0.5), []
+    loss = _training_loss(m, w, traces)
+    kf.diff(loss, x)
+    _, mu, var = ref_train(x)
+    saved_mean, saved_var = np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0])
+    m.mean[...], m.var[...] = saved_mean, saved_var
+    kf.diff(loss, x)
+    np.testing.assert_allclose(m.mean, (saved_mean + mu) / 2)
+    m.mean, m.var = saved_mean.copy(), saved_var.copy()
+    rebound = m.mean
+    kf.diff(loss, x)
+    assert m.mean is rebound
+    np.testing.assert_allclose(m.mean, (saved_mean + mu) / 2)
+    np.testing.assert_allclose(m.var, (saved_var + var) / 2)
+    assert len(traces) == 1
+
+
+def test_moments_used_twice_in_one_function_update_twice_as_eagerly():
+    a, b = _batches(n=2)
+    w, m, seen = kf.Param(kf.bnparams(3, "float64")), bnmoments(momentum=0.2), []
+
+    def loss(a, b):
+        first = kf.sum(batchnorm(a, m, w) ** 2)
+        seen.append(type(m.mean))  # while tracing: the symbol of the updated mean
+        return first + kf.sum(batchnorm(b, m, w) ** 3)
+
+    for _ in range(3):
+        kf.diff(loss, a, b)
+    assert seen == [kf.Symbol]
+    eager = _eager_moments([a, b] * 3, 0.2)
+    np.testing.assert_allclose(m.mean, eager.mean, rtol=1e-12)
+    np.testing.assert_allclose(m.var, eager.var, rtol=1e-12)
+
+
+class _DeviceArray:
+    """Stands in for a CuPy array: host values go in with .set()."""
+
+    def __init__(self, values):
+        self.values = np.array(values)
+        self.shape, self.dtype = self.values.shape, self.values.dtype
+
+    def set(self, host):
+        self.values = host.copy()
+
+
+def test_storing_moments_keeps_the_array_where_it_can():
+    device = _DeviceArray([0.0, 0.0])
+    readonly = np.zeros(2)
+    readonly.flags.writeable = False
+    m = bnmoments(mean=device, var=readonly)
+    norm_moments._store_in_place(m, "_mean", np.array([1.0, 2.0]))
+    assert m.mean is device and device.values.tolist() == [1.0, 2.0]
+    norm_moments._store_in_place(m, "_var", np.array([3.0, 4.0]))
+    assert m.var is not readonly and m.var.tolist() == [3.0, 4.0]
+    norm_moments._store_in_place(m, "_var", np.array([1.0, 2.0, 3.0]))  # another shape: rebound
+    assert m.var.tolist() == [1.0, 2.0, 3.0]
+
+
 def test_gradcheck_through_batchnorm_in_diff():
     rs = np.random.RandomState(5)
     w = kf.Param(rs.randn(4))
@@ -267,6 +374,16 @@ def test_moment_errors():
         batchnorm(kf.placeholder("y", (None, 4)), m, training=True)
     with pytest.raises(ValueError, match="momentum must lie in"):
         bnmoments(momentum=1.5)
+
+
+def test_moments_holding_a_graph_symbol_in_diff():
+    m = bnmoments(name="bnsym")
+    m.mean = kf.placeholder("mu", (3,), "float64")
+    m.var = np.ones(3)
+    w = kf.Param(kf.bnparams(3, "float64"))
+    with pytest.raises(kf.TracingError, match=r"BNMoments.mean holds a symbol of a graph built "
+                                              r"outside this kf.diff/kf.grad call"):
+        kf.diff(lambda x: kf.sum(batchnorm(x, m, w)), np.ones((2, 3)))
 
 
 def test_params_as_a_pair_and_of_another_dtype():
