@@ -106,7 +106,11 @@ class GpuDevice(Device):
         return isinstance(array, self._cp.ndarray) and array.device.id == self.index
 
     def put(self, array):
-        """A copy of host data on this GPU (on its stream); arrays of other GPUs peer-copied."""
+        """A copy of host data on this GPU (on its stream); arrays of other GPUs peer-copied.
+
+        The calling thread's current stream on this GPU is made to wait for the copy,
+        so work it queues next (inside `activate()` or not) reads the data.
+        """
         cp = self._cp
         if isinstance(array, cp.ndarray):
             if array.device.id == self.index:
@@ -118,24 +122,59 @@ class GpuDevice(Device):
             from knetflow.devices import transfers
 
             return transfers.copy(array, self)
-        host = np.ascontiguousarray(array)
+        host = np.asarray(array, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
         with self.activate():
             out = cp.empty(host.shape, dtype=host.dtype)
             if host.size:
                 out.set(host, stream=self.stream)
+        self._caller_waits()
         return out
 
     def get(self, array) -> np.ndarray:
-        """A NumPy copy on the host, read after the work queued on the array's stream."""
+        """A NumPy copy on the host, read on the owning GPU's stream after the work queued there.
+
+        "The work queued there": on the GPU's own stream, and on the calling thread's
+        current stream on that GPU (e.g. the legacy stream, for eager ops outside
+        `activate()`). An array of another GPU is read by that GPU; a sim array goes
+        through the transfers module.
+        """
         cp = self._cp
         if not isinstance(array, cp.ndarray):
+            if is_device_array(array):
+                from knetflow.devices import transfers
+
+                return transfers.copy(array, "cpu:0")
             return np.asarray(array)
-        mine = array.device.id == self.index
-        with cp.cuda.Device(array.device.id):
-            host = array.get(stream=self.stream if mine else None)
-            if mine:
-                self.stream.synchronize()
+        if array.device.id != self.index:
+            from knetflow.devices import discovery
+
+            return discovery.gpu(array.device.id).get(array)
+        self._wait_for_caller()
+        with cp.cuda.Device(self.index):
+            host = array.get(stream=self.stream)
+            self.stream.synchronize()  # CuPy before v11 copies asynchronously when given a stream
         return host
+
+    def _wait_for_caller(self) -> None:
+        """This GPU's stream waits for what the calling thread queued on its current stream here.
+
+        Inside `activate()` the two are one stream and nothing is needed; outside, the
+        current stream is usually the legacy default stream, which a non-blocking
+        stream never waits for by itself.
+        """
+        cuda = self._cp.cuda
+        with cuda.Device(self.index):
+            caller = cuda.get_current_stream()
+            if caller != self.stream:
+                self.stream.wait_event(caller.record())
+
+    def _caller_waits(self) -> None:
+        """The calling thread's current stream here waits for the work on this GPU's stream."""
+        cuda = self._cp.cuda
+        with cuda.Device(self.index):
+            caller = cuda.get_current_stream()
+            if caller != self.stream:
+                caller.wait_event(self.stream.record())
 
     def synchronize(self) -> None:
         with self._cp.cuda.Device(self.index) as dev:
@@ -198,21 +237,25 @@ def _enable_peer_access(cp, dst: int, src: int) -> None:
 def peer_copy(array, dst: GpuDevice, src: GpuDevice):
     """A copy of `array` (on GPU `src`) on GPU `dst`, ordered on both devices' streams.
 
-    The copy runs on dst's stream after the work queued on src's stream (an
-    event, no host wait), and src's stream waits for the copy before reusing
-    the source memory.
+    The copy runs on dst's stream after the work queued on src's stream (and on
+    the caller's current stream on src), through an event, with no host wait; src's
+    stream waits for the copy before reusing the source memory, and so does the
+    caller's current stream on dst before reading the result.
     """
     cp = dst.xp
+    shape = array.shape  # ascontiguousarray makes a 0-d array 1-d
+    src._wait_for_caller()
     with src.activate():
         array = cp.ascontiguousarray(array)
         produced = src.stream.record()
     _enable_peer_access(cp, dst.index, src.index)
     with dst.activate():
-        out = cp.empty(array.shape, dtype=array.dtype)
+        out = cp.empty(shape, dtype=array.dtype)
         if array.nbytes:
             dst.stream.wait_event(produced)
             cp.cuda.runtime.memcpyPeerAsync(out.data.ptr, dst.index, array.data.ptr, src.index,
                                             array.nbytes, dst.stream.ptr)
         copied = dst.stream.record()
     src.stream.wait_event(copied)
+    dst._caller_waits()
     return out

@@ -23,9 +23,11 @@ def build(plan, graph) -> MultiProgram:
                   strict=plan.strict)
     part = partition(graph, where, move=_move)
     schedule(part, {d: by_name[d].kind for d in part.graphs})
-    programs = {d: generate(g, by_name[d].xp, rng=plan.rng_for(by_name[d]),
-                            check_numerics=plan.check_numerics)
-                for d, g in part.graphs.items()}
+    programs = {}
+    for d, g in part.graphs.items():
+        with by_name[d].activate():  # a GPU's buffers and constants go on it, from its stream
+            programs[d] = generate(g, by_name[d].xp, rng=plan.rng_for(by_name[d]),
+                                   check_numerics=plan.check_numerics)
     for d, prog in programs.items():
         budget = budgets.get(d)
         if budget is not None and prog.memory.peak_bytes > budget:

@@ -130,10 +130,12 @@ class Plan:
         if program is None:
             program = self._program(key)
         self._last = program
-        if self.xp is not np:  # feeds go to the device first (a strict device insists)
-            arrays = [self.device.put(a) for a in arrays]
         try:
-            outs = program.fn(arrays, params)
+            if self.xp is np:
+                outs = program.fn(arrays, params)
+            else:  # on a GPU: its device and stream current; feeds go to the device first
+                with self.device.activate():
+                    outs = program.fn([self.device.put(a) for a in arrays], params)
         except Exception as e:  # noqa: BLE001 - re-raised with the node that failed
             raise self._explain(e, program) from e
         if self._updates:
@@ -142,7 +144,9 @@ class Plan:
             outs = outs[:self._n_outputs]
         if keep_on_device:
             return outs
-        return tuple(self.device.get(o) for o in outs) if self.xp is not np else outs
+        if self.xp is np and len(self.devices) == 1:
+            return outs
+        return tuple(o if type(o) is np.ndarray else _to_host(o) for o in outs)
 
     def __call__(self, feed=None, **kw):
         return self.run(feed, **kw)
@@ -171,8 +175,9 @@ class Plan:
 
             program = build(self, graph)
         else:
-            program = generate(graph, self.xp, rng=self.rng, check_numerics=self.check_numerics,
-                               profile=profile)
+            with self.device.activate():  # a GPU's buffers and constants go on it
+                program = generate(graph, self.xp, rng=self.rng,
+                                   check_numerics=self.check_numerics, profile=profile)
         if profile is None:
             self._programs[key] = program
         return program
@@ -186,7 +191,8 @@ class Plan:
             if frame.f_code.co_filename == program.filename:
                 node = program.lines.get(lineno)
         if node is None:
-            return ExecutionError(f"plan failed: {type(error).__name__}: {error}")
+            return ExecutionError(f"plan failed on {device_name or self.device.name}: "
+                                  f"{type(error).__name__}: {error}")
         opname, specs, where = node.op, [i.spec for i in node.inputs], node.where
         if isinstance(error, StepError):  # name the step of a fused chain, not `fused`
             opname, refs = node.attrs["program"][error.step]
@@ -239,6 +245,13 @@ class Plan:
     def __repr__(self) -> str:
         return (f"<Plan {len(self.graph.nodes)} nodes on {self.device.name}, "
                 f"inputs {self.input_names}, {len(self.param_names)} params>")
+
+
+def _to_host(array) -> np.ndarray:
+    """A device array (an output of a multi-device plan may be on any device) as NumPy."""
+    from knetflow.devices import transfers
+
+    return transfers.copy(array, "cpu:0")
 
 
 class Profile:
