@@ -11,6 +11,20 @@ runs the ops of one device on that device's stream, concurrently with the
 others. Arrays come from CuPy's (per-device, stream-aware) memory pool.
 `put`/`get` copy between host and device on the device's stream;
 `peer_copy` copies between two GPUs, ordered after the producer's stream.
+Called outside `activate()` (where the current stream is usually the legacy
+default stream, which never waits for a non-blocking stream), they order the
+caller's current stream and the device's stream with events, so eager work
+before or after them sees the data.
+
+    g = kf.gpu(1)
+    x = g.put(host)                     # h2d on g.stream
+    with g.activate():
+        y = g.xp.exp(x)                 # a kernel on g.stream, GPU 1 current
+    z = transfers.copy(y, "gpu:0")      # peer copy on gpu:0's stream, after exp
+    kf.gpu(0).get(z)                    # d2h on gpu:0's stream, then a host wait
+
+tests/devices/fake_cupy models CuPy closely enough to check this ordering
+on a machine without a GPU (tests/devices/test_gpu_logic.py).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import pytest
 import knetflow as kf
 from knetflow.devices import discovery, transfers
 from knetflow.devices.gpu import GpuDevice, discover, peer_copy, unavailable_reason
+from tests.devices import test_gpu
 from tests.devices.fake_cupy import CUDADriverError, CUDARuntimeError, happens_before, install
 
 
@@ -352,3 +353,11 @@ def test_random_draws_land_on_the_device_and_its_stream(rt):
         u = gen.random((2, 2), dtype=np.float32)
     assert g.owns(u) and u.dtype == np.float32
     assert rt.log[-1].name == "random.random" and rt.log[-1].stream == g.stream.ptr
+
+
+# ---- the real-GPU tests, run on the fake ----
+
+
+@pytest.mark.parametrize("name", [n for n in vars(test_gpu) if n.startswith("test_")])
+def test_the_real_gpu_tests_pass_on_the_fake(rt, name):
+    getattr(test_gpu, name)([d for d in kf.devices() if d.kind == "gpu"])

@@ -77,6 +77,22 @@ def test_each_gpu_executor_runs_on_its_device_and_stream(rt):
     assert len(threads[1]) == 1 and threads[1].pop().startswith("knetflow-gpu:1")
 
 
+def test_values_between_gpus_never_go_through_the_host(rt):
+    graph, feed = two_branch_graph()
+    plan = kf.compile(kf.backward(graph), devices=GPUS, placement=alternate(GPUS))
+    plan.run(feed)
+    before = len(rt.log)
+    outs = plan.run(feed)
+    moved = [e for e in rt.log[before:] if e.kind in ("h2d", "d2h", "peer")]
+    program = plan._last
+    fed_to_gpu1 = len(program.programs["gpu:1"].graph.inputs)
+    assert sum(e.kind == "h2d" for e in moved) == 1            # the feed, onto gpu:0
+    assert sum(e.kind == "d2h" for e in moved) == len(outs)    # the outputs
+    assert sum(e.kind == "peer" for e in moved) == len(program.partition.transfers()) \
+        + fed_to_gpu1
+    assert all(e.stream in (kf.gpu(0).stream.ptr, kf.gpu(1).stream.ptr) for e in moved)
+
+
 def test_values_cross_between_gpus_by_peer_copies_on_the_receivers_stream(rt):
     x = kf.placeholder("x", (4, 4), "float64")
     with kf.device("gpu:0"):

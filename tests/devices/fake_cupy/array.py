@@ -2,12 +2,17 @@
 
 An `ndarray` is a NumPy view of a device block (runtime.Allocation). Every
 function of the fake module, ufunc, operator and array method runs as a
-*kernel*: on the calling thread's current device and current stream, and, as
-in CuPy, only on arrays of that device. A host NumPy array (of one or more
-dimensions) is refused except by creation functions (`asarray`, `array`,
-...), which copy it in; implicit conversion to NumPy (`np.asarray(x)`)
-raises. Mismatches raise knetflow's DeviceMismatchError (a TypeError and a
-ValueError, as CuPy raises one or the other).
+*kernel*: on the calling thread's current device and current stream, and only
+on arrays of that device. A host NumPy array (of one or more dimensions) is
+refused except by creation functions (`asarray`, `array`, ...), which copy it
+in; implicit conversion to NumPy (`np.asarray(x)`) raises. Mismatches raise
+knetflow's DeviceMismatchError (a TypeError and a ValueError, as CuPy raises
+one or the other).
+
+Stricter than CuPy on purpose: CuPy raises for an array of another device only
+where the two GPUs cannot access each other; where they can, it warns and
+reads across the bus. Either way a missing transfer is a bug, so the fake
+always raises. It also offers every NumPy function, while CuPy lacks some.
 
 Each kernel is logged on its stream with the blocks it read and wrote (see
 runtime.py); results that are views of an argument (reshape, transpose,
@@ -60,8 +65,8 @@ class _Call:
             if block.rt is not self.rt or block.device != self.device:
                 raise DeviceMismatchError(
                     f"{self.name}: the device where the array resides ({block.device}) is "
-                    f"different from the current device ({self.device}); a kernel runs on "
-                    f"the current device only")
+                    f"different from the current device ({self.device}) (CuPy: ValueError "
+                    f"without peer access, a PerformanceWarning with it)")
             (self.writes if written else self.reads)[id(block)] = block
             self._same[id(x._data)] = x
             self._roots[id(block.root)] = block

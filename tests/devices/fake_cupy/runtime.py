@@ -284,7 +284,7 @@ class Runtime:
         size = -(-nbytes // _ALIGN) * _ALIGN
         with self.lock:
             if size and self.used[device] + self.held[device] + size > self.memory:
-                self.held[device] = 0  # the pool gives its cached blocks back, then retries
+                self.free_all_blocks(device)  # the pool gives its cached blocks back, retries
                 if self.used[device] + size > self.memory:
                     raise OutOfMemoryError(f"Out of memory allocating {size:,} bytes "
                                            f"(allocated so far: {self.used[device]:,} bytes).")
@@ -297,8 +297,9 @@ class Runtime:
             block = Allocation(self, device, root, ptr, nbytes, queue.key)
             if size:
                 self._blocks[ptr] = weakref.ref(block)
-                weakref.finalize(block, self._free, device, ptr, size, queue.key,
-                                 block.touched)
+                done = weakref.finalize(block, self._free, device, ptr, size, queue.key,
+                                        block.touched)
+                done.atexit = False
             return block
 
     def _check_reuse(self, queue: Queue) -> None:
