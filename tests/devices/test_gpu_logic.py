@@ -283,6 +283,12 @@ def test_peer_access_is_enabled_once_per_pair(rt):
     assert rt.peers_enabled == {(1, 0), (0, 1)}
 
 
+def test_peer_access_enabled_elsewhere_is_not_an_error(rt):
+    rt.peers_enabled.add((1, 0))  # e.g. by another library in this process
+    y = transfers.copy(kf.gpu(0).put(np.ones(2)), kf.gpu(1))
+    np.testing.assert_array_equal(kf.gpu(1).get(y), [1.0, 1.0])
+
+
 def test_peer_copy_without_peer_access_still_copies(monkeypatch):
     rt = install(monkeypatch, 2, peer_access=False)
     g0, g1 = kf.gpu(0), kf.gpu(1)
