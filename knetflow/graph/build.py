@@ -16,6 +16,7 @@ import numpy as np
 
 from knetflow import rng
 from knetflow.devices import annotate
+from knetflow.devices.base import is_device_array
 from knetflow.errors import ShapeError
 from knetflow.graph import trace
 from knetflow.graph.node import Node
@@ -179,7 +180,7 @@ def _concrete(x, like):
         return value
     if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
         return np.asarray(x, dtype=_scalar_dtype(x, like))
-    if hasattr(x, "__array_namespace__") or isinstance(x, np.ndarray):
+    if isinstance(x, np.ndarray) or is_device_array(x) or hasattr(x, "__array_namespace__"):
         return x
     return np.asarray(x)
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from knetflow import initializers, rng
 import knetflow.devices as devmod
+from knetflow.devices import transfers
 from knetflow.errors import ExecutionError, FeedError
 from knetflow.graph.node import Graph
 from knetflow.graph.passes import optimize
@@ -96,10 +97,17 @@ class Plan:
         for name, value in values.items():
             k = self._index_of_param(name)
             old = self._values[k]
-            value = self.device.put(np.asarray(value, dtype=old.dtype))
+            value = self._home_of(old).put(np.asarray(value, dtype=old.dtype))
             if value.shape != old.shape:
                 raise FeedError(f"param {name!r} has shape {old.shape}, got {value.shape}")
             self._values[k] = value
+
+    def _home_of(self, array):
+        """The plan's device holding `array` (a param's home), else its first device."""
+        for d in self.devices[1:]:
+            if d.owns(array):
+                return d
+        return self.device
 
     def _index_of_param(self, name):
         try:
@@ -131,7 +139,7 @@ class Plan:
             program = self._program(key)
         self._last = program
         try:
-            if self.xp is np:
+            if self.xp is np or len(self.devices) > 1:  # each executor puts its own feeds
                 outs = program.fn(arrays, params)
             else:  # on a GPU: its device and stream current; feeds go to the device first
                 with self.device.activate():
@@ -160,7 +168,8 @@ class Plan:
                 raise FeedError(f"{name!r} is neither an input nor a param of the plan; inputs: "
                                 f"{self.input_names}, params: {self.param_names}")
             k = self._param_index[name]
-            params[k] = np.asarray(value, dtype=params[k].dtype)
+            old = self._values[k]
+            params[k] = self._home_of(old).put(np.asarray(value, dtype=old.dtype))
             if params[k].shape != self._values[k].shape:
                 raise FeedError(f"param {name!r} has shape {self._values[k].shape}, "
                                 f"got {params[k].shape}")
@@ -236,10 +245,13 @@ class Plan:
         specs_graph = self._programs.get(key) or self._program(key)
         times = [0.0] * len(specs_graph.graph.nodes)
         program = self._program(key, profile=times)
-        ordered = [np.asarray(arrays[n], dtype=node.spec.dtype)
-                   for n, node in zip(self.input_names, self._input_nodes)]
-        for _ in range(runs):
-            program.fn(ordered, self._values)
+        with self.device.activate():  # one device: the first holds everything here
+            ordered = [self.device.put(np.asarray(arrays[n], dtype=node.spec.dtype))
+                       for n, node in zip(self.input_names, self._input_nodes)]
+            params = [transfers.transfer(v, self.device, copy=False).array
+                      for v in self._values]
+            for _ in range(runs):
+                program.fn(ordered, params)
         return Profile(program.graph, [t / runs for t in times], self.device.name)
 
     def __repr__(self) -> str:
@@ -249,8 +261,6 @@ class Plan:
 
 def _to_host(array) -> np.ndarray:
     """A device array (an output of a multi-device plan may be on any device) as NumPy."""
-    from knetflow.devices import transfers
-
     return transfers.copy(array, "cpu:0")
 
 

@@ -84,3 +84,45 @@ def test_updates_live_on_the_param_device(two_sims):
     plan.run({})
     plan.run({})
     np.testing.assert_allclose(kf.device("sim:1").get(plan.params["w"]), [0.25] * 3)
+
+
+def _two_device_model(devices):
+    x = kf.placeholder("x", (3,), "float64")
+    with kf.device(devices[0]):
+        w = kf.param("w", value=np.array([1.0, 2.0, 3.0]), dtype="float64")
+        a = kf.exp(x * w)
+    with kf.device(devices[1]):
+        v = kf.param("v", value=np.array([0.5, 0.5, 0.5]), dtype="float64")
+        b = kf.tanh(a * v)
+    return kf.compile([kf.sum(b)], devices=devices), {"x": np.array([0.1, 0.2, 0.3])}
+
+
+def _expected(w, v, x):
+    return np.tanh(np.exp(x * w) * v).sum()
+
+
+def test_params_fed_by_name_and_set_go_to_their_home_device(two_sims):
+    plan, feed = _two_device_model(two_sims)
+    w, v = np.array([1.0, 2.0, 3.0]), np.array([0.5, 0.5, 0.5])
+    np.testing.assert_allclose(plan.run(feed)[0], _expected(w, v, feed["x"]))
+    v2 = np.array([1.0, -1.0, 2.0])
+    np.testing.assert_allclose(plan.run({**feed, "v": v2})[0], _expected(w, v2, feed["x"]))
+    plan.set_params({"v": v2, "w": w * 2})
+    assert kf.device("sim:1").owns(plan.params["v"]) and kf.device("sim:0").owns(plan.params["w"])
+    np.testing.assert_allclose(plan.run(feed)[0], _expected(w * 2, v2, feed["x"]))
+
+
+def test_profile_of_a_plan_on_sim_devices(two_sims):
+    plan, feed = _two_device_model(two_sims)
+    plan.run(feed)
+    profile = plan.profile(feed, runs=2)  # all ops on the first device, timed one by one
+    assert set(profile.by_op()) == {"fused", "sum"} and profile.total > 0
+    single = kf.compile([kf.exp(kf.placeholder("y", (2,)))], devices=["sim:1"])
+    assert single.profile({"y": np.ones(2)}, runs=1).total >= 0
+
+
+def test_eager_ops_run_on_device_arrays(two_sims):
+    x = kf.device("sim:1").put(np.array([0.0, 1.0]))
+    y = kf.exp(x) * 2.0
+    assert kf.device("sim:1").owns(y)
+    np.testing.assert_allclose(kf.device("sim:1").get(y), 2 * np.exp([0.0, 1.0]))

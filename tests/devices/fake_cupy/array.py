@@ -207,6 +207,7 @@ class ndarray(NDArrayOperatorsMixin):
 
     def set(self, arr, stream=None) -> None:
         """Copy host array `arr` (same shape and dtype) in, on `stream` (default: current)."""
+        self._block.rt.maybe_fail("set")
         if not isinstance(arr, np.ndarray):
             raise TypeError("Only numpy.ndarray can be set to cupy.ndarray")
         if arr.dtype != self.dtype:
