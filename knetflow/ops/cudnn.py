@@ -39,7 +39,8 @@ decided at the first GPU compile and cached; `unavailable_reason()` says why
 it is missing. Importing knetflow never imports CuPy. To turn the cuDNN path
 off, set KNETFLOW_CUDNN=0 in the environment or call `set_enabled(False)`
 (`set_enabled(None)` returns to the environment's choice); either applies to
-plans compiled afterwards. Ops run eagerly on arrays use the xp forward.
+plans compiled afterwards and to ops run eagerly on CuPy arrays, which use these
+kernels as plans do.
 
 Example:
     >>> from knetflow.ops import cudnn
