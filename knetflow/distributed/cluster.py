@@ -3,7 +3,8 @@
 `connect(None)` starts an in-process `LocalCluster` of worker processes
 (one thread each) listening on 127.0.0.1 only, and closing the returned
 `Connection` shuts it down. `connect("tcp://host:8786")` or
-`connect(client)` uses an existing cluster, which it never closes. A user's
+`connect(client)` uses an existing cluster, which it never closes (nor a
+user's client; the client it made for an address, it does close). A user's
 `distributed.Security` (TLS) is passed to the cluster and the client as is.
 
 Before a fit, `check_workers` asks every worker to import knetflow, so a
@@ -25,10 +26,14 @@ class WorkerSetupError(RuntimeError):
 
 
 class Connection:
-    """A Dask client and, when knetflow started it, the LocalCluster behind it."""
+    """A Dask client and, when knetflow started it, the LocalCluster behind it.
+    `own_client`: knetflow made the client (for an address), so it closes it too."""
 
-    def __init__(self, client, cluster=None):
+    _CLOSE_SECONDS = 30  # a cluster that does not stop within this raises, never hangs
+
+    def __init__(self, client, cluster=None, own_client=False):
         self.client, self.cluster = client, cluster
+        self.own_client = own_client or cluster is not None
 
     @property
     def owned(self) -> bool:
@@ -51,11 +56,16 @@ class Connection:
         return self.client.dashboard_link if has_bokeh else None
 
     def close(self) -> None:
-        """Close what knetflow opened: its client and LocalCluster (not a user's)."""
-        if self.cluster is not None:
-            self.client.close()
-            self.cluster.close()
-            self.cluster = None
+        """Close what knetflow opened: its client and LocalCluster (not a user's); the
+        cluster even when closing the client fails."""
+        client, cluster = self.client if self.own_client else None, self.cluster
+        self.own_client, self.cluster = False, None
+        try:
+            if client is not None:
+                client.close(timeout=self._CLOSE_SECONDS)
+        finally:
+            if cluster is not None:
+                cluster.close(timeout=self._CLOSE_SECONDS)
 
     def __enter__(self):
         return self
@@ -83,14 +93,14 @@ def connect(client_or_address=None, n_workers=2, threads_per_worker=1, security=
     if client_or_address is None:
         return _start_local(n_workers, threads_per_worker, security, cluster_kwargs)
     if not isinstance(client_or_address, str):  # a cluster object (LocalCluster, ...)
-        return Connection(Client(client_or_address, security=security))
+        return Connection(Client(client_or_address, security=security), own_client=True)
     try:
         client = Client(client_or_address, security=security, timeout=timeout)
     except (OSError, TimeoutError) as e:
         raise ClusterError(f"cannot reach the Dask scheduler at {client_or_address!r} within "
                            f"{timeout:g} s ({type(e).__name__}: {e}); is it running, and is "
                            "the address (and TLS security, if any) right?") from None
-    return Connection(client)
+    return Connection(client, own_client=True)
 
 
 # Dask starts its workers with MALLOC_TRIM_THRESHOLD_=64 KiB, which also pins glibc's mmap

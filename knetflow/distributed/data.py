@@ -47,6 +47,12 @@ class Block:
     future: object = None   # Dask future of (x, y) on `worker`
     source: tuple = ()      # how to rebuild it if its worker is lost (see faults.py)
     id: int = field(default_factory=lambda: next(_ids))
+    key: int = None         # what seeds its shuffle (with the epoch): its place in the data,
+                            # or that of the lost block it replaces; by default its id
+
+    def __post_init__(self):
+        if self.key is None:
+            self.key = self.id
 
     @property
     def rows(self) -> int:
@@ -58,8 +64,8 @@ class Block:
         return self.first + len(self.sizes)
 
     def spec(self) -> tuple:
-        """What a replica needs besides the arrays: (id, first, sizes)."""
-        return self.id, self.first, tuple(int(s) for s in self.sizes)
+        """What a replica needs besides the arrays: (id, first, sizes, shuffle key)."""
+        return self.id, self.first, tuple(int(s) for s in self.sizes), self.key
 
 
 @dataclass
@@ -92,7 +98,7 @@ def numpy_layout(n: int, batch_size: int, n_workers: int, work_load_list=None,
     Example:
         >>> steps, parts = numpy_layout(5, 2, 2, partial=True)
         >>> steps, [p[0].tolist() for p in parts], [p[1] for p in parts]
-        (3, [[0, 2, 4], [1, 3]], [(1, 1, 1), (1, 1, 0)])
+        (3, [[0, 2], [1, 3, 4]], [(1, 1, 0), (1, 1, 1)])
     """
     work = list(work_load_list or [1] * n_workers)
     if len(work) != n_workers:
@@ -131,13 +137,17 @@ def prepare(client, x, y, workers: list, batch_size: int, work_load_list=None,
             partial=False) -> Dataset:
     """Put the data of a fit on `workers`: NumPy arrays, a dask.array, or (x, y) batches."""
     if is_dask_array(x):
-        return _from_dask(client, x, y, workers, batch_size, partial)
-    if hasattr(x, "shape") and hasattr(x, "__getitem__"):
-        return _from_numpy(client, np.asarray(x), None if y is None else np.asarray(y),
+        data = _from_dask(client, x, y, workers, batch_size, partial)
+    elif hasattr(x, "shape") and hasattr(x, "__getitem__"):
+        data = _from_numpy(client, np.asarray(x), None if y is None else np.asarray(y),
                            workers, batch_size, work_load_list, partial)
-    if y is not None:
+    elif y is not None:
         raise TypeError("y is given with an iterable of batches; the batches carry the labels")
-    return _from_batches(client, x, workers, work_load_list)
+    else:
+        data = _from_batches(client, x, workers, work_load_list)
+    for k, block in enumerate(data.blocks):  # shuffles depend on the seed and the data only
+        block.key = k
+    return data
 
 
 def _from_numpy(client, x, y, workers, batch_size, work_load_list, partial) -> Dataset:
@@ -291,16 +301,18 @@ class LocalData:
         self.blocks: dict = {}
 
     def add(self, spec, x, y) -> None:
-        block_id, first, sizes = spec
+        """Hold a block: spec (id, first, sizes[, shuffle key, by default its id])."""
+        block_id, first, sizes, *key = spec
         if len(x) != sum(sizes):
             raise ValueError(f"block {block_id}: {len(x)} rows but its steps read {sum(sizes)}")
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.blocks[block_id] = (first, offsets, x, y)
+        self.blocks[block_id] = (first, offsets, x, y, key[0] if key else block_id)
 
     def batch(self, step: int, order=None) -> tuple:
-        """(x, y, rows) of `step`; `order(block_id, rows)` may permute a block's rows."""
+        """(x, y, rows) of `step`; `order(key, rows)` may permute a block's rows (the same
+        permutation for a block that replaces a lost one: it has the lost block's key)."""
         xs, ys = [], []
-        for block_id, (first, offsets, x, y) in self.blocks.items():
+        for first, offsets, x, y, key in self.blocks.values():
             k = step - first
             if not 0 <= k < len(offsets) - 1 or offsets[k] == offsets[k + 1]:
                 continue
@@ -309,7 +321,7 @@ class LocalData:
                 xs.append(x[a:b])
                 ys.append(None if y is None else y[a:b])
             else:
-                rows = order(block_id, len(x))[a:b]
+                rows = order(key, len(x))[a:b]
                 xs.append(x[rows])
                 ys.append(None if y is None else y[rows])
         if not xs:
@@ -320,4 +332,4 @@ class LocalData:
 
     def steps(self) -> int:
         """One past the last step any block is read at."""
-        return max((first + len(off) - 1 for first, off, _, _ in self.blocks.values()), default=0)
+        return max((first + len(off) - 1 for first, off, *_ in self.blocks.values()), default=0)

@@ -2,7 +2,8 @@
 
 Sync mode: the client asks every replica for the same steps (a few at a
 time, `window` calls ahead, so no replica idles while the client reads
-results) and accepts a range once every replica has run it. Async mode:
+results; numbered, so each replica runs them in order, see turns.py) and
+accepts a range once every replica has run it. Async mode:
 each replica gets its own calls and runs ahead at its own pace; a step
 counts as done once every live replica has run it.
 
@@ -105,8 +106,9 @@ def _salvage(fit, epoch, log, stop) -> None:
             log.add(step, parts)
 
 
-def _failure(fit, errors: dict):
-    """Handle errors of replica calls: None after a recovery, or raise the user's error."""
+def _failure(fit, errors: dict) -> set:
+    """Handle errors of replica calls: the lost workers after a recovery, or raise the
+    user's error."""
     fleet = fit.fleet
     user = {w: e for w, e in errors.items() if not faults.is_loss(e)}
     if user:
@@ -124,6 +126,13 @@ def _failure(fit, errors: dict):
         raise RuntimeError(f"replica on {worker} failed and no worker was lost: {error}")
     reason = "; ".join(f"{w}: {e}" for w, e in errors.items()) or "no longer in the cluster"
     faults.recover(fit, lost, reason)
+    return lost
+
+
+def _recovered(fit, epoch, lost, resumed) -> None:
+    """Record a recovery on the trainer: where training resumed, without which workers."""
+    fit.recoveries.append({"epoch": epoch, "step": resumed, "lost": sorted(lost),
+                           "workers": len(fit.fleet.workers)})
 
 
 def _rebuildable(error) -> bool:
@@ -135,15 +144,15 @@ def _rebuildable(error) -> bool:
 
 
 def _collect(fit, calls: dict):
-    """Results of one range's calls by worker, or None when a recovery intervened."""
+    """Results of one range's calls by worker, or the lost workers (a set) when a
+    recovery intervened."""
     deadline = time.monotonic() + fit.timeout
     while True:
         done, pending = cf.wait(list(calls.values()), timeout=fit.poll,
                                 return_when=cf.FIRST_EXCEPTION)
         errors = {w: f.exception() for w, f in calls.items() if f in done and f.exception()}
         if errors or (pending and faults.lost_workers(fit.client, calls)):
-            _failure(fit, errors)
-            return None
+            return _failure(fit, errors)
         if not pending:
             fit.fleet.forget(calls.values())
             return {w: f.result() for w, f in calls.items()}
@@ -160,14 +169,14 @@ def sync_epoch(fit, epoch: int, log: EpochLog) -> None:
         while len(pending) < fit.window and next_step < steps:
             stop = min(next_step + calls_of(fit), steps)
             sync = [s for s in range(next_step, stop) if s in at]
-            pending.append({w: fleet.watch(w, fleet.actors[w].run_steps(epoch, next_step, stop,
-                                                                         sync))
+            pending.append({w: fleet.run_steps(w, epoch, next_step, stop, sync)
                             for w in fleet.workers})
             next_step = stop
         results = _collect(fit, pending[0])
-        if results is None:
+        if isinstance(results, set):  # a recovery: go on from the last synchronized step
             pending.clear()
             next_step = _resume_step(fit, epoch)
+            _recovered(fit, epoch, results, next_step)
             log.rollback(next_step)
             _salvage(fit, epoch, log, next_step)
             continue
@@ -189,18 +198,18 @@ def async_epoch(fit, epoch: int, log: EpochLog) -> None:
             while len(pending[w]) < fit.window and position[w] < steps:
                 stop = min(position[w] + calls_of(fit), steps)
                 sync = [s for s in range(position[w], stop) if s in at]
-                call = fleet.actors[w].run_steps(epoch, position[w], stop, sync)
-                pending[w].append(fleet.watch(w, call))
+                pending[w].append(fleet.run_steps(w, epoch, position[w], stop, sync))
                 position[w] = stop
         heads = [q[0] for q in pending.values() if q]
         done, _ = cf.wait(heads, timeout=fit.poll, return_when=cf.FIRST_COMPLETED)
         errors = {w: q[0].exception() for w, q in pending.items()
                   if q and q[0] in done and q[0].exception()}
         if errors or (not done and faults.lost_workers(fit.client, fleet.workers)):
-            _failure(fit, errors)
+            lost = _failure(fit, errors)
             status = fleet.call_all("status")
             position = {w: s["synced"][1] if s["synced"][0] == epoch else 0
                         for w, s in status.items()}
+            _recovered(fit, epoch, lost, min(position.values()))
             pending = {w: deque() for w in fleet.workers}
             parts = {s: p for s, p in parts.items() if s < min(position.values())}
             continue

@@ -5,7 +5,8 @@ gone, or the client, having waited a while, finds a worker of the fit no
 longer known to the scheduler. Recovery, in order:
 
 1. abort every surviving replica's mailbox, so none waits for the lost one,
-   and let their queued calls finish (they fail at once);
+   and let their queued calls finish (they fail at once; calls to the lost
+   workers are not waited for);
 2. sync mode: the survivor with the most updates holds the last synchronized
    params (an update is only applied once every contribution arrived);
    survivors behind it copy its params and optimizer state, worker to worker;
@@ -16,10 +17,25 @@ longer known to the scheduler. Recovery, in order:
    the global batches stay the same: NumPy rows are sent again from the
    client's arrays, dask.array chunks are recomputed by Dask where they are
    needed, batches of a re-iterable are read again (those of a one-pass
-   iterator are lost, with a warning);
+   iterator are lost, with a warning). A block is split between the
+   survivors, except with `shuffle`: each of its steps reads a permutation
+   of all its rows, so it goes whole to one survivor, which permutes it as
+   the lost worker would have;
 4. the survivors form a new ring (a new generation, so stray messages of the
    old one are ignored) and training resumes at the step after the last
    synchronized one.
+
+What holds after a recovery in sync mode: training resumes at the last
+synchronized step (an update every replica applied, or none did), the steps
+after it run once each, on the same global batches, and the outcome depends
+on that step and the survivors only, never on timing: the same kill point
+gives the same parameters, bit for bit. They equal the undisturbed run's up
+to rounding (about 1e-15 relative), not bit for bit: a survivor computes
+one gradient over its rows and the adopted ones where two replicas summed
+two, and float addition is not associative (with more workers, the ring's
+order of summing changes too). Async mode promises less by design: pushes
+apply in arrival order, and a parameter server that is lost restarts from
+a replica's params with the optimizer state of the last epoch end.
 
 If the client itself dies, `fit(..., begin_epoch=k, checkpoint=prefix)`
 resumes from the checkpoint written at the end of epoch k.
@@ -57,7 +73,7 @@ def split_block(sizes, parts: int) -> list:
 
     Example:
         >>> [(rows.tolist(), s) for rows, s in split_block((3, 1), 2)]
-        [([0, 1, 3], (2, 1)), ([2], (1, 0))]
+        [([0, 1], (2, 0)), ([2, 3], (1, 1))]
     """
     out = [([], []) for _ in range(parts)]
     start = 0
@@ -81,7 +97,7 @@ def recover(fit, lost: set, reason: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
     LOGGER.warning(message)
     fleet.abort(survivors, reason)
-    fleet.drain()
+    fleet.drain(survivors)
     fleet.workers = survivors
     fleet.unlink_lost(lost)
     if fit.mode == "sync":
@@ -133,36 +149,48 @@ def _redistribute(fit, lost, survivors) -> None:
 
 
 def _rehome(fit, block, survivors, load, copies) -> list:
-    """[(worker, new Block, arrays or a future)] taking over a lost block."""
+    """[(worker, new Block, arrays or a future)] taking over a lost block: its rows at
+    the same steps, so the global batches stay those the lost worker would have read."""
     data, kind = fit.data, block.source[0] if block.source else None
+    least = min(survivors, key=lambda w: load[w])
     if kind == "chunk":  # copied to the adopting worker (Dask recomputes it if it was lost)
-        worker = min(survivors, key=lambda w: load[w])
         from distributed import wait
 
-        copy = fit.client.submit(moved, block.future, workers=[worker], pure=False)
+        copy = fit.client.submit(moved, block.future, workers=[least], pure=False)
         wait(copy, timeout=fit.timeout)
         copies.append(copy)
-        return [(worker, Block(block.first, block.sizes, worker, block.future, block.source),
+        return [(least, _replacing(block, block.sizes, least, block.future, block.source),
                  RemoteRows(copy.key))]
     if kind == "rows":
         x, y, index = data.x, data.y, block.source[1]
-    elif kind == "batches":
-        rows = _reread(fit, block)
+    elif kind in ("batches", "held"):
+        rows = _reread(fit, block) if kind == "batches" else block.source[1:]
         if rows is None:
             return []
         x, y = rows
         index = np.arange(len(x))
     else:
         return []
+    if fit.shuffle:
+        # a shuffled block's steps read a permutation of all its rows: kept whole, with the
+        # lost block's key, its adopter reads at each step exactly the rows it would have
+        source = block.source if kind != "batches" else ("held", x, y)
+        return [(least, _replacing(block, block.sizes, least, None, source),
+                 (x[index], None if y is None else y[index]))]
     out = []
     for worker, (positions, sizes) in zip(survivors, split_block(block.sizes, len(survivors))):
         if not len(positions):
             continue
         rows = index[positions]
         arrays = (x[rows], None if y is None else y[rows])
-        out.append((worker, Block(block.first, sizes, worker, None, ("rows", rows)
-                                  if kind == "rows" else ()), arrays))
+        source = ("rows", rows) if kind == "rows" else ("held",) + arrays
+        out.append((worker, Block(block.first, sizes, worker, None, source), arrays))
     return out
+
+
+def _replacing(block, sizes, worker, future, source) -> Block:
+    """A block taking over all of `block`'s rows (and its shuffle key) on `worker`."""
+    return Block(block.first, sizes, worker, future, source, key=block.key)
 
 
 def _reread(fit, block):

@@ -1,9 +1,12 @@
 """The replicas of one fit as the client sees them: actors by worker, in rank order.
 
 `Fleet` starts the Replica actors (and the parameter server in async mode),
-forms the ring, sends calls and waits for them. Actor calls are turned into
-`concurrent.futures` futures, so the client can wait on many at once with a
-timeout, and look at the scheduler for lost workers while it waits.
+forms the ring, sends calls and waits for them. Each replica's `run_steps`
+calls are numbered from 0 in every ring generation, and the replica runs
+them in that order, whatever order they arrive in (turns.py). Actor calls
+are turned into `concurrent.futures` futures, so the client can wait on
+many at once with a timeout, and look at the scheduler for lost workers
+while it waits.
 """
 
 from __future__ import annotations
@@ -32,21 +35,27 @@ class Fleet:
         self.shared_memory = False  # whether the ring runs through shared memory (shm.py)
         self.segments: dict = {}    # worker -> name of its shared-memory segment
         self.in_flight: list = []   # (worker, concurrent future) of calls not yet seen done
+        self.tickets: dict = {}     # worker -> number of its next run_steps call
 
     # -- starting --
-    def start(self, workers, model, config, data, eval_data=None) -> None:
-        """One Replica per worker, holding that worker's blocks; then the ring."""
+    def start(self, workers, model: bytes, config, data, eval_data=None) -> None:
+        """One Replica per worker, holding that worker's blocks; then the ring. `model`:
+        the loss graph and initial params (`kf.dumps`), sent once to every worker."""
         self.model, self.config = model, config
+        shared = self.client.scatter(model, broadcast=True, hash=False)
         futures = {}
         for rank, worker in enumerate(workers):
             train = data.on(worker)
             evals = eval_data.on(worker) if eval_data is not None else []
             futures[worker] = self.client.submit(
-                Replica, model, dict(config, rank=rank), [b.spec() for b in train],
+                Replica, shared, dict(config, rank=rank), [b.spec() for b in train],
                 [b.spec() for b in evals], *[b.future for b in train + evals],
                 workers=[worker], actor=True, pure=False)
         self._holds.extend(futures.values())
-        self.actors = {w: self._started(f, w) for w, f in futures.items()}
+        try:
+            self.actors = {w: self._started(f, w) for w, f in futures.items()}
+        finally:
+            shared.release()
         self.workers = list(workers)
         if config["mode"] == "async":
             self.start_ps(workers[0])
@@ -54,10 +63,16 @@ class Fleet:
 
     def start_ps(self, worker, state=None) -> None:
         """The parameter server on `worker`, from the fit's initial params or `state`."""
-        future = self.client.submit(ParameterServer, self.model, self.config, workers=[worker],
-                                    actor=True, pure=False)
-        self._holds.append(future)
-        self.ps, self.ps_worker = self._started(future, worker), worker
+        # the model is sent again: Dask keeps one copy of broadcast data once no task needs
+        # more (its active memory manager), and that copy may have been on a lost worker
+        model = self.client.scatter(self.model, workers=[worker], hash=False)
+        try:
+            future = self.client.submit(ParameterServer, model, self.config, workers=[worker],
+                                        actor=True, pure=False)
+            self._holds.append(future)
+            self.ps, self.ps_worker = self._started(future, worker), worker
+        finally:
+            model.release()
         if state is not None:
             self.wait({worker: self.ps.set_state(state)})
 
@@ -73,6 +88,7 @@ class Fleet:
         """Every live replica joins a new ring (a new generation): through shared
         memory when they all share a host and can map each other's segments."""
         self.generation += 1
+        self.tickets = {w: 0 for w in self.workers}
         peers = [self.actors[w] for w in self.workers]
         names = self._shm_names()
         for attempt in (names, None) if names else (None,):
@@ -103,6 +119,15 @@ class Fleet:
             self.wait({first: self.actors[first].unlink_segments(names)})
 
     # -- calls --
+    def run_steps(self, worker, epoch: int, start: int, stop: int, sync_at: list) -> cf.Future:
+        """Queue steps start..stop-1 of `epoch` on `worker`'s replica (after those queued
+        before); a concurrent future of their results."""
+        ticket = self.tickets[worker]
+        self.tickets[worker] += 1
+        call = self.actors[worker].run_steps(self.generation, ticket, epoch, start, stop,
+                                             sync_at)
+        return self.watch(worker, call)
+
     def watch(self, worker, actor_future) -> cf.Future:
         """A concurrent future for an actor call (registered as in flight)."""
         async def result():
@@ -137,26 +162,34 @@ class Fleet:
         cf.wait(calls, timeout=min(self.timeout, 30))
         self.forget(calls)
 
-    def drain(self) -> None:
-        """Wait until the live replicas' calls in flight have ended (their errors ignored)."""
-        mine = [f for w, f in self.in_flight if w in self.workers]
+    def drain(self, workers) -> None:
+        """Wait until the calls in flight to `workers` have ended (their errors ignored);
+        forget the others: those of a lost worker may take Dask's connect timeout (30 s)
+        to fail, and change nothing the survivors hold."""
+        mine = [f for w, f in self.in_flight if w in workers]
         deadline = time.monotonic() + self.timeout
         cf.wait(mine, timeout=max(0.0, deadline - time.monotonic()))
         self.in_flight = []
 
     def close(self) -> None:
-        """Release the actors (Dask frees them with their futures) and their shared memory."""
-        closing = [self.actors[w].close() for w in self.workers]
-        if self.ps is not None:
-            closing.append(self.ps.close())
-        for call in closing:
-            try:
-                call.result(timeout=5)
-            except Exception as e:  # noqa: BLE001 - its worker may be gone
-                LOGGER.debug("closing a replica: %s", e)
-        for future in self._holds:
-            future.release()
-        self._holds, self.actors, self.ps = [], {}, None
+        """Release the actors (Dask frees them with their futures) and their shared memory.
+        Never raises: it runs while a failed fit unwinds, and its workers may be gone."""
+        try:
+            closing = [self.actors[w].close() for w in self.workers]
+            if self.ps is not None:
+                closing.append(self.ps.close())
+            for call in closing:
+                try:
+                    call.result(timeout=5)
+                except Exception as e:  # noqa: BLE001 - its worker may be gone
+                    LOGGER.debug("closing a replica: %s", e)
+        except Exception as e:  # noqa: BLE001 - e.g. an actor whose worker was lost
+            LOGGER.debug("closing the replicas: %s", e)
+        finally:
+            for future in self._holds:
+                future.release()
+            self._holds, self.actors, self.ps = [], {}, None
+            self.in_flight = []
 
 
 def _host(address: str) -> str:

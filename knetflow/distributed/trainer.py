@@ -72,7 +72,9 @@ class DaskTrainer:
     After `fit`: `params` (name -> array), `history` (per epoch: loss, metric,
     eval, seconds, steps), `stats` (per step over the last epoch, mean over
     replicas: `compute_ms` local gradients, `sync_ms` reduction and update,
-    `wait_ms` of it waiting for the slowest replica on shared memory).
+    `wait_ms` of it waiting for the slowest replica on shared memory),
+    `recoveries` (per lost-worker recovery: the epoch and step training
+    resumed at, the lost workers, how many went on).
 
     Example (starts a local cluster of two worker processes):
         >>> import knetflow as kf, numpy as np
@@ -120,6 +122,7 @@ class DaskTrainer:
         self.checkpoint, self.params = checkpoint, None if params is None else dict(params)
         self.label_shape, self.connect_timeout = label_shape, float(connect_timeout)
         self.history: list = []
+        self.recoveries: list = []
         self.stats: dict = {}
         self.last_optimizer_state = None
         self.knet_params: dict = {}  # from_loss: name -> kf.Param updated after fit
@@ -131,12 +134,13 @@ class DaskTrainer:
         captured): traced once on batches shaped like x and y; `fit` then writes the
         trained values back into the Params' arrays, in place.
 
-        Example (on a local cluster):
-            >>> w = kf.Param(np.zeros(3), name="w")      # doctest: +SKIP
+        Example (on a local cluster; X, Y as in the class example):
+            >>> import knetflow as kf, numpy as np
+            >>> w = kf.Param(np.zeros(3), name="w")
             >>> loss = lambda x, y: kf.mean((x @ w - y) ** 2)
-            >>> kf.distributed.DaskTrainer.from_loss(loss, X, Y, kf.optim.SGD(lr=0.5)).fit(
-            ...     X, Y, batch_size=16, epochs=20)
-            >>> w.value.round(1)
+            >>> kf.distributed.DaskTrainer.from_loss(  # doctest: +SKIP
+            ...     loss, X, Y, kf.optim.SGD(lr=0.5)).fit(X, Y, batch_size=16, epochs=20)
+            >>> w.value.round(1)  # doctest: +SKIP
             array([ 1. , -2. ,  0.5])
         """
         from knetflow.distributed.knet import trace_loss
@@ -167,10 +171,12 @@ class DaskTrainer:
                 self._epoch(epoch, batch_end_callback, epoch_end_callback)
             self._finish()
         finally:
-            if self.fleet is not None:
-                self.fleet.close()
-            self.fleet = self.data = self.eval = None
-            conn.close()
+            try:
+                if self.fleet is not None:
+                    self.fleet.close()
+            finally:
+                self.fleet = self.data = self.eval = None
+                conn.close()
         return self
 
     # -- set-up --
@@ -189,7 +195,7 @@ class DaskTrainer:
             print(f"knetflow: Dask dashboard at {link}", file=sys.stderr)
             self.logger.info("Dask dashboard at %s", link)
         self.params = param_values(self.graph, self.params)
-        model = self.client.scatter(dumps(self.graph, self.params), broadcast=True, hash=False)
+        model = dumps(self.graph, self.params)
         self.data = prepare(self.client, X, y, workers, batch_size, work_load_list, partial)
         self.eval = None
         if eval_data is not None:

@@ -12,6 +12,11 @@ are summed between the replicas (reduce.py, worker to worker) and every
 replica applies the same update. Async mode: the replica pushes its buffer
 to the parameter server (async_ps.py) and takes back the current params.
 
+`run_steps` calls are numbered by the client and run in that order, on a
+thread of the replica's own (turns.py: Dask may deliver two queued calls in
+either order); the replica's other methods run on Dask's actor thread, and
+none of them changes the replica while steps run.
+
 Anything that shows a peer is gone (an aborted mailbox, a silent peer, a
 failed send) is raised as `PeerLost`, which the client answers by
 recovering (faults.py); any other error is the user's and is raised as is.
@@ -20,8 +25,12 @@ recovering (faults.py); any other error is the user's and is raised as is.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import inspect
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -29,6 +38,7 @@ from knetflow.distributed.data import LocalData, fetch
 from knetflow.distributed.reduce import ALGORITHMS, Aborted, Mailbox
 from knetflow.distributed.report import counters
 from knetflow.distributed.steps import TrainingStep
+from knetflow.distributed.turns import Turns
 
 __all__ = ["PeerLost", "Replica"]
 
@@ -62,6 +72,16 @@ class _Sent:
             except TimeoutError:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"a peer took over {self.timeout}s to take a message")
+
+
+def _exclusive(method):
+    """A method that never runs while the replica's steps do (and vice versa)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._busy:
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 class ActorTransport:
@@ -114,8 +134,12 @@ class Replica:
         self.generation, self.transport, self.ps = 0, None, None
         self.group = self._segment = None  # shared-memory ring (shm.py), when on one host
         self.timeout = float(config.get("timeout", 120))
+        self.turns = Turns()  # the order of run_steps calls (turns.py)
+        self._busy = threading.Lock()  # held while steps run, and by methods changing state
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="knetflow-replica")
 
     # -- set-up --
+    @_exclusive
     def prepare_shm(self):
         """A new shared-memory segment for the next ring; its name (None if unavailable)."""
         from knetflow.distributed.shm import create_segment
@@ -127,6 +151,7 @@ class Replica:
             return None
         return self._segment.name
 
+    @_exclusive
     def configure(self, peers: list, rank: int, generation: int, ps=None,
                   shm_names=None) -> bool:
         """Join the ring `peers` as `rank` (a new generation after a recovery); through
@@ -135,6 +160,7 @@ class Replica:
         from knetflow.distributed.shm import SharedGroup
 
         self.generation, self.ps = generation, ps
+        self.turns.reset(generation)
         self.transport = ActorTransport(peers, rank, self.mailbox, self.timeout)
         self.mailbox.reopen()
         self._fresh = True  # what an aborted round left in the buffer is dropped
@@ -166,8 +192,12 @@ class Replica:
             self._segment = None
 
     def close(self) -> bool:
-        """Release the shared memory of this replica (the end of a fit)."""
-        self._drop_segment()
+        """Release the shared memory and the thread of this replica (the end of a fit):
+        steps still running or waiting are called off first."""
+        self.mailbox.abort("the fit is over")
+        with self._busy:
+            self._drop_segment()
+        self._pool.shutdown(wait=False)
         return True
 
     def unlink_segments(self, names: list) -> bool:
@@ -186,8 +216,10 @@ class Replica:
     async def abort(self, reason: str) -> bool:
         """Called by the client when a worker is lost: stop waiting for peers."""
         self.mailbox.abort(reason)
+        self.turns.wake()
         return True
 
+    @_exclusive
     def adopt(self, specs: list, arrays: list) -> int:
         """Take over blocks of a lost worker: (x, y) arrays, or RemoteRows fetched here."""
         arrays = fetch(arrays)
@@ -196,11 +228,31 @@ class Replica:
         return sum(len(x) for x, _ in arrays)
 
     # -- training --
-    def run_steps(self, epoch: int, start: int, stop: int, sync_at: list) -> list:
+    async def run_steps(self, generation: int, ticket: int, epoch: int, start: int, stop: int,
+                        sync_at: list) -> list:
         """Run steps start..stop-1 of `epoch`; sync (or push) after the steps in `sync_at`.
+        This is call `ticket` of ring `generation`: it runs after call ticket-1 ended.
 
         Returns per step: rows, loss sum, metric counters, compute and sync seconds.
         """
+        try:
+            await self.turns.wait(generation, ticket, self.mailbox.check, self.timeout)
+        except (Aborted, TimeoutError) as e:
+            raise PeerLost(f"steps {start}..{stop - 1} of epoch {epoch}: "
+                           f"{type(e).__name__}: {e}") from None
+        try:
+            # on the replica's thread, with this call's context (Dask's get_worker works there)
+            run = functools.partial(self._run_steps, epoch, start, stop, sync_at)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, contextvars.copy_context().run, run)
+        finally:
+            self.turns.done(generation, ticket)
+
+    def _run_steps(self, epoch, start, stop, sync_at) -> list:
+        with self._busy:
+            return self._steps(epoch, start, stop, sync_at)
+
+    def _steps(self, epoch, start, stop, sync_at) -> list:
         out = []
         try:
             for s in range(start, stop):
@@ -266,8 +318,8 @@ class Replica:
             return None
         seed = int(self.config.get("seed") or 0)
 
-        def order(block_id, rows):
-            return np.random.default_rng([seed, epoch, block_id]).permutation(rows)
+        def order(key, rows):  # key: the block's place in the data (data.py Block.key)
+            return np.random.default_rng([seed, epoch, key]).permutation(rows)
 
         return order
 
@@ -281,6 +333,7 @@ class Replica:
         self.metric.update([labels], [pred])
         return counters(self.metric)
 
+    @_exclusive
     def evaluate(self, steps: int) -> dict:
         """Loss sum, rows and metric counters over this replica's evaluation blocks."""
         total, rows, parts = 0.0, 0, []
@@ -308,23 +361,30 @@ class Replica:
         """Params and optimizer slots, and where they stand (epoch, step, updates)."""
         return {"state": self.step.state(), "synced": self.synced, "updates": self.updates}
 
+    @_exclusive
     def copy_state_from(self, source) -> bool:
         """Take the state of the replica `source` (worker to worker)."""
         got = _future(source.get_state()).result(timeout=self.timeout)
-        self.set_state(got)
+        self._load(got)
         return True
 
+    @_exclusive
     def set_state(self, got: dict) -> bool:
+        return self._load(got)
+
+    def _load(self, got: dict) -> bool:
         self.step.load_state(got["state"])
         self.synced, self.updates = tuple(got["synced"]), got["updates"]
         self._fresh = True
         return True
 
+    @_exclusive
     def pull_params(self) -> bool:
         """Async mode: start from the parameter server's current params."""
         self.step.set_flat_params(_future(self.ps.pull()).result(timeout=self.timeout))
         return True
 
+    @_exclusive
     def snapshot(self) -> dict:
         """Params, and the optimizer's state_dict (sync mode), for the client."""
         state = self.step.optimizer_state(self.optimizer) if self.step.update_plan else None

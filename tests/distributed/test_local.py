@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import knetflow as kf
-from knetflow.distributed.data import LocalData, numpy_layout, spread
+from knetflow.distributed.data import Block, LocalData, numpy_layout, spread
 from knetflow.distributed.faults import split_block
 from knetflow.distributed.reduce import Mailbox
 from knetflow.distributed.report import add_counters, counters
@@ -57,6 +57,25 @@ def test_local_data_reads_each_step_from_every_block():
     assert local.batch(3) == (None, None, 0)
     assert local.steps() == 3
     assert spread(5, 3) == (2, 1, 2)
+
+
+def test_a_block_replacing_a_lost_one_is_shuffled_like_it():
+    def order(key, rows):
+        return np.random.default_rng([7, key]).permutation(rows)
+
+    x = np.arange(6)
+    original, replacement, other = LocalData(), LocalData(), LocalData()
+    original.add((0, 0, (3, 3), 4), x, None)        # shuffled by its key, 4
+    replacement.add((9, 0, (3, 3), 4), x, None)     # another id, the lost block's key
+    other.add((4, 0, (3, 3)), x, None)              # no key: its id, 4, stands for it
+    for step in (0, 1):
+        got = original.batch(step, order)[0].tolist()
+        assert replacement.batch(step, order)[0].tolist() == got
+        assert other.batch(step, order)[0].tolist() == got
+    assert sorted(original.batch(0, order)[0].tolist() + original.batch(1, order)[0].tolist()) \
+        == list(range(6))
+    block = Block(0, (1,))
+    assert block.key == block.id  # by default; prepare() numbers a fit's blocks from 0
 
 
 def test_split_block_keeps_steps():
@@ -236,14 +255,14 @@ def test_connect_starts_on_loopback_and_passes_security(monkeypatch):
         def __init__(self, **kwargs):
             made["cluster"] = kwargs
 
-        def close(self):
+        def close(self, timeout=None):
             made["closed"] = True
 
     class FakeClient:
         def __init__(self, cluster, security=None, **kwargs):
             made["client"] = security
 
-        def close(self):
+        def close(self, timeout=None):
             pass
 
     monkeypatch.setattr(distributed, "LocalCluster", FakeCluster)
@@ -255,3 +274,52 @@ def test_connect_starts_on_loopback_and_passes_security(monkeypatch):
                                "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0",
                                "security": security}
     assert made["client"] is security and made["closed"]
+
+
+class _Closing:
+    """A fake client or cluster that records its close (and may fail it)."""
+
+    def __init__(self, log, name, fails=False):
+        self.log, self.name, self.fails = log, name, fails
+
+    def close(self, timeout=None):
+        self.log.append((self.name, timeout))
+        if self.fails:
+            raise OSError(f"{self.name} is unreachable")
+
+
+def test_connection_closes_what_knetflow_opened():
+    from knetflow.distributed.cluster import Connection
+
+    log = []
+    Connection(_Closing(log, "user's client")).close()
+    assert log == []  # a user's client is left open
+    conn = Connection(_Closing(log, "client for an address"), own_client=True)
+    conn.close()
+    conn.close()  # closing twice closes once
+    assert log == [("client for an address", 30)]
+    log.clear()
+    conn = Connection(_Closing(log, "client", fails=True), _Closing(log, "cluster"))
+    with pytest.raises(OSError, match="client is unreachable"):
+        conn.close()
+    assert log == [("client", 30), ("cluster", 30)]  # the cluster is closed all the same
+
+
+def test_fleet_close_never_raises_and_lets_go_of_the_actors():
+    from knetflow.distributed.fleet import Fleet
+
+    class LostActor:
+        def close(self):
+            raise RuntimeError("Worker holding Actor was lost.  Status: lost")
+
+    class Held:
+        released = False
+
+        def release(self):
+            self.released = True
+
+    fleet = Fleet(client=None, timeout=1)
+    held = Held()
+    fleet.workers, fleet.actors, fleet._holds = ["w0"], {"w0": LostActor()}, [held]
+    fleet.close()
+    assert held.released and fleet.actors == {} and fleet._holds == []

@@ -215,3 +215,44 @@ def test_knet_style_loss_of_params(client, workers):
     assert w.value is before  # updated in place, as kf.update does
     np.testing.assert_allclose(w.value, [1.0, -2.0, 0.5], atol=1e-3)
     np.testing.assert_allclose(b.value, [0.25], atol=1e-3)
+
+
+@pytest.mark.parametrize("transport", ["auto", "tcp"])
+def test_calls_arriving_out_of_order_run_in_order(client, workers, transport, monkeypatch):
+    """Dask may deliver two queued run_steps calls in either order; here the first
+    replica's even-numbered calls are held back so that each reaches it after the next
+    one. Run in arrival order they mixed steps on shared memory and stalled the TCP ring
+    until its timeout; in the order the client numbered them, training is unchanged."""
+    import asyncio
+
+    from knetflow.distributed.fleet import Fleet
+
+    def late_run_steps(fleet, worker, epoch, start, stop, sync_at):
+        ticket = fleet.tickets[worker]
+        fleet.tickets[worker] += 1
+        actor, generation = fleet.actors[worker], fleet.generation
+
+        async def call():
+            if worker == fleet.workers[0] and ticket % 2 == 0:
+                await asyncio.sleep(0.05)
+            return await actor.run_steps(generation, ticket, epoch, start, stop, sync_at)
+
+        return fleet.watch(worker, call())
+
+    monkeypatch.setattr(Fleet, "run_steps", late_run_steps)
+    x, y = data(48)
+    want, _ = single_process(lambda e: kf.minibatch(x, y, 12), kf.optim.Momentum(lr=0.2), 2)
+    trainer = DaskTrainer(mlp_graph(), kf.optim.Momentum(lr=0.2), client, transport=transport,
+                          steps_per_call=1, window=2, timeout=20)
+    trainer.fit(x, y, batch_size=12, epochs=2)
+    assert_same_params(trainer.params, want)
+
+
+def test_a_seeded_shuffle_is_the_same_in_every_fit(client, workers):
+    x, y = data(48)
+    make = lambda: DaskTrainer(mlp_graph(), kf.optim.SGD(lr=0.2), client, shuffle=True, seed=3)
+    first, second = make().fit(x, y, batch_size=12), make().fit(x, y, batch_size=12)
+    for name, value in first.params.items():
+        np.testing.assert_array_equal(second.params[name], value, err_msg=name)
+    unshuffled = DaskTrainer(mlp_graph(), kf.optim.SGD(lr=0.2), client).fit(x, y, batch_size=12)
+    assert not np.array_equal(unshuffled.params["w1"], first.params["w1"])
