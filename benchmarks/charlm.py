@@ -150,7 +150,7 @@ def profile(model, batches):
     kf.diff(loss, onehot, labels)
     from knetflow.train import autograd
 
-    entry = next(reversed(autograd._cache.values()))
+    entry = next(reversed(autograd._cache.values()))[0]  # the newest trace
     feed = {name: autograd._fed_value(src, (onehot, labels)) for name, src in entry.sources}
     print(f"plan: {len(entry.plan.graph.nodes)} nodes")
     print(entry.plan.profile(feed, runs=3))

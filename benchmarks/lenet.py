@@ -151,8 +151,8 @@ def knetflow_step_memory(step, x, y):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     # the plan's preallocated buffers live as long as the plan: part of a step's footprint
-    buffers = sum(program.memory.buffer_bytes for entry in autograd._cache.values()
-                  for program in entry.plan._programs.values())
+    buffers = sum(program.memory.buffer_bytes for entries in autograd._cache.values()
+                  for entry in entries for program in entry.plan._programs.values())
     return peak - start, buffers
 
 
@@ -177,10 +177,8 @@ def profile_knetflow(step, x, y, top=12):
     from knetflow.train import autograd
 
     step(x, y)
-    entry = next(reversed(autograd._cache.values()))
-    feed = {name: (x if src == ("arg", 0) else y) for name, src in entry.sources
-            if src[0] == "arg"}
-    feed.update({name: src[1].value for name, src in entry.sources if src[0] == "obj"})
+    entry = next(reversed(autograd._cache.values()))[0]  # the newest trace
+    feed = {name: autograd._fed_value(src, (x, y)) for name, src in entry.sources}
     prof = entry.plan.profile(feed, runs=10)
     print(f"knetflow plan: {prof.total * 1e3:.1f} ms per step; by op (ms):")
     for name, seconds in list(prof.by_op().items())[:top]:

@@ -133,6 +133,9 @@ class Op:
     out_arg = False
     #: name of the xp ufunc that is the forward (out_arg implied)
     ufunc: str | None = None
+    #: forward may be given as `out=` the buffer of a dying input of the same spec (one
+    #: pass reading each element before writing it); ufunc ops always may
+    inplace = False
     #: what grad reads ("out", or input indices); the memory planner keeps these
     saves: tuple = ()
     #: indices of inputs that never receive a gradient (labels, indices)

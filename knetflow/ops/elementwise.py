@@ -311,7 +311,7 @@ def _selu_forward(xp, x):
 @register
 class ReluGrad(Op):
     """g where out > 0, else 0: relu's gradient as one pass (no where/copy pair)."""
-    name, elementwise, out_arg = "relu_grad", True, True
+    name, elementwise, out_arg, inplace = "relu_grad", True, True, True
     nondiff = (1,)
 
     def infer(g: Spec, y: Spec) -> Spec:

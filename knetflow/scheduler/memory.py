@@ -4,8 +4,8 @@ Works on a specialized graph (static shapes). A value's *storage* is the node
 that allocated it; view ops (reshape, transpose, broadcasts) share their
 input's storage. A storage lives from its producer to the last instruction
 that reads any value in it. Ops that accept `out=` write into a pooled buffer
-of the same shape and dtype released by a dead storage; a ufunc may even
-write over its own dying input. Storages that reach an output are never
+of the same shape and dtype released by a dead storage; a ufunc (or an op
+marked `inplace`) may even write over its own dying input. Storages that reach an output are never
 pooled, so results handed to the user are never overwritten by a later run.
 """
 
@@ -93,7 +93,7 @@ def _assign(n, pos, root, last, plan, free):
     if not (op.out_arg and n.spec.is_static and n.spec.nbytes
             and last.get(n.id, pos) != OUTPUT):
         return None
-    if op.ufunc:
+    if op.ufunc or op.inplace:
         for i in n.inputs:
             sid = root[i.id]
             if (sid == i.id and sid in plan.buffer_of and last.get(sid) == pos

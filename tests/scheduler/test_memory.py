@@ -36,6 +36,20 @@ def test_inplace_ufunc_on_a_dying_input():
     assert m.buffer_bytes == 32
 
 
+def test_an_op_marked_inplace_writes_over_its_dying_input():
+    #   x ── exp ── g ──┐
+    #   x ── relu ─ y ──┴─ relu_grad ── r ── sum      g dies at relu_grad: r takes its buffer
+    x = kf.placeholder("x", (4,))
+    g, y = kf.exp(x), kf.relu(x)
+    r = kf.ops.elementwise.relu_grad(g, y)
+    m = plan_memory(kf.Graph([kf.sum(r)]))
+    assert m.buffer_of[r.node.id] == m.buffer_of[g.node.id] != m.buffer_of[y.node.id]
+    plan = kf.compile([kf.sum(r), y], optimize_graph=False)
+    xs = np.array([-1.0, 0.5, 2.0, -0.1], "float32")
+    total, relu = plan.run({"x": xs})
+    np.testing.assert_allclose(total, (np.exp(xs) * (xs > 0)).sum(), rtol=1e-6)
+
+
 def test_buffer_reused_after_last_use():
     #   x ── exp ── a ── sum ── s ──┐
     #   x ── tanh ── b ─────────────┴ mul ── out     b takes a's buffer: a died at sum
