@@ -6,6 +6,13 @@ does, and turns each Param it touched into a `param` node holding the
 Param's value, so the result is an ordinary loss graph a DaskTrainer can
 ship to its workers. `DaskTrainer.from_loss` writes the trained values back
 into the Params' arrays, in place, as `kf.update` would.
+
+State the loss reads and updates (batchnorm's running moments, an RNN's
+carried `r.h` when it holds an array) becomes a non-trainable param with a
+graph update, which Dask training averages over the workers by rows like any
+auxiliary param; after `fit` the values are stored back into the objects.
+State a call sets from scratch (`r.h = 0`, or None) is not carried between
+steps, as in one `kf.diff` call after another with the state reset.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from knetflow.graph.build import const, param, placeholder
 from knetflow.graph.node import Graph
 from knetflow.graph.symbol import Symbol
 
-__all__ = ["trace_loss"]
+__all__ = ["store_back", "trace_loss"]
 
 
 def _batch_spec(a, name) -> Symbol:
@@ -30,7 +37,10 @@ def _batch_spec(a, name) -> Symbol:
 
 
 def trace_loss(f, x, y=None) -> tuple:
-    """(Graph of f's loss over batches shaped like x and y, {param name: Param}).
+    """(Graph of f's loss over batches shaped like x and y, {param name: Param or state}).
+
+    A state entry is the `graph/trace.py` Slot of an attribute the loss updates
+    (see the module docstring); `store_back` writes trained values into both kinds.
 
     `x`, `y`: arrays (or a first batch) giving the row shape and dtype; the
     graph's inputs are "x" and "y" with a free batch dimension.
@@ -54,8 +64,18 @@ def trace_loss(f, x, y=None) -> tuple:
                            f"from its inputs, got {type(out).__name__}"
                            f"{'' if not isinstance(out, Symbol) else f' of shape {out.shape}'}")
     new, params = {}, {}
+    carried = {slot.input.node.id: (slot, final) for slot, final in tracer.finals
+               if slot.input is not None and isinstance(final, Symbol)}
+    updates, states = {}, {}
     for obj, sym in tracer.leaves.values():
-        if isinstance(obj, Param):
+        if sym.node.id in carried:  # state fed in and updated: an auxiliary param
+            slot, final = carried[sym.node.id]
+            name = f"{slot.label}#{len(states)}"
+            value = np.array(slot.value())
+            node = param(name, value=value, dtype=str(value.dtype)).node
+            new[sym.node.id] = node.replace(attrs={**node.attrs, "trainable": False})
+            updates[name], states[name] = final, slot
+        elif isinstance(obj, Param):
             name = obj.name or f"p{len(params)}"
             if name in params:
                 raise TracingError(f"two Params named {name!r}; give them distinct names")
@@ -64,11 +84,24 @@ def trace_loss(f, x, y=None) -> tuple:
         else:  # a captured array: a constant of the graph
             new[sym.node.id] = const(np.asarray(obj)).node
     rebuilt = {}
-    for node in Graph([out]).nodes:
+    for node in Graph([out] + list(updates.values())).nodes:
         if node.id in new:
             rebuilt[node.id] = new[node.id]
         elif node.is_leaf:
             rebuilt[node.id] = node
         else:
             rebuilt[node.id] = node.replace(inputs=tuple(rebuilt[i.id] for i in node.inputs))
-    return Graph([rebuilt[out.node.id]], inputs=[i.node for i in inputs]), params
+    graph = Graph([rebuilt[out.node.id]], inputs=[i.node for i in inputs],
+                  updates={name: Symbol(rebuilt[u.node.id]) for name, u in updates.items()})
+    return graph, {**params, **states}
+
+
+def store_back(targets: dict, values: dict) -> None:
+    """Write trained `values` (name -> array) into trace_loss's Params and state attributes."""
+    from knetflow.train.autograd import Param
+
+    for name, target in targets.items():
+        if isinstance(target, Param):
+            target.value[...] = values[name]
+        else:  # a state Slot: into its object, keeping the array where the owner wants
+            (target.store or setattr)(target.owner, target.attr, np.array(values[name]))

@@ -125,7 +125,7 @@ class DaskTrainer:
         self.recoveries: list = []
         self.stats: dict = {}
         self.last_optimizer_state = None
-        self.knet_params: dict = {}  # from_loss: name -> kf.Param updated after fit
+        self.knet_params: dict = {}  # from_loss: name -> kf.Param or state, updated after fit
         self.client = self.fleet = self.data = self.eval = None
 
     @classmethod
@@ -324,8 +324,10 @@ class DaskTrainer:
         self.params = dict(snap["params"])
         if snap["optimizer"] is not None:
             self.optimizer.load_state_dict(snap["optimizer"])
-        for name, p in self.knet_params.items():  # Knet-style: the Params themselves
-            p.value[...] = self.params[name]
+        if self.knet_params:  # Knet-style: the Params and state objects themselves
+            from knetflow.distributed.knet import store_back
+
+            store_back(self.knet_params, self.params)
 
     @property
     def arg_params(self) -> dict:
