@@ -14,6 +14,7 @@ import numpy as np
 
 from knetflow.ops.base import fail
 from knetflow.ops.elementwise import cast
+from knetflow.ops.state_attr import StateAttribute, state
 
 __all__ = ["BNMoments", "bnmoments", "bnupdates"]
 
@@ -34,23 +35,9 @@ class BNMoments:
         self._symbols = None   # (mean, var) param symbols once used in a symbolic graph
         self._updates = {}     # param name -> new value, from the last symbolic training call
 
-    @property
-    def mean(self):
-        """The running mean (C,): an array, None before the first call, or a param symbol."""
-        return self._mean
-
-    @mean.setter
-    def mean(self, value):
-        _state().assign(self, "_mean", value, "BNMoments.mean")
-
-    @property
-    def var(self):
-        """The running variance (C,), like `mean`."""
-        return self._var
-
-    @var.setter
-    def var(self, value):
-        _state().assign(self, "_var", value, "BNMoments.var")
+    mean = StateAttribute("The running mean (C,): an array, None before the first call, "
+                          "or a param symbol.")
+    var = StateAttribute("The running variance (C,), like `mean`.")
 
     @property
     def names(self) -> tuple:
@@ -92,13 +79,6 @@ def bnupdates(*moments) -> dict:
     for m in moments:
         out.update(m._updates)
     return out
-
-
-def _state():
-    """knetflow.graph.state, imported lazily (the graph layer imports the ops)."""
-    from knetflow.graph import state
-
-    return state
 
 
 def _symbol_class():
@@ -149,7 +129,7 @@ def moments_for(moments, x, channels, symbolic) -> tuple:
         values = _moment_params(moments, x, channels)
     else:  # arrays; inside a trace, inputs fed from the moments at each call
         _moment_arrays(moments, x, channels)
-        values = tuple(_state().read(moments, attr, f"BNMoments.{attr[1:]}")
+        values = tuple(state().read(moments, attr, f"BNMoments.{attr[1:]}")
                        for attr in ("_mean", "_var"))
     for what, v in zip(("mean", "var"), values):
         if channels is not None and tuple(v.shape) not in ((channels,), (None,)):
@@ -172,7 +152,7 @@ def update_moments(moments, mean, var, bmean, bvar):
     m = moments.momentum
     for attr, old, new in (("_mean", mean, bmean), ("_var", var, bvar)):
         blended = old * (1 - m) + to_dtype(new, np.dtype(old.dtype)) * m
-        _state().write(moments, attr, blended, f"BNMoments.{attr[1:]}", store=_store_in_place)
+        state().write(moments, attr, blended, f"BNMoments.{attr[1:]}", store=_store_in_place)
 
 
 def _store_in_place(moments, attr, new):

@@ -33,6 +33,7 @@ from knetflow import initializers
 from knetflow.ops.base import fail, fmt
 from knetflow.ops.rnn_loops import GATES
 from knetflow.ops.rnn_ops import rnn_scan
+from knetflow.ops.state_attr import StateAttribute, state
 
 __all__ = ["RNN", "rnn_scan", "rnnparam", "rnnparams"]
 
@@ -130,23 +131,9 @@ class RNN:
         self._h, self._c = h, c  # see the properties: state of traces
         self._initialize(winit, binit, finit)
 
-    @property
-    def h(self):
-        """Hidden state (L or 2L, B, H): None, 0, an array, a Param, or a symbol (see above)."""
-        return self._h
-
-    @h.setter
-    def h(self, value):
-        _state().assign(self, "_h", value, "RNN.h")
-
-    @property
-    def c(self):
-        """Cell state of an lstm, like `h`."""
-        return self._c
-
-    @c.setter
-    def c(self, value):
-        _state().assign(self, "_c", value, "RNN.c")
+    h = StateAttribute("Hidden state (L or 2L, B, H): None, 0, an array, a Param, or a "
+                       "symbol (see above).")
+    c = StateAttribute("Cell state of an lstm, like `h`.")
 
     @property
     def directions(self) -> int:
@@ -214,9 +201,9 @@ class RNN:
         from knetflow.ops.array import stack
 
         if self._h is not None:
-            _state().write(self, "_h", stack(finals_h, axis=0), "RNN.h")
+            state().write(self, "_h", stack(finals_h, axis=0), "RNN.h")
         if self.rnn_type == "lstm" and self._c is not None:
-            _state().write(self, "_c", stack(finals_c, axis=0), "RNN.c")
+            state().write(self, "_c", stack(finals_c, axis=0), "RNN.c")
 
     def __repr__(self) -> str:
         return (f"RNN({self.input_size}, {self.hidden_size}, rnn_type={self.rnn_type!r}, "
@@ -229,13 +216,6 @@ def _spec(shape):
     return Spec(tuple(shape), "float32")
 
 
-def _state():
-    """knetflow.graph.state, imported lazily (the graph layer imports the ops)."""
-    from knetflow.graph import state
-
-    return state
-
-
 def _state_value(r, which, batch):
     """r.h or r.c as an initial state: None for zero (None or 0), else the array, checked.
 
@@ -243,7 +223,7 @@ def _state_value(r, which, batch):
     """
     from knetflow.ops.elementwise import cast
 
-    value = _state().read(r, "_" + which, f"RNN.{which}")
+    value = state().read(r, "_" + which, f"RNN.{which}")
     if value is None or (isinstance(value, (int, float)) and value == 0):
         return None
     if isinstance(value, (int, float)):
