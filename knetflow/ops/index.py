@@ -212,13 +212,24 @@ class IndexAdd(Op):
             out[...] = x
         where = _build_index(index, arrays)
         if any(item[0] == "array" for item in index):
-            xp.add.at(out, where, update)  # integer arrays may repeat an index
+            _add_at(xp, out, where, update)  # integer arrays may repeat an index
         else:
             out[where] += update
         return out
 
     def grad(g, out, x, update, *arrays, index=()):
         return (g, apply(GetItem, g, *arrays, index=index)) + (None,) * len(arrays)
+
+
+def _add_at(xp, out, where, update):
+    """out[where] += update, every repeat of an index counted (NumPy's add.at)."""
+    at = getattr(xp.add, "at", None)
+    if at is not None:
+        at(out, where, update)
+    else:  # CuPy's ufuncs had no .at before v13; cupyx.scatter_add is the same operation
+        import cupyx
+
+        cupyx.scatter_add(out, where, update)
 
 
 # ---- public functions ----
