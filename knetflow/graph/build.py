@@ -112,7 +112,7 @@ def _lift(x, like_dtype, tracer):
         return x
     if tracer is not None and hasattr(x, "__knetflow_trace__"):
         return x.__knetflow_trace__(tracer)
-    if tracer is not None and isinstance(x, np.ndarray) and x.ndim:
+    if tracer is not None and (isinstance(x, np.ndarray) or is_device_array(x)) and x.ndim:
         # captured arrays are fed at each run, not frozen into the graph
         return tracer.leaf(x, lambda: placeholder(f"t{len(tracer.leaves)}", x.shape, x.dtype))
     if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):

@@ -16,6 +16,7 @@ import numpy as np
 from knetflow import initializers, rng
 import knetflow.devices as devmod
 from knetflow.devices import transfers
+from knetflow.devices.base import is_device_array
 from knetflow.errors import ExecutionError, FeedError
 from knetflow.graph.node import Graph
 from knetflow.graph.passes import optimize
@@ -129,7 +130,7 @@ class Plan:
             raise FeedError(f"feed is missing input(s) {missing}; the graph's inputs are "
                             f"{self.input_names}") from None
         arrays = [a if type(a) is np.ndarray and a.dtype == n.spec.dtype
-                  else np.asarray(a, dtype=n.spec.dtype) for a, n in zip(arrays, self._input_nodes)]
+                  else _as_input(a, n.spec.dtype) for a, n in zip(arrays, self._input_nodes)]
         params = self._values
         if len(feed) != len(arrays):
             params = self._overrides(feed)
@@ -257,6 +258,13 @@ class Plan:
     def __repr__(self) -> str:
         return (f"<Plan {len(self.graph.nodes)} nodes on {self.device.name}, "
                 f"inputs {self.input_names}, {len(self.param_names)} params>")
+
+
+def _as_input(a, dtype):
+    """A fed value as an array of `dtype`: device arrays stay where they are."""
+    if is_device_array(a):
+        return a if a.dtype == dtype else a.astype(dtype)
+    return np.asarray(a, dtype=dtype)
 
 
 def _to_host(array) -> np.ndarray:

@@ -24,6 +24,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from knetflow.devices.base import is_device_array
 from knetflow.errors import ShapeError, TracingError
 from knetflow.graph import state, trace
 from knetflow.graph.autodiff import backward
@@ -52,7 +53,8 @@ class Param(Operators):
     __array_priority__ = 1000
 
     def __init__(self, value, opt=None, name=None):
-        value = np.asarray(value)
+        if not is_device_array(value):  # a GPU's (or sim device's) array stays there
+            value = np.asarray(value)
         if value.dtype.kind in "iub":
             value = value.astype("float64")
         self.value = value
@@ -106,14 +108,22 @@ def diff(f, *args, **kwargs) -> DiffResult:
 
     State the function sets (an RNN's `r.h`/`r.c`, batchnorm's running moments)
     holds its new values after the call, whether `f` was traced or a cached plan ran.
+
+    The plan runs where the arrays live: Params and arguments on a GPU (CuPy
+    arrays) or a sim device run there, and their gradients stay there, as Knet's
+    KnetArrays do; `kf.update` then updates them in place on that device. Arrays
+    on two devices at once are refused.
     """
     entry = _entry(f, args, kwargs)
     feed = {name: _fed_value(src, args) for name, src in entry.sources}
-    outs = entry.plan.run(feed)
-    entry.store_states(outs)
+    device = entry.plan.device
+    on_device = device.kind != "cpu"  # gradients stay where their Params live (KnetArray)
+    outs = entry.plan.run(feed, keep_on_device=on_device)
+    entry.store_states(outs, device if on_device else None)
     params = entry.params(args)
     grads = {id(p): g for p, g in zip(params, outs[entry.first_grad:])}
-    return DiffResult(_scalar(outs[0]), grads, params)
+    loss = device.get(outs[0]) if on_device else outs[0]
+    return DiffResult(_scalar(loss), grads, params)
 
 
 def grad(f_or_result, param=None, argnum=0):
@@ -224,6 +234,7 @@ class _Entry:
         for slot, token in self.guards:
             if state.kind(slot.value()) != token:
                 return False
+        device = self.plan.device
         for (_, src), (shape, want) in zip(self.sources, self.specs):
             value = _fed_value(src, args)
             dtype = getattr(value, "dtype", None)
@@ -232,12 +243,20 @@ class _Entry:
                     return False
             elif value.shape != shape or (dtype != want and dtype.kind == "f"):
                 return False
+            elif is_device_array(value) and _device_of(value) is not device:
+                return False  # an array on another device than the plan's: trace there
         return True
 
-    def store_states(self, outs) -> None:
-        """Write what this call left in each state attribute back into its object."""
+    def store_states(self, outs, device=None) -> None:
+        """Write what this call left in each state attribute back into its object.
+
+        With `device` (outputs left there), a state that held a host array gets one back.
+        """
         for slot, (how, v) in self.states:
-            (slot.store or setattr)(slot.owner, slot.attr, outs[v] if how == "out" else v)
+            value = outs[v] if how == "out" else v
+            if device is not None and how == "out" and isinstance(slot.value(), np.ndarray):
+                value = device.get(value)
+            (slot.store or setattr)(slot.owner, slot.attr, value)
 
 
 def _fed_value(src, args):
@@ -292,8 +311,24 @@ def _trace(f, args, kwargs) -> _Entry:
     graph = Graph([out] + state_outputs, inputs=leaves)
     _check_inputs(graph, leaves, f)
     guards = [(slot, slot.token) for slot in tracer.slots.values() if slot.token is not None]
-    plan = Plan(backward(graph, wrt=param_nodes), training=True)
+    device = _device_of_values([_fed_value(src, args) for _, src in sources], f)
+    plan = Plan(backward(graph, wrt=param_nodes), devices=[device], training=True)
     return _Entry(plan, sources, param_sources, states, guards)
+
+
+def _device_of_values(values, f):
+    """The device holding the device arrays among `values` (cpu:0 if none); one at most."""
+    from knetflow.devices import discovery, transfers
+
+    found = {}
+    for v in values:
+        d = transfers.device_of(v)
+        if d is not None:
+            found.setdefault(d.name, d)
+    if len(found) > 1:
+        raise TracingError(f"{_name(f)} reads arrays on several devices {sorted(found)}; "
+                           f"kf.diff runs on one: move them to one device first")
+    return next(iter(found.values()), None) or discovery.cpu(0)
 
 
 def _states(tracer) -> tuple:
@@ -322,7 +357,7 @@ def _check_inputs(graph, leaves, f):
 def _lift_arg(a, tracer):
     if isinstance(a, Param):
         return a.__knetflow_trace__(tracer)
-    if isinstance(a, np.ndarray) and a.ndim:
+    if (isinstance(a, np.ndarray) or is_device_array(a)) and a.ndim:
         return tracer.leaf(a, lambda: placeholder(f"t{len(tracer.leaves)}", a.shape, a.dtype))
     return a
 
@@ -360,12 +395,26 @@ def _ident(x, keep):
 
 def _part(x, keep):
     """Arguments are fed by position: arrays and Params key by shape and dtype."""
+    if isinstance(x, Param) and is_device_array(x.value):
+        return ("array", x.shape, x.dtype, _device_name(x.value))
     if isinstance(x, (Param, np.ndarray)) and (not isinstance(x, np.ndarray) or x.ndim):
         return ("array", x.shape, x.dtype)
+    if is_device_array(x) and x.ndim:  # the plan runs on the array's device
+        return ("array", x.shape, x.dtype, _device_name(x))
     if isinstance(x, (int, float, str, bool, type(None), np.generic)):
         return ("value", type(x), x)
     keep.append(x)
     return ("id", id(x))
+
+
+def _device_of(x):
+    from knetflow.devices import transfers
+
+    return transfers.device_of(x)
+
+
+def _device_name(x):
+    return _device_of(x).name
 
 
 def _scalar(x):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from knetflow.devices.base import is_device_array
 from knetflow.ops.binary import maximum, minimum
 from knetflow.ops.elementwise import sqrt
 from knetflow.ops.reduce import sum as _sum
@@ -115,13 +116,13 @@ class Optimizer:
     # -- eager use --
     def update(self, w, g, key="", norm_scale=None):
         """Update the array w in place from its gradient g (Knet `update!(w, g, opt)`)."""
-        g = np.asarray(g, dtype=w.dtype)
+        g = like(g, w)
         if g.shape != w.shape:
             raise ValueError(f"{type(self).__name__}: gradient shape {g.shape} does not match "
                              f"weight shape {w.shape}" + (f" for {key!r}" if key else ""))
         state = self.state.get(key)
         if state is None:
-            state = self.init_state(w.shape, w.dtype)
+            state = {k: like(v, w) for k, v in self.init_state(w.shape, w.dtype).items()}
         new_w, new_state = self.apply(w, g, state, norm_scale)
         w[...] = new_w
         for slot, value in new_state.items():
@@ -294,3 +295,14 @@ class Adam(Optimizer):
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": Adagrad,
               "rmsprop": Rmsprop, "adadelta": Adadelta, "adam": Adam}
+
+
+def like(value, w):
+    """`value` as an array of w's dtype where w lives (host, a GPU or a sim device)."""
+    if not is_device_array(w):
+        return np.asarray(value, dtype=w.dtype)
+    if not is_device_array(value):
+        from knetflow.devices import transfers
+
+        value = transfers.copy(np.asarray(value, dtype=w.dtype), transfers.device_of(w))
+    return value if value.dtype == w.dtype else value.astype(w.dtype)

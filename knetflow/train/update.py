@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
+from knetflow.devices.base import is_device_array
 from knetflow.train.autograd import Param
 from knetflow.train.optim import SGD, MultiOptimizer, Optimizer, norm_scales, resolve
+from knetflow.train.optimizers import like
 
 __all__ = ["update"]
 
@@ -29,7 +33,7 @@ def update(weights, grads, optimizers=None, lr=0.1, gclip=0):
         array([0.5, 1.5])
     """
     default = SGD(lr=lr, gclip=gclip)
-    if isinstance(weights, (Param, np.ndarray)):
+    if isinstance(weights, (Param, np.ndarray)) or is_device_array(weights):
         if grads is None:
             return weights
         _apply([_item(weights, grads, optimizers, "", default)])
@@ -82,9 +86,9 @@ def _item(w, g, opt, key, default):
     else:
         array = w
     opt = default if opt is None else opt
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"cannot update a {type(array).__name__} in place; use a NumPy array "
-                        "or a kf.Param")
+    if not (isinstance(array, np.ndarray) or is_device_array(array)):
+        raise TypeError(f"cannot update a {type(array).__name__} in place; use an array "
+                        "(NumPy, or a device's) or a kf.Param")
     if isinstance(opt, (MultiOptimizer, dict)):
         opt = resolve(opt, key)
     elif not isinstance(opt, Optimizer):
@@ -94,6 +98,17 @@ def _item(w, g, opt, key, default):
 
 
 def _apply(items) -> None:
-    scales = norm_scales([(opt, np.asarray(g, dtype=w.dtype)) for w, g, opt, _ in items])
+    with _where(items[0][0]):  # eager ops run on the current device: make it the weights'
+        scales = norm_scales([(opt, like(g, w)) for w, g, opt, _ in items])
     for (w, g, opt, key), scale in zip(items, scales):
-        opt.update(w, g, key=key, norm_scale=scale)
+        with _where(w):
+            opt.update(w, g, key=key, norm_scale=scale)
+
+
+def _where(w):
+    """A context making w's device (and a GPU's stream) current; nothing for host arrays."""
+    if not is_device_array(w):
+        return contextlib.nullcontext()
+    from knetflow.devices import transfers
+
+    return transfers.device_of(w).activate()

@@ -240,3 +240,21 @@ def test_data_parallel_training_on_two_gpus_equals_one_cpu(rt):
     for name, value in two.params.items():
         assert isinstance(value, rt.cupy.ndarray)
         np.testing.assert_allclose(kf.gpu(0).get(value), one.params[name], rtol=1e-12)
+
+
+def test_knet_style_training_with_params_on_a_gpu(rt):
+    rs = np.random.RandomState(0)
+    x, y, w0 = rs.randn(16, 3), rs.randn(16), np.array([1.0, -2.0, 0.5])
+    gpu = kf.gpu(1)
+    runs = {}
+    for where, put in (("host", lambda a: a.copy()), ("gpu", gpu.put)):
+        w, opt, losses = kf.Param(put(w0)), kf.optim.Adam(lr=0.05), []
+        xs, ys = put(x), put(y)
+        for _ in range(3):
+            r = kf.diff(lambda x, y: kf.mean((x @ w - y) ** 2), xs, ys)
+            kf.update(w, kf.grad(r, w), opt)
+            losses.append(r.value)
+        runs[where] = (losses, w.value)
+    np.testing.assert_allclose(runs["gpu"][0], runs["host"][0], rtol=1e-12)
+    assert gpu.owns(runs["gpu"][1])
+    np.testing.assert_allclose(gpu.get(runs["gpu"][1]), runs["host"][1], rtol=1e-12)

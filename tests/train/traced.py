@@ -1,9 +1,10 @@
 """Test helpers: run the traced plans of `kf.diff` on a strict simulated device.
 
-`kf.diff` compiles its plans for cpu:0 and has no device argument; these
-helpers trace a call and recompile the cached plan for another device, so the
-state written back after each call is shown to come from the plan's outputs
-(fetched with `device.get`), never from arrays updated in place on the host.
+`kf.diff` runs where its arrays live (host arrays: cpu:0); these helpers
+trace a call on host arrays and recompile the cached plan for another device,
+so the state written back after each call is shown to come from the plan's
+outputs (fetched with `device.get`), never from arrays updated in place on the
+host.
 """
 
 import contextlib
