@@ -64,16 +64,22 @@ def _attrs(x, padding, stride, dilation, mode, alpha, group) -> dict:
                 "group": int(group)}
 
 
-def _check_attrs(opname, x: Spec, padding, stride, dilation, mode, group):
+def check_per_dim(opname, x: Spec, checks) -> None:
+    """Each (name, value, low) of a spatial op: one entry per spatial dim of x, each >= low."""
     nd = x.ndim - 2
-    if nd not in (1, 2, 3):
-        fail(opname, f"x must be (N, C, X...) with 1 to 3 spatial dims, got {fmt(x)}")
-    for name, value, low in (("padding", padding, 0), ("stride", stride, 1),
-                             ("dilation", dilation, 1)):
+    for name, value, low in checks:
         if len(value) != nd:
             fail(opname, f"{name}={value} needs {nd} entries for x of shape {fmt(x)}")
         if any(v < low for v in value):
             fail(opname, f"{name}={value} must be >= {low} in every dimension")
+
+
+def _check_attrs(opname, x: Spec, padding, stride, dilation, mode, group):
+    nd = x.ndim - 2
+    if nd not in (1, 2, 3):
+        fail(opname, f"x must be (N, C, X...) with 1 to 3 spatial dims, got {fmt(x)}")
+    check_per_dim(opname, x, (("padding", padding, 0), ("stride", stride, 1),
+                              ("dilation", dilation, 1)))
     if mode not in (0, 1):
         fail(opname, f"mode={mode} must be 0 (convolution) or 1 (cross-correlation)")
     if group < 1:

@@ -28,7 +28,7 @@ import itertools
 import math
 
 from knetflow.ops.base import Op, Spec, apply, fail, fmt, register
-from knetflow.ops.conv import ntuple
+from knetflow.ops.conv import check_per_dim, ntuple
 
 __all__ = ["pool", "pool_grad", "pool_select", "unpool"]
 
@@ -57,12 +57,8 @@ def _check(opname, x: Spec, window, padding, stride, mode):
     if nd not in (1, 2, 3):
         fail(opname, f"x must be (N, C, X...) with 1 to 3 spatial dims, got {fmt(x)}")
     x.require_float(opname)
-    for name, value, low in (("window", window, 1), ("padding", padding, 0),
-                             ("stride", stride, 1)):
-        if len(value) != nd:
-            fail(opname, f"{name}={value} needs {nd} entries for x of shape {fmt(x)}")
-        if any(v < low for v in value):
-            fail(opname, f"{name}={value} must be >= {low} in every dimension")
+    check_per_dim(opname, x, (("window", window, 1), ("padding", padding, 0),
+                              ("stride", stride, 1)))
     if any(p >= w for p, w in zip(padding, window)):
         fail(opname, f"padding={padding} must be smaller than window={window}")
     if mode not in (0, 1, 2, 3):

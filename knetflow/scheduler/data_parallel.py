@@ -57,12 +57,17 @@ def param_homes(params, devices: list) -> dict:
     return homes
 
 
-def replicated_backward(graph: Graph, devices: list, loss_reduction: str = "mean") -> Graph:
-    """Outputs: the whole batch's loss, then d loss / d param for every trainable param."""
+def replicated_backward(graph: Graph, devices: list, loss_reduction: str = "mean",
+                        homes: dict | None = None) -> Graph:
+    """Outputs: the whole batch's loss, then d loss / d param for every trainable param.
+
+    `homes` (param name -> device) says where each gradient is summed; by default
+    `param_homes`.
+    """
     names = [str(getattr(d, "name", d)) for d in devices]
     split = set(batch_inputs(graph))
     params = trainable_params(graph)
-    homes = param_homes(params, names)
+    homes = homes or param_homes(params, names)
     losses, grads = [], []
     for r, dev in enumerate(names):
         with _annotate(dev):
@@ -89,19 +94,25 @@ def replicated_backward(graph: Graph, devices: list, loss_reduction: str = "mean
 
 
 def _replica(graph, r, device, split) -> Symbol:
-    """Replica r of the graph's first output, its split inputs renamed `name@r`."""
+    """Replica r of the graph's first output, its split inputs new placeholders `name@r`."""
+    new = replica_nodes(graph, r, device, split, lambda n: placeholder(
+        f"{n.attrs['name']}@{r}", n.spec.shape, n.spec.dtype).node)
+    return Symbol(new[graph.outputs[0].id])
+
+
+def replica_nodes(graph, r, device, split, input_of) -> dict:
+    """Replica r of every node of `graph` (old id -> node): a split input n becomes
+    `input_of(n)` (replica r's input), op nodes are annotated with `device`."""
     new = {}
     for n in graph.nodes:
-        if n.op == "input":
-            name = n.attrs["name"]
-            new[n.id] = (placeholder(f"{name}@{r}", n.spec.shape, n.spec.dtype).node
-                         if name in split else n)
+        if n.op == "input" and n.attrs["name"] in split:
+            new[n.id] = input_of(n)
         elif n.is_leaf:
             new[n.id] = n
         else:
             new[n.id] = n.replace(inputs=tuple(new[i.id] for i in n.inputs),
                                   device=n.device or device)
-    return Symbol(new[graph.outputs[0].id])
+    return new
 
 
 class _annotate:
@@ -172,11 +183,11 @@ class DataParallelPlan:
         self.devices = devices
         self.split = batch_inputs(graph)
         self.work_load_list = work_load_list
-        step = replicated_backward(graph, devices, loss_reduction)
+        homes = param_homes(trainable_params(graph), devices)
+        step = replicated_backward(graph, devices, loss_reduction, homes)
         if make_updates is not None:
             step = make_updates(step)
         if "placement" not in compile_kw:  # each param with its gradient sum (see above)
-            homes = param_homes(trainable_params(graph), devices)
             compile_kw["placement"] = lambda node: (
                 homes.get(node.attrs["name"]) if node.op == "param" else None)
         self.plan = Plan(step, devices=devices, training=True, **compile_kw)

@@ -39,8 +39,9 @@ def schedule(part, kinds: dict, cost: CostModel | None = None) -> None:
                 device_of[n.id] = d
                 preds[n.id] = [i.id for i in n.inputs]
                 rank[n.id] = (k, n)
-    sends = {id(n.attrs["channel"]): n.id for n in _nodes(part) if n.op == "send"}
-    for n in _nodes(part):
+    nodes = list(_nodes(part))
+    sends = {id(n.attrs["channel"]): n.id for n in nodes if n.op == "send"}
+    for n in nodes:
         if n.op == "recv":  # a recv runs after its send on the other device
             preds[n.id].append(sends[id(n.attrs["channel"])])
     start = _simulate(part, device_of, preds, rank, kinds, cost)

@@ -104,11 +104,8 @@ class Plan:
             self._values[k] = value
 
     def _home_of(self, array):
-        """The plan's device holding `array` (a param's home), else its first device."""
-        for d in self.devices[1:]:
-            if d.owns(array):
-                return d
-        return self.device
+        """The device holding `array` (a param's home); host arrays: the first device."""
+        return transfers.device_of(array) or self.device
 
     def _index_of_param(self, name):
         try:

@@ -27,7 +27,7 @@ from knetflow.graph.autodiff import trainable_params
 from knetflow.graph.node import Graph
 from knetflow.graph.symbol import Symbol
 from knetflow.ops import concat, where
-from knetflow.scheduler.data_parallel import DataParallelPlan, batch_inputs
+from knetflow.scheduler.data_parallel import DataParallelPlan, batch_inputs, replica_nodes
 from knetflow.scheduler.plan import compile as _compile
 from knetflow.train import optim
 
@@ -56,22 +56,6 @@ def optimizer_from_state(state: dict):
     return opt
 
 
-def _replica_nodes(graph, r, device, step, split) -> dict:
-    """Replica r of every node of `graph` (old id -> node), as replicated_backward builds its
-    loss: split inputs become the step's `name@r`, op nodes are annotated with `device`."""
-    new = {}
-    for n in graph.nodes:
-        if n.op == "input":
-            name = n.attrs["name"]
-            new[n.id] = step.input(f"{name}@{r}") if name in split else n
-        elif n.is_leaf:
-            new[n.id] = n
-        else:
-            new[n.id] = n.replace(inputs=tuple(new[i.id] for i in n.inputs),
-                                  device=n.device or device)
-    return new
-
-
 def _data_parallel_updates(graph, devices, optimizer, kinds):
     """The make_updates hook: optimizer step, predictions and moving statistics."""
     names = [str(getattr(d, "name", d)) for d in devices]
@@ -83,7 +67,8 @@ def _data_parallel_updates(graph, devices, optimizer, kinds):
         updates = optim.apply_updates(optimizer, params, grads, kinds)
         preds, aux = [], {}
         for r, dev in enumerate(names):
-            new = _replica_nodes(graph, r, dev, step, split)
+            new = replica_nodes(graph, r, dev, split,
+                                lambda n, r=r: step.input(f"{n.attrs['name']}@{r}"))
             preds.append(Symbol(new[graph.outputs[1].id]))
             weight = Symbol(step.input(f"weight@{r}"))
             for name, node in graph.updates.items():

@@ -68,9 +68,11 @@ def test_two_gpus_give_the_outputs_and_gradients_of_one_cpu(rt, rule):
 def test_each_gpu_executor_runs_on_its_device_and_stream(rt):
     graph, feed = two_branch_graph()
     plan = kf.compile(kf.backward(graph), devices=GPUS, placement=alternate(GPUS))
+    plan.run(feed)  # compiles: constants are uploaded by the caller, in each GPU's context
+    before = len(rt.log)
     plan.run(feed)
     streams = {0: kf.gpu(0).stream.ptr, 1: kf.gpu(1).stream.ptr}
-    seen = kernels_by_thread(rt)
+    seen = {(e.thread, e.device, e.stream) for e in rt.log[before:] if e.kind == "kernel"}
     assert {(d, s) for _, d, s in seen} == {(0, streams[0]), (1, streams[1])}
     threads = {d: {t for t, dd, _ in seen if dd == d} for d in (0, 1)}
     assert threads[0] == {threading.current_thread().name}  # the first device: the caller

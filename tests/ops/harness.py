@@ -203,6 +203,17 @@ def check_second_order(case):
         _compare(g, numeric_grad(h_value, arrays, k), case, f"second derivative, input {k}")
 
 
+def check_into_planned_buffers(case):
+    """Inside a graph the op writes into a planned buffer that later runs reuse."""
+    shapes = [a.shape for a in case.inputs("float64")]
+    syms = [kf.placeholder(f"a{k}", s, "float64") for k, s in enumerate(shapes)]
+    plan = kf.compile([case.fn(*syms) * 2.0])
+    for seed in (0, 1):
+        arrays = [np.random.RandomState(seed).randn(*s) for s in shapes]
+        got = plan.run(_feed(arrays))[0]
+        np.testing.assert_allclose(got, 2 * case.ref(*arrays), rtol=1e-10, atol=1e-12)
+
+
 def check(case):
     """Run every check of the harness on one case."""
     for dtype in case.dtypes:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import knetflow as kf
 from knetflow.ops.conv import conv4, conv4_data, conv4_filter, deconv4, deconv_size
-from tests.ops.harness import Arg, Case, check
+from tests.ops.harness import Arg, Case, check, check_into_planned_buffers
 
 
 def _tup(v, nd):
@@ -169,13 +169,7 @@ def test_op(case):
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_into_planned_buffers(case):
     """Inside a graph the op writes into a planned buffer that later runs reuse."""
-    shapes = [a.shape for a in case.inputs("float64")]
-    syms = [kf.placeholder(f"a{k}", s, "float64") for k, s in enumerate(shapes)]
-    plan = kf.compile([case.fn(*syms) * 2.0])
-    for seed in (0, 1):
-        arrays = [np.random.RandomState(seed).randn(*s) for s in shapes]
-        got = plan.run({f"a{k}": a for k, a in enumerate(arrays)})[0]
-        np.testing.assert_allclose(got, 2 * case.ref(*arrays), rtol=1e-10, atol=1e-12)
+    check_into_planned_buffers(case)
 
 
 # ---- the seed's worked examples (seed 001, Convolution), in NCHW ----

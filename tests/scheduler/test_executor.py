@@ -118,7 +118,7 @@ def test_profile_of_a_plan_on_sim_devices(two_sims):
     profile = plan.profile(feed, runs=2)  # all ops on the first device, timed one by one
     assert set(profile.by_op()) == {"fused", "sum"} and profile.total > 0
     single = kf.compile([kf.exp(kf.placeholder("y", (2,)))], devices=["sim:1"])
-    assert single.profile({"y": np.ones(2)}, runs=1).total >= 0
+    assert set(single.profile({"y": np.ones(2)}, runs=1).by_op()) == {"exp"}
 
 
 def test_eager_ops_run_on_device_arrays(two_sims):
