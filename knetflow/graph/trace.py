@@ -40,15 +40,32 @@ class Slot:
 
 
 class Tracer:
-    """Collects the leaves of one trace (objects seen -> their leaf symbol) and its state slots."""
+    """Collects the leaves of one trace (objects seen -> their leaf symbol) and its state slots.
 
-    def __init__(self):
-        self.leaves: dict = {}  # id(obj), or ("state", id(slot)) -> (obj, Symbol)
-        self.slots: dict = {}   # (id(owner), attr) -> Slot
+    A tracer with a `parent` traces a function called inside another trace
+    (`kf.diff` or `kf.grad` in a function being differentiated): it shares the
+    parent's leaves and state slots, so everything lands in the one outer graph,
+    and gives each Param a fresh symbol of its own (`wrap(leaf symbol)`), so the
+    inner gradient is taken with respect to this inner use of the Param only.
+    """
+
+    def __init__(self, parent=None, wrap=None):
+        self.parent = parent
+        self.wrap = wrap
+        self.leaves: dict = parent.leaves if parent else {}  # id(obj) / ("state", ..) -> (obj, Symbol)
+        self.slots: dict = parent.slots if parent else {}    # (id(owner), attr) -> Slot
         self.finals: list = []  # (slot, its last value in the trace), once the trace ended
+        self.targets: dict = {}  # with a parent: id(Param) -> (Param, its fresh symbol)
 
     def leaf(self, obj, make):
         """The symbol standing for `obj` in this trace, made once by `make()`."""
+        if self.parent is not None:
+            sym = self.parent.leaf(obj, make)
+            if not hasattr(obj, "__knetflow_trace__"):
+                return sym
+            if id(obj) not in self.targets:
+                self.targets[id(obj)] = (obj, self.wrap(sym))
+            return self.targets[id(obj)][1]
         key = id(obj)
         if key not in self.leaves:
             self.leaves[key] = (obj, make())
@@ -56,6 +73,8 @@ class Tracer:
 
     def state_leaf(self, slot: Slot, value, make):
         """The symbol fed from `slot`'s attribute; `value` is what it holds while tracing."""
+        if self.parent is not None:
+            return self.parent.state_leaf(slot, value, make)
         key = ("state", id(slot))
         if key not in self.leaves:
             self.leaves[key] = (value, make())
@@ -70,7 +89,12 @@ class Tracer:
         return self.slots[key]
 
     def finish(self) -> None:
-        """Note the last value of each slot the trace set, then restore every slot."""
+        """Note the last value of each slot the trace set, then restore every slot.
+
+        A nested tracer leaves this to the outermost one, which owns the slots.
+        """
+        if self.parent is not None:
+            return
         for slot in self.slots.values():
             if slot.local:
                 self.finals.append((slot, slot.value()))

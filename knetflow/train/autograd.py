@@ -2,40 +2,38 @@
 
 `kf.diff(f, *args)` traces `f` into a Graph once per signature, derives the
 backward graph with `kf.backward`, compiles it (training mode: dropout on) and
-runs the cached plan. There is one engine: no separate eager tape.
+runs the cached plan (train/trace_cache.py). There is one engine: no separate
+eager tape.
 
-What is fed at each call, never frozen: arrays and Params passed as arguments,
-Params and arrays the function reaches (captured or global), read through their
-current `.value`. A function is traced again when its arguments' shapes or
-dtypes, the contents of its closure, or the global names it reads change.
+What a call feeds and what traces again is said by graph/capture.py: arrays
+and Params the function reads (as arguments, in containers, captured, global,
+defaults, attributes) are fed at every call; shapes, dtypes, the structure and
+static values (Python numbers, strings) are the cache key.
+
+Called inside a function that is itself being traced, `diff`, `grad` and
+`gradloss` trace into the outer graph and return symbols, so gradients of
+gradients (any order) are ordinary graphs.
 
 State of Python objects (an RNN's `h`/`c`, batchnorm's running moments; see
 graph/state.py) flows through the plan as data, so it works on any device: the
 state the function reads is fed from the object's attribute at each call, the
 state it sets comes back as extra outputs of the plan, and after every call,
-traced or cached, those values are stored back into the objects. A call where
-a state attribute holds another kind of value than when traced (None, 0, an
-array, another shape) traces again; a few traces are kept per signature.
+traced or cached, those values are stored back into the objects.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 
 from knetflow.devices.base import is_device_array
-from knetflow.errors import ShapeError, TracingError
-from knetflow.graph import state, trace
-from knetflow.graph.autodiff import backward
-from knetflow.graph.build import placeholder
-from knetflow.graph.node import Graph
+from knetflow.errors import TracingError
+from knetflow.graph import pytree, trace
+from knetflow.graph.autodiff import gradients
+from knetflow.graph.build import const, placeholder
+from knetflow.graph.capture import capture, float_dtype
 from knetflow.graph.symbol import Operators, Symbol
-from knetflow.scheduler.plan import Plan
-
-_CACHE_SIZE = 256
-_VARIANTS = 4  # traces kept per call signature, e.g. r.h = 0 at the first call, an array later
-_cache: OrderedDict = OrderedDict()
+from knetflow.ops.array import reshape
+from knetflow.train import trace_cache
 
 
 class Param(Operators):
@@ -63,7 +61,7 @@ class Param(Operators):
 
     def __knetflow_trace__(self, tracer):
         return tracer.leaf(self, lambda: placeholder(f"t{len(tracer.leaves)}", self.value.shape,
-                                                     self.value.dtype))
+                                                     float_dtype(self.value.dtype)))
 
     @property
     def shape(self):
@@ -103,7 +101,7 @@ class DiffResult:
         return f"DiffResult(value={self.value!r}, {len(self.params)} params)"
 
 
-def diff(f, *args, **kwargs) -> DiffResult:
+def diff(f, /, *args, **kwargs) -> DiffResult:
     """Run `f(*args)` (a scalar) and its gradient w.r.t. every Param it uses (Knet `@diff`).
 
     State the function sets (an RNN's `r.h`/`r.c`, batchnorm's running moments)
@@ -113,58 +111,193 @@ def diff(f, *args, **kwargs) -> DiffResult:
     arrays) or a sim device run there, and their gradients stay there, as Knet's
     KnetArrays do; `kf.update` then updates them in place on that device. Arrays
     on two devices at once are refused.
+
+    Inside a function being differentiated (or traced by `kf.diff`/`kf.grad`),
+    `diff` traces into the outer graph and its value and gradients are symbols,
+    so they can be differentiated again (see docs/TRACING.md).
+
+    Example:
+        >>> import knetflow as kf
+        >>> w = kf.Param([1., 2.])
+        >>> r = kf.diff(lambda x: kf.sum(w * x), [3., 4.])
+        >>> kf.value(r), kf.grad(r, w)
+        (11.0, array([3., 4.]))
     """
-    entry = _entry(f, args, kwargs)
-    feed = {name: _fed_value(src, args) for name, src in entry.sources}
+    if trace.current() is not None:
+        return _diff_inside(f, args, kwargs)
+    symbol = _first_symbol(args, kwargs)
+    if symbol is not None:
+        raise TracingError(
+            f"kf.diff({trace_cache.name_of(f)}, ...) was given {symbol!r} outside a traced "
+            "function; build gradients of symbolic graphs with kf.grad(f)(symbol) or "
+            "kf.backward(graph)")
+    cap = capture(f, args, kwargs)
+    entry, traced = trace_cache.lookup(f, args, kwargs, cap)
     device = entry.plan.device
     on_device = device.kind != "cpu"  # gradients stay where their Params live (KnetArray)
-    outs = entry.plan.run(feed, keep_on_device=on_device)
-    entry.store_states(outs, device if on_device else None)
-    params = entry.params(args)
+    outs = entry.plan.run(entry.feed(cap), keep_on_device=on_device)
+    entry.store_states(cap, outs, device if on_device else None)
+    if traced:
+        trace_cache.remember_after(entry, cap, capture(f, args, kwargs))
+    params = entry.params(cap)
     grads = {id(p): g for p, g in zip(params, outs[entry.first_grad:])}
     loss = device.get(outs[0]) if on_device else outs[0]
     return DiffResult(_scalar(loss), grads, params)
+
+
+def _diff_inside(f, args, kwargs) -> DiffResult:
+    """`diff` called while another function is traced: symbols in the outer graph."""
+    inner = trace.Tracer(parent=trace.current(), wrap=_fresh)
+    with trace.tracing(inner):
+        out = f(*args, **kwargs)
+    trace_cache.check_loss(out, f)
+    found = list(inner.targets.values())
+    nodes = gradients(out.node, [sym.node for _, sym in found])
+    grads = {id(p): Symbol(g) for (p, _), g in zip(found, nodes)}
+    return DiffResult(out, grads, [p for p, _ in found])
+
+
+def _fresh(sym: Symbol) -> Symbol:
+    """A new node with sym's value: differentiating w.r.t. it follows only its own uses."""
+    return reshape(sym, sym.shape)
 
 
 def grad(f_or_result, param=None, argnum=0):
     """`grad(result, param)`: the gradient in a diff result (None if unused);
     `grad(f, argnum=0)`: a function returning df/d(args[argnum]).
 
+    `argnum` may be a tuple of positions (a tuple of gradients comes back). An
+    argument may be a container (list, tuple, dict, any nesting) of arrays,
+    numbers and Params: its gradient has the same structure, a float for a
+    Python number, None for a leaf that is not differentiated (ints, strings).
+    Called inside a traced function, the gradient is a symbol of the outer
+    graph, so gradients of gradients work to any order.
+
     Example:
         >>> import knetflow as kf, numpy as np
         >>> kf.grad(lambda x: kf.sum(x * x))(np.array([1., 2., 3.]))
         array([2., 4., 6.])
+        >>> kf.grad(lambda w, x: kf.sum(w[0] * x + w[1]))([np.ones(2), 0.0], np.array([3., 4.]))
+        [array([3., 4.]), 2.0]
+        >>> f = lambda x: kf.sum(x ** 3)
+        >>> kf.grad(lambda x: kf.sum(kf.grad(f)(x)))(np.array([1., 2.]))   # 6x
+        array([ 6., 12.])
     """
     if isinstance(f_or_result, DiffResult):
         return f_or_result._grads.get(id(param))
     if param is not None:
         raise TypeError("grad(f, argnum=k): give argnum by keyword")
     f = f_or_result
+    loss_and_grad = gradloss(f, argnum)
 
     def gradfun(*args, **kwargs):
-        return gradloss(f, argnum)(*args, **kwargs)[0]
+        return loss_and_grad(*args, **kwargs)[0]
 
+    gradfun.__doc__ = f"The gradient of {trace_cache.name_of(f)} w.r.t. argument(s) {argnum}."
     return gradfun
 
 
 def gradloss(f, argnum=0):
     """A function returning (df/d(args[argnum]), f(args)) (Knet `gradloss`).
 
+    `argnum` and containers as in `grad`.
+
     Example:
         >>> import knetflow as kf, numpy as np
         >>> kf.gradloss(lambda x: kf.sum(x * x))(np.array([1., 2., 3.]))
         (array([2., 4., 6.]), 14.0)
     """
+    nums = argnum if isinstance(argnum, tuple) else (argnum,)
+    if not nums or not all(isinstance(k, int) for k in nums):
+        raise TypeError(f"gradloss: argnum must be an int or a tuple of ints, got {argnum!r}")
 
     def gradlossfun(*args, **kwargs):
+        for k in nums:
+            if not -len(args) <= k < len(args):
+                raise TypeError(f"{trace_cache.name_of(f)} was called with {len(args)} "
+                                f"positional argument(s); argnum {k} is not one of them")
         args = list(args)
-        target = args[argnum] if isinstance(args[argnum], Param) else Param(args[argnum])
-        args[argnum] = target
-        result = diff(f, *args, **kwargs)
-        g = grad(result, target)
-        return (np.zeros_like(target.value) if g is None else g), result.value
+        symbolic = trace.current() is not None or any(
+            isinstance(v, Symbol) for k in nums for v in pytree.flatten(args[k])[0])
+        targets = {}
+        for k in nums:
+            leaves, tree = pytree.flatten(args[k])
+            made = [_target(v, k, symbolic) for v in leaves]
+            if all(m is None for m in made):
+                raise TracingError(
+                    f"argument {k} of {trace_cache.name_of(f)} holds nothing to differentiate "
+                    f"({_describe(args[k])}): differentiable leaves are float arrays, floats "
+                    f"and Params")
+            args[k] = tree.rebuild([v if m is None else m for v, m in zip(leaves, made)])
+            targets[k] = (tree, leaves, made)
+        if symbolic:
+            out = f(*args, **kwargs)
+            trace_cache.check_loss(out, f)
+            wanted = [m for k in nums for m in targets[k][2] if m is not None]
+            nodes = iter(gradients(out.node, [m.node for m in wanted]))
+            found = {id(m): Symbol(next(nodes)) for m in wanted}
+            loss = out
+        else:
+            result = diff(f, *args, **kwargs)
+            found = {id(m): _grad_value(result, m) for k in nums for m in targets[k][2]
+                     if m is not None}
+            loss = result.value
+        grads = tuple(_rebuild(targets[k], found) for k in nums)
+        return (grads if isinstance(argnum, tuple) else grads[0]), loss
 
     return gradlossfun
+
+
+def _target(v, k, symbolic):
+    """What stands for leaf v of a differentiated argument: a Param (a Symbol when
+    tracing into an outer graph), or None for a leaf passed through as a constant."""
+    if isinstance(v, Symbol):
+        return _fresh(v) if v.spec.is_float else None
+    if isinstance(v, Param):
+        target = v
+    elif type(v) is float or isinstance(v, np.floating):
+        target = Param(np.asarray(v))
+    elif (type(v) is np.ndarray and v.dtype.kind in "biuf") or is_device_array(v):
+        target = Param(v)
+    else:  # ints, bools, strings, None, objects: constants
+        return None
+    if not symbolic:
+        return target
+    tracer = trace.current()
+    if tracer is None:  # building a graph: the value is a constant of it
+        return _fresh(const(np.asarray(target.value)))
+    return _fresh(target.__knetflow_trace__(tracer))
+
+
+def _grad_value(result, target):
+    g = grad(result, target)
+    return np.zeros_like(target.value) if g is None else g
+
+
+def _rebuild(target, found):
+    """The gradient of one argument, in the structure of the argument."""
+    tree, leaves, made = target
+    out = []
+    for v, m in zip(leaves, made):
+        g = None if m is None else found[id(m)]
+        if g is not None and not isinstance(g, Symbol):
+            if type(v) is float:
+                g = float(g)
+            elif isinstance(v, np.floating):
+                g = type(v)(g)
+        out.append(g)
+    return tree.rebuild(out)
+
+
+def _describe(x) -> str:
+    text = repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _first_symbol(args, kwargs):
+    """The first Symbol among the arguments (in containers too), or None."""
+    leaves = pytree.flatten(list(args) + list(kwargs.values()))[0]
+    return next((v for v in leaves if isinstance(v, Symbol)), None)
 
 
 def value(x):
@@ -201,225 +334,5 @@ def params(obj) -> list:
     return found
 
 
-# ---- tracing and the per-signature cache ----
-
-
-class _Entry:
-    """A traced function: its plan, where each graph input's value comes from, its state."""
-
-    def __init__(self, plan, sources, param_sources, states, guards):
-        self.plan = plan
-        # [(input name, ("arg", i) | ("obj", obj) | ("state", slot))]
-        self.sources = sources
-        self.param_sources = param_sources  # sources of the differentiated Params, in order
-        self.states = states    # [(slot, ("out", k) | ("value", v))]: what a call leaves in it
-        self.guards = guards    # [(slot, kind)]: the state values the trace read, by kind
-        self.first_grad = 1 + sum(how == "out" for _, (how, _) in states)
-        self.keep = None        # objects whose ids are in the cache key
-        specs = [plan.source.input(name).spec for name, _ in sources]
-        # (shape, dtype) pairs, with NumPy dtype objects: comparing them is cheap
-        self.specs = [(spec.shape, np.dtype(spec.dtype)) for spec in specs]
-
-    def params(self, args):
-        return [args[s[1]] if s[0] == "arg" else s[1] for s in self.param_sources]
-
-    def fits(self, args) -> bool:
-        """Whether state attributes hold the kinds of value traced, and every value fed
-        still fits its traced shape and float dtype.
-
-        Captured Params and arrays are keyed by identity, so a new `.value` of another
-        shape or float precision is only seen here; it needs a new trace. (Other dtypes
-        are cast to the traced one, as before: an int value of a float Param stays float.)
-        """
-        for slot, token in self.guards:
-            if state.kind(slot.value()) != token:
-                return False
-        device = self.plan.device
-        for (_, src), (shape, want) in zip(self.sources, self.specs):
-            value = _fed_value(src, args)
-            dtype = getattr(value, "dtype", None)
-            if dtype is None:
-                if np.shape(value) != shape:
-                    return False
-            elif value.shape != shape or (dtype != want and dtype.kind == "f"):
-                return False
-            elif is_device_array(value) and _device_of(value) is not device:
-                return False  # an array on another device than the plan's: trace there
-        return True
-
-    def store_states(self, outs, device=None) -> None:
-        """Write what this call left in each state attribute back into its object.
-
-        With `device` (outputs left there), a state that held a host array gets one back.
-        """
-        for slot, (how, v) in self.states:
-            value = outs[v] if how == "out" else v
-            if device is not None and how == "out" and isinstance(slot.value(), np.ndarray):
-                value = device.get(value)
-            (slot.store or setattr)(slot.owner, slot.attr, value)
-
-
-def _fed_value(src, args):
-    where, obj = src
-    if where == "arg":
-        obj = args[obj]
-    elif where == "state":
-        obj = obj.value()
-    return obj.value if isinstance(obj, Param) else obj
-
-
-def _entry(f, args, kwargs) -> _Entry:
-    key, keep = _key(f, args, kwargs)
-    entries = _cache.get(key, [])
-    for entry in entries:
-        if entry.fits(args):
-            _cache.move_to_end(key)
-            return entry
-    entry = _trace(f, args, kwargs)
-    entry.keep = keep
-    _cache[key] = [entry] + entries[:_VARIANTS - 1]
-    _cache.move_to_end(key)
-    if len(_cache) > _CACHE_SIZE:
-        _cache.popitem(last=False)
-    return entry
-
-
-def _trace(f, args, kwargs) -> _Entry:
-    tracer = trace.Tracer()
-    with trace.tracing(tracer):  # state attributes get their values back when it ends
-        sym_args = [_lift_arg(a, tracer) for a in args]
-        out = f(*sym_args, **kwargs)
-    if not isinstance(out, Symbol):
-        raise TracingError(f"{_name(f)} returned {type(out).__name__}, not a value computed "
-                           "from its Params; nothing to differentiate")
-    if out.shape != ():
-        raise ShapeError(f"{_name(f)} must return a scalar to differentiate, got shape "
-                         f"{out.shape} (at {out.node.where}); reduce it, e.g. with kf.sum")
-    states, state_outputs = _states(tracer)
-    fed = {slot.input.node.id: slot for slot in tracer.slots.values() if slot.input is not None}
-    sources, param_nodes, param_sources = [], [], []
-    for obj, sym in tracer.leaves.values():
-        if sym.node.id in fed:
-            src = ("state", fed[sym.node.id])
-        else:
-            src = next((("arg", i) for i, a in enumerate(args) if a is obj), ("obj", obj))
-        sources.append((sym.node.attrs["name"], src))
-        if isinstance(obj, Param):
-            param_nodes.append(sym.node)
-            param_sources.append(src)
-    leaves = [s.node for _, s in tracer.leaves.values()]
-    graph = Graph([out] + state_outputs, inputs=leaves)
-    _check_inputs(graph, leaves, f)
-    guards = [(slot, slot.token) for slot in tracer.slots.values() if slot.token is not None]
-    device = _device_of_values([_fed_value(src, args) for _, src in sources], f)
-    plan = Plan(backward(graph, wrt=param_nodes), devices=[device], training=True)
-    return _Entry(plan, sources, param_sources, states, guards)
-
-
-def _device_of_values(values, f):
-    """The device holding the device arrays among `values` (cpu:0 if none); one at most."""
-    from knetflow.devices import discovery, transfers
-
-    found = {}
-    for v in values:
-        d = transfers.device_of(v)
-        if d is not None:
-            found.setdefault(d.name, d)
-    if len(found) > 1:
-        raise TracingError(f"{_name(f)} reads arrays on several devices {sorted(found)}; "
-                           f"kf.diff runs on one: move them to one device first")
-    return next(iter(found.values()), None) or discovery.cpu(0)
-
-
-def _states(tracer) -> tuple:
-    """([(slot, ("out", k) | ("value", v))], symbols to make outputs 1, 2, ... of the plan)."""
-    states, outputs = [], []
-    for slot, final in tracer.finals:
-        if isinstance(final, Symbol):
-            outputs.append(final)
-            states.append((slot, ("out", len(outputs))))
-        else:  # the function assigned a plain value: every call leaves that value
-            states.append((slot, ("value", final)))
-    return states, outputs
-
-
-def _check_inputs(graph, leaves, f):
-    """Every input of the traced graph is fed by the trace; a stray placeholder is not."""
-    known = {n.id for n in leaves}
-    for n in graph.inputs:
-        if n.id not in known:
-            raise TracingError(
-                f"{_name(f)} uses {n.attrs['name']!r} (built at {n.where}), an input of a graph "
-                f"built outside this kf.diff/kf.grad call, which nothing feeds; use arrays or "
-                f"Params inside a differentiated function")
-
-
-def _lift_arg(a, tracer):
-    if isinstance(a, Param):
-        return a.__knetflow_trace__(tracer)
-    if (isinstance(a, np.ndarray) or is_device_array(a)) and a.ndim:
-        return tracer.leaf(a, lambda: placeholder(f"t{len(tracer.leaves)}", a.shape, a.dtype))
-    return a
-
-
-def _key(f, args, kwargs):
-    """A hashable signature of a call, and the objects whose ids it uses."""
-    keep = [f]
-    parts = [getattr(f, "__code__", None) or id(f), id(getattr(f, "__self__", None))]
-    # a model object (or a bound method's object): its attributes are read from when traced
-    owner = getattr(f, "__self__", None) if hasattr(f, "__code__") or hasattr(f, "__func__") else f
-    if owner is not None and hasattr(owner, "__dict__") and not isinstance(owner, type):
-        parts.extend((k, _ident(v, keep)) for k, v in sorted(vars(owner).items()))
-    for cell in getattr(f, "__closure__", None) or ():
-        try:
-            content = cell.cell_contents
-        except ValueError:
-            content = None
-        parts.append(_ident(content, keep))
-    fglobals = getattr(f, "__globals__", None)
-    code = getattr(f, "__code__", None)
-    if fglobals is not None and code is not None:
-        parts.extend(_ident(fglobals.get(n), keep) for n in code.co_names if n in fglobals)
-    parts.extend(_part(a, keep) for a in args)
-    parts.extend((k, _part(v, keep)) for k, v in sorted(kwargs.items()))
-    return tuple(parts), keep
-
-
-def _ident(x, keep):
-    """Captured objects are fed from the object seen at trace time: key them by identity."""
-    if isinstance(x, (int, float, str, bool, type(None), np.generic)):
-        return ("value", type(x), x)
-    keep.append(x)
-    return ("id", id(x))
-
-
-def _part(x, keep):
-    """Arguments are fed by position: arrays and Params key by shape and dtype."""
-    if isinstance(x, Param) and is_device_array(x.value):
-        return ("array", x.shape, x.dtype, _device_name(x.value))
-    if isinstance(x, (Param, np.ndarray)) and (not isinstance(x, np.ndarray) or x.ndim):
-        return ("array", x.shape, x.dtype)
-    if is_device_array(x) and x.ndim:  # the plan runs on the array's device
-        return ("array", x.shape, x.dtype, _device_name(x))
-    if isinstance(x, (int, float, str, bool, type(None), np.generic)):
-        return ("value", type(x), x)
-    keep.append(x)
-    return ("id", id(x))
-
-
-def _device_of(x):
-    from knetflow.devices import transfers
-
-    return transfers.device_of(x)
-
-
-def _device_name(x):
-    return _device_of(x).name
-
-
 def _scalar(x):
     return float(x) if np.ndim(x) == 0 else x
-
-
-def _name(f):
-    return getattr(f, "__qualname__", None) or repr(f)

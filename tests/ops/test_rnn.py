@@ -329,14 +329,14 @@ def test_diff_gradients_against_central_differences(mode):
 
 
 def test_diff_of_a_long_sequence_is_a_small_plan():
-    from knetflow.train import autograd
+    from knetflow.train import trace_cache
 
     r = kf.RNN(3, 4, num_layers=2, bidirectional=True)
     sizes = {}
     for T in (5, 100):
         x = np.random.RandomState(13).randn(T, 2, 3).astype("float32")
         kf.diff(lambda x: kf.sum(r(x)), x)
-        entry = next(reversed(autograd._cache.values()))[0]  # the newest trace
+        entry = next(reversed(trace_cache._cache.values()))[0]  # the newest trace
         ops = [n.op for n in entry.plan.graph.nodes]
         sizes[T] = len(ops)
         assert ops.count("rnn_scan") == 4 and ops.count("rnn_scan_grad") == 4

@@ -6,7 +6,7 @@ import pytest
 
 import knetflow as kf
 from tests.ops.test_rnn import _rnn, ref_rnn
-from tests.train.traced import one_sim_device, trace_on
+from tests.train.traced import TraceLog, one_sim_device, trace_on
 
 CHUNKS = [np.random.RandomState(20 + k).randn(4, 3, 3) for k in range(4)]
 
@@ -39,14 +39,14 @@ def _check_carried(r, loss, traces, n_traces=2):
                                                ("lstm", 2, True), ("gru", 2, False)])
 def test_states_after_traced_and_cached_calls_match_the_reference(mode, layers, bidir):
     r = _rnn(mode, num_layers=layers, bidirectional=bidir, h=0, c=0)
-    traces = []
+    traces = TraceLog()
     _check_carried(r, _loss(r, traces)[0], traces)
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
 def test_states_come_back_from_a_plan_on_a_strict_sim_device(mode):
     r = _rnn(mode, h=0, c=0)
-    traces = []
+    traces = TraceLog()
     loss, _ = _loss(r, traces)
     with one_sim_device() as sim:
         kf.diff(loss, CHUNKS[0])       # the first call traces with r.h = 0 (on cpu:0)
@@ -66,7 +66,7 @@ def test_states_come_back_from_a_plan_on_a_strict_sim_device(mode):
 def test_carried_state_training_loop_matches_an_eager_loop(mode):
     """Truncated BPTT, the seed's idiom: r.h carries from chunk to chunk as a value."""
     r = _rnn(mode, h=0, c=0)
-    traces = []
+    traces = TraceLog()
     loss, wy = _loss(r, traces)
     losses, weights = [], []
     for epoch in range(2):
@@ -92,7 +92,7 @@ def test_the_gradient_does_not_flow_across_calls():
     """A carried state is fed as a plain value: the gradient is that of one chunk
     from the given initial state (compared with an explicit h0 array)."""
     r = _rnn("gru", h=0)
-    traces = []
+    traces = TraceLog()
     loss, _ = _loss(r, traces)
     kf.diff(loss, CHUNKS[0])
     h0 = r.h.copy()
@@ -104,7 +104,7 @@ def test_the_gradient_does_not_flow_across_calls():
 
 def test_none_stays_none_after_diff():
     r = _rnn("lstm")
-    traces = []
+    traces = TraceLog()
     loss, _ = _loss(r, traces)
     for x in CHUNKS[:2]:
         kf.diff(loss, x)
@@ -136,7 +136,7 @@ def test_inside_the_trace_the_state_is_a_symbol_and_a_second_call_continues():
 
 def test_restarting_inside_the_function_traces_once():
     r = _rnn("gru")
-    traces = []
+    traces = TraceLog()
     wy = np.random.RandomState(22).randn(4, 3, 4)
 
     def loss(x):

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import knetflow as kf
+from tests.train.traced import counting
 from knetflow.ops.random import dropout
 
 W = kf.Param(np.array([[1.0, -1.0], [0.5, 2.0]]))  # a global Param, found by the rule too
@@ -118,19 +119,10 @@ def test_captured_array_is_fed_each_call():
     np.testing.assert_array_equal(kf.grad(kf.diff(f), q), [5.0, 5.0])
 
 
-def _counting(fn):
-    """fn wrapped to count how often it runs (that is, how often it is traced)."""
-    calls = []
-
-    def f(*args):
-        calls.append(1)
-        return fn(*args)
-
-    return f, calls
 
 
 def test_traced_once_per_signature():
-    f, calls = _counting(lambda x: kf.sum(x * x))
+    f, calls = counting(lambda x: kf.sum(x * x))
     for n in (3, 3, 3, 4, 3, 4):
         np.testing.assert_array_equal(kf.grad(f)(np.arange(float(n))), 2 * np.arange(n))
     assert len(calls) == 2
@@ -140,7 +132,7 @@ def test_traced_once_per_signature():
 
 def test_captured_param_of_a_new_shape_retraces():
     x = kf.Param([1.0, 2.0, 3.0])
-    f, calls = _counting(lambda: kf.sum(x * x))
+    f, calls = counting(lambda: kf.sum(x * x))
     np.testing.assert_array_equal(kf.grad(kf.diff(f), x), [2.0, 4.0, 6.0])
     x.value = np.array([1.0, 2.0])
     np.testing.assert_array_equal(kf.grad(kf.diff(f), x), [2.0, 4.0])

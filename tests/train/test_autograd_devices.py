@@ -41,7 +41,7 @@ def test_a_param_on_a_device_trains_there_like_on_the_host(sim, make_opt):
 
 
 def test_gradients_stay_on_the_device_and_one_trace_serves_every_call(sim):
-    from knetflow.train import autograd
+    from knetflow.train import trace_cache
 
     x, y, w0 = _data()
     w = kf.Param(sim.put(w0))
@@ -49,12 +49,12 @@ def test_gradients_stay_on_the_device_and_one_trace_serves_every_call(sim):
     def loss(x, y):
         return kf.sum(x @ w - y)
 
-    before = {k: len(v) for k, v in autograd._cache.items()}
+    before = {k: len(v) for k, v in trace_cache._cache.items()}
     for _ in range(3):
         r = kf.diff(loss, sim.put(x), sim.put(y))
         assert isinstance(r.value, float) and sim.owns(kf.grad(r, w))
     np.testing.assert_allclose(sim.get(kf.grad(r, w)), x.sum(axis=0))
-    new = [v for k, v in autograd._cache.items() if before.get(k) != len(v)]
+    new = [v for k, v in trace_cache._cache.items() if before.get(k) != len(v)]
     assert len(new) == 1 and len(new[0]) == 1 and new[0][0].plan.device is sim
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import knetflow as kf
+from tests.train.traced import counting
 from knetflow.devices.sim import SimArray
 from knetflow.graph import state
 from tests.train.traced import feed_of, one_sim_device, trace_on
@@ -32,20 +33,12 @@ class Accumulator:
         return x * s
 
 
-def _counting(fn):
-    calls = []
-
-    def f(*args):
-        calls.append(1)
-        return fn(*args)
-
-    return f, calls
 
 
 def _setup():
     w = kf.Param(np.array([1.0, -2.0, 0.5]))
     acc = Accumulator(np.zeros(3))
-    f, calls = _counting(lambda x: kf.sum(acc(x) * w))
+    f, calls = counting(lambda x: kf.sum(acc(x) * w))
     return w, acc, f, calls
 
 
@@ -109,7 +102,7 @@ def test_state_the_function_sets_itself_is_part_of_the_trace():
         acc.s = start  # every call starts from `start`: not keyed on acc.s before the call
         return kf.sum(acc(x) * w)
 
-    f, calls = _counting(restart)
+    f, calls = counting(restart)
     for x in XS:
         assert kf.value(kf.diff(f, x)) == pytest.approx(float(np.sum(x * 2.0)))
         np.testing.assert_allclose(acc.s, start + x.sum())
@@ -119,7 +112,7 @@ def test_state_the_function_sets_itself_is_part_of_the_trace():
         acc.s = 5  # a plain value: every call leaves it
         return kf.sum(x * w)
 
-    g, calls = _counting(reset)
+    g, calls = counting(reset)
     for x in XS[:2]:
         acc.s = 1
         kf.diff(g, x)
@@ -146,7 +139,7 @@ def test_state_comes_back_from_a_plan_on_a_strict_sim_device():
     losses, states = _eager_steps(XS, w, np.zeros(3))
     with one_sim_device() as sim:
         entry = trace_on(sim, f, XS[0])
-        raw = entry.plan.run(feed_of(entry, XS[0]), keep_on_device=True)
+        raw = entry.plan.run(feed_of(entry, f, XS[0]), keep_on_device=True)
         assert type(raw[1]) is SimArray  # the state output lives on the device
         for x, loss, s in zip(XS, losses, states):
             result = kf.diff(f, x)

@@ -11,7 +11,8 @@ import contextlib
 
 import knetflow as kf
 from knetflow.scheduler.plan import Plan
-from knetflow.train import autograd
+from knetflow.graph.capture import capture
+from knetflow.train import trace_cache
 
 
 @contextlib.contextmanager
@@ -24,17 +25,46 @@ def one_sim_device():
         kf.set_sim_devices(0)
 
 
+class TraceLog(list):
+    """A list for a traced function to log its traces in.
+
+    The trace cache walks plain lists a function captures (their contents are part of
+    its key); a subclass is an object whose attributes, not items, are walked, so a log
+    that grows at each trace does not make the next call a new signature.
+    """
+
+
+def counting(fn):
+    """fn wrapped to count how often it runs (that is, how often it is traced).
+
+    The count lives in an attribute of the wrapper, which the trace cache does not
+    walk: a list captured by the closure would be part of the cache key, and growing
+    it at each trace would make every call a new signature.
+    """
+
+    def f(*args):
+        f.calls.append(1)
+        return fn(*args)
+
+    f.calls = []
+    return f, f.calls
+
+
 def trace_on(device, f, *args, **kwargs):
     """Trace f(*args) as `kf.diff` would, and make its cached plan run on `device`.
 
     Returns the cache entry; later `kf.diff(f, *args)` calls of the same
     signature and state kinds run its plan.
     """
-    entry = autograd._entry(f, args, kwargs)
+    cap = capture(f, args, kwargs)
+    entry, _ = trace_cache.lookup(f, args, kwargs, cap)
     entry.plan = Plan(entry.plan.source, devices=[device], training=True)
+    # as kf.diff does after a trace: a function that changes what it captures (the test's
+    # list of traces) finds this entry at its next call
+    trace_cache.remember_after(entry, cap, capture(f, args, kwargs))
     return entry
 
 
-def feed_of(entry, *args) -> dict:
+def feed_of(entry, f, *args) -> dict:
     """The feed `kf.diff(f, *args)` gives the entry's plan now."""
-    return {name: autograd._fed_value(src, args) for name, src in entry.sources}
+    return entry.feed(capture(f, args, {}))

@@ -1,0 +1,288 @@
+"""The per-signature cache behind `kf.diff`, `kf.grad` and `kf.gradloss`.
+
+A call is looked up by `graph.capture`'s key (the function's code, the
+structure, shapes and dtypes of everything it reads, static values by value);
+a miss traces the function into a Graph, derives its backward graph and
+compiles a Plan. Each entry says where every plan input comes from at a call:
+
+- ("walk", i): the i-th array or Param the capture walk finds at this call;
+- ("obj", obj): an object the trace reached past the walk (library objects,
+  past its budget): its value now, fed from that same object;
+- ("state", slot, k): a state attribute (graph/state.py), read from its owner:
+  the k-th object of this call's walk (another instance of the same structure
+  gets its own state), or the slot's own owner when k is None.
+
+State the function sets flows out of the plan as extra outputs and is stored
+back after every call (see `Entry.store_states`). A call where a state
+attribute holds another kind of value than when traced traces again; a few
+traces are kept per key.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+
+from knetflow.devices import discovery, transfers
+from knetflow.errors import ShapeError, TracingError
+from knetflow.graph import pytree, state, trace
+from knetflow.graph.autodiff import backward
+from knetflow.graph.build import placeholder
+from knetflow.graph.capture import float_dtype, is_param
+from knetflow.graph.node import Graph
+from knetflow.graph.symbol import Symbol
+from knetflow.scheduler.plan import Plan
+
+_CACHE_SIZE = 256
+_VARIANTS = 4     # traces kept per key, e.g. r.h = 0 at the first call, an array later
+_WARN_AFTER = 64  # traces of one function's code before a warning says why it retraces
+_cache: OrderedDict = OrderedDict()
+_traces: dict = {}  # code object -> number of traces (for the warning)
+
+
+class Entry:
+    """A traced function: its plan, where each graph input's value comes from, its state."""
+
+    def __init__(self, plan, sources, param_sources, states, guards, keep):
+        self.plan = plan
+        self.sources = sources              # [(input name, source)]
+        self.param_sources = param_sources  # sources of the differentiated Params, in order
+        self.states = states    # [(slot, ("out", k) | ("value", v))]: what a call leaves in it
+        self.guards = guards    # [(slot, kind)]: the state values the trace read, by kind
+        self.keep = keep        # objects whose ids are in the key stay alive with the entry
+        self.first_grad = 1 + sum(how == "out" for _, (how, _), _ in states)
+        spec = {name: plan.source.input(name).spec for name, _ in sources}
+        # objects fed past the walk are keyed by identity: their shape is checked here
+        self.checks = [(src[1], spec[name].shape, np.dtype(spec[name].dtype))
+                       for name, src in sources if src[0] == "obj"]
+
+    def feed(self, cap) -> dict:
+        """Input name -> value for a call whose capture is `cap`."""
+        return {name: _value(src, cap) for name, src in self.sources}
+
+    def params(self, cap) -> list:
+        """The differentiated Params of a call, in the order of the plan's gradients."""
+        return [cap.leaves[s[1]] if s[0] == "walk" else s[1] for s in self.param_sources]
+
+    def fits(self, cap) -> bool:
+        """Whether state attributes hold the kinds of value traced, and objects fed past
+        the walk still hold values of the traced shape, float precision and device."""
+        for slot, token, at in self.guards:
+            if state.kind(getattr(cap.owner(at, slot.owner), slot.attr)) != token:
+                return False
+        device = self.plan.device
+        for obj, shape, want in self.checks:
+            value = obj.value if is_param(obj) else obj
+            dtype = getattr(value, "dtype", None)
+            if np.shape(value) != shape:
+                return False
+            if dtype is not None and dtype != want and dtype.kind == "f":
+                return False
+            if transfers.device_of(value) not in (None, device):
+                return False
+        return True
+
+    def rebound(self, cap, other):
+        """This entry with inputs looked up in the walk `other` instead of `cap` (matched
+        by identity), or None when `other` lacks one of them."""
+        def leaf(i):
+            return other.index.get(id(cap.leaves[i]))
+
+        def owner(at):
+            return None if at is None else other.seen.get(id(cap.objects[at]), -1)
+
+        sources = []
+        for name, src in self.sources:
+            if src[0] == "walk":
+                src = ("walk", leaf(src[1]))
+            elif src[0] == "state":
+                src = ("state", src[1], owner(src[2]))
+            if None in src[1:2] or -1 in src[2:]:
+                return None
+            sources.append((name, src))
+        param_sources = [("walk", leaf(s[1])) if s[0] == "walk" else s for s in self.param_sources]
+        if any(s[1] is None for s in param_sources):
+            return None
+        states = [(slot, how, owner(at)) for slot, how, at in self.states]
+        guards = [(slot, token, owner(at)) for slot, token, at in self.guards]
+        if any(at == -1 for *_, at in states + guards):
+            return None
+        return Entry(self.plan, sources, param_sources, states, guards, self.keep + other.keep)
+
+    def store_states(self, cap, outs, device=None) -> None:
+        """Write what this call left in each state attribute back into its object.
+
+        With `device` (outputs left there), a state that held a host array gets one back.
+        """
+        for slot, (how, v), at in self.states:
+            owner = cap.owner(at, slot.owner)
+            value = outs[v] if how == "out" else v
+            if device is not None and how == "out" and isinstance(getattr(owner, slot.attr),
+                                                                  np.ndarray):
+                value = device.get(value)
+            (slot.store or setattr)(owner, slot.attr, value)
+
+
+def _value(src, cap):
+    where, obj = src[0], src[1]
+    if where == "walk":
+        obj = cap.leaves[obj]
+    elif where == "state":
+        obj = getattr(cap.owner(src[2], obj.owner), obj.attr)
+    return obj.value if is_param(obj) else obj
+
+
+def lookup(f, args, kwargs, cap) -> tuple:
+    """(the cached entry for this call, whether it was traced now); `cap`: its capture."""
+    for entry in _cache.get(cap.key, ()):
+        if entry.fits(cap):
+            _cache.move_to_end(cap.key)
+            return entry, False
+    entry = trace_call(f, args, kwargs, cap)
+    _store(cap.key, entry)
+    _count_trace(f)
+    return entry, True
+
+
+def _store(key, entry):
+    _cache[key] = [entry] + list(_cache.get(key, ())[:_VARIANTS - 1])
+    _cache.move_to_end(key)
+    if len(_cache) > _CACHE_SIZE:
+        _cache.popitem(last=False)
+
+
+def remember_after(entry, cap, after) -> None:
+    """Also file a new trace under the key of the call made after it (`after`).
+
+    A function may change what it captures when it runs: it sets a state attribute
+    itself (`r.h = 0`), or appends to a list it holds. The next call then has
+    another key though the trace fits it; filing the entry under that key too
+    (with its inputs found by identity in the new walk) saves a trace.
+    """
+    if after.key == cap.key:
+        return
+    moved = entry.rebound(cap, after)
+    if moved is not None:
+        _store(after.key, moved)
+
+
+def _count_trace(f):
+    code = getattr(getattr(f, "__func__", f), "__code__", None) or type(f)
+    n = _traces[code] = _traces.get(code, 0) + 1
+    if n == _WARN_AFTER:
+        warnings.warn(
+            f"kf.diff/kf.grad traced {name_of(f)} {n} times. A new shape, dtype or structure, "
+            f"or a new value of a Python number, string or other static value among its "
+            f"arguments and captured variables traces again; feed a number that changes at "
+            f"every call as an array (np.asarray(v))", RuntimeWarning, stacklevel=4)
+
+
+def trace_call(f, args, kwargs, cap) -> Entry:
+    """Trace f(*args, **kwargs) into a compiled plan of its value and gradients."""
+    tracer = trace.Tracer()
+    with trace.tracing(tracer):  # state attributes get their values back when it ends
+        sym_args = [lift(a, tracer) for a in args]
+        sym_kwargs = {k: lift(v, tracer) for k, v in kwargs.items()}
+        out = f(*sym_args, **sym_kwargs)
+    check_loss(out, f)
+    at = {id(slot): cap.seen.get(id(slot.owner)) for slot in tracer.slots.values()}
+    states, state_outputs = _states(tracer, at)
+    fed = {slot.input.node.id: slot for slot in tracer.slots.values() if slot.input is not None}
+    sources, param_nodes, param_sources = [], [], []
+    for obj, sym in tracer.leaves.values():
+        if sym.node.id in fed:
+            slot = fed[sym.node.id]
+            src = ("state", slot, at[id(slot)])
+        elif id(obj) in cap.index:
+            src = ("walk", cap.index[id(obj)])
+        else:
+            src = ("obj", obj)
+        sources.append((sym.node.attrs["name"], src))
+        if is_param(obj):
+            param_nodes.append(sym.node)
+            param_sources.append(src)
+    leaves = [s.node for _, s in tracer.leaves.values()]
+    graph = Graph([out] + state_outputs, inputs=leaves)
+    _check_inputs(graph, leaves, f)
+    guards = [(slot, slot.token, at[id(slot)]) for slot in tracer.slots.values()
+              if slot.token is not None]
+    device = _device_of_values([_value(src, cap) for _, src in sources], f)
+    plan = Plan(backward(graph, wrt=param_nodes), devices=[device], training=True)
+    keep = list(cap.keep) + [src[1] for _, src in sources if src[0] in ("obj", "state")]
+    return Entry(plan, sources, param_sources, states, guards, keep)
+
+
+def lift(x, tracer):
+    """An argument for tracing: arrays and Params (inside containers too) become leaves."""
+    if pytree.is_container(x):
+        leaves, tree = pytree.flatten(x)
+        return tree.rebuild([lift(v, tracer) for v in leaves])
+    if is_param(x):
+        return x.__knetflow_trace__(tracer)
+    if (type(x) is np.ndarray and x.dtype.kind in "biuf") or transfers.device_of(x) is not None:
+        return tracer.leaf(x, lambda: placeholder(f"t{len(tracer.leaves)}", x.shape, x.dtype))
+    return x
+
+
+def check_loss(out, f) -> None:
+    """A function to differentiate returns a scalar Symbol."""
+    if not isinstance(out, Symbol):
+        raise TracingError(f"{name_of(f)} returned {type(out).__name__}, not a value computed "
+                           "from its Params; nothing to differentiate")
+    if out.shape != ():
+        raise ShapeError(f"{name_of(f)} must return a scalar to differentiate, got shape "
+                         f"{out.shape} (at {out.node.where}); reduce it, e.g. with kf.sum")
+
+
+def _device_of_values(values, f):
+    """The device holding the device arrays among `values` (cpu:0 if none); one at most."""
+    found = {}
+    for v in values:
+        d = transfers.device_of(v)
+        if d is not None:
+            found.setdefault(d.name, d)
+    if len(found) > 1:
+        raise TracingError(f"{name_of(f)} reads arrays on several devices {sorted(found)}; "
+                           f"kf.diff runs on one: move them to one device first")
+    return next(iter(found.values()), None) or discovery.cpu(0)
+
+
+def _states(tracer, at) -> tuple:
+    """([(slot, ("out", k) | ("value", v), owner position)], symbols to make outputs 1, 2,
+    ... of the plan)."""
+    states, outputs = [], []
+    for slot, final in tracer.finals:
+        if isinstance(final, Symbol):
+            outputs.append(final)
+            states.append((slot, ("out", len(outputs)), at[id(slot)]))
+        else:  # the function assigned a plain value: every call leaves that value
+            states.append((slot, ("value", final), at[id(slot)]))
+    return states, outputs
+
+
+def _check_inputs(graph, leaves, f):
+    """Every input of the traced graph is fed by the trace; a stray placeholder is not."""
+    known = {n.id for n in leaves}
+    for n in graph.inputs:
+        if n.id not in known:
+            raise TracingError(
+                f"{name_of(f)} uses {n.attrs['name']!r} (built at {n.where}), an input of a "
+                f"graph built outside this kf.diff/kf.grad call, which nothing feeds; use "
+                f"arrays or Params inside a differentiated function")
+
+
+def trace_dtype(value):
+    """The dtype a Param traces with (integer values are differentiated as float64)."""
+    return float_dtype(value.dtype)
+
+
+def name_of(f) -> str:
+    return getattr(f, "__qualname__", None) or repr(f)
+
+
+def clear() -> None:
+    """Forget every cached trace (the next call of each function traces again)."""
+    _cache.clear()
+    _traces.clear()
