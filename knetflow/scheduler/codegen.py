@@ -39,11 +39,18 @@ class Program:
         self.graph = graph
 
 
-def generate(graph, xp, rng=None, check_numerics=False, profile=None) -> Program:
-    """Compile a specialized graph to a Program (see module docstring)."""
+def generate(graph, xp, rng=None, check_numerics=False, profile=None, sync=None) -> Program:
+    """Compile a specialized graph to a Program (see module docstring).
+
+    `profile`, a list of one float per node, makes an instrumented program that adds
+    each op's seconds to its node's entry; `sync()` (a device's `synchronize`) is then
+    called around each op, so that an asynchronous device's op is timed to its end.
+    """
     memory = plan_memory(graph)
     root = storage_roots(graph)
-    env = {"xp": xp, "_check": _check_numerics, "_clock": time.perf_counter, "_T": profile}
+    env = {"xp": xp, "_check": _check_numerics, "_clock": time.perf_counter, "_T": profile,
+           "_sync": sync}
+    wait = "_sync(); " if profile is not None and sync is not None else ""
     names, body, lines = {}, [], {}
     feeds = {n.id: k for k, n in enumerate(graph.inputs)}
     params = {n.id: k for k, n in enumerate(graph.params)}
@@ -63,11 +70,11 @@ def generate(graph, xp, rng=None, check_numerics=False, profile=None) -> Program
         else:
             call = _call(node, names, env, xp, rng, memory)
             if profile is not None:
-                body.append("_t = _clock()")
+                body.append(f"{wait}_t = _clock()")
             lines[len(body) + 2] = node
             body.append(f"{v} = {call}")
             if profile is not None:
-                body.append(f"_T[{pos}] += _clock() - _t")
+                body.append(f"{wait}_T[{pos}] += _clock() - _t")
             if check_numerics and node.spec.is_float:
                 env[f"n{node.id}"] = node
                 body.append(f"_check({v}, n{node.id})")

@@ -28,6 +28,7 @@ class Partition:
     channels: list = field(default_factory=list)   # Channel per cross-device edge
     outputs: list = field(default_factory=list)    # per graph result: (device, index)
     params: dict = field(default_factory=dict)     # param name -> home device
+    origin: dict = field(default_factory=dict)     # id of a node rebuilt here -> the original
 
     def transfers(self):
         """(source, destination, bytes) of every transfer in one run."""
@@ -41,7 +42,8 @@ def partition(graph: Graph, placement: dict, move) -> Partition:
     """
     part = Partition()
     pos = {n.id: float(k) for k, n in enumerate(graph.nodes)}
-    devices = sorted(set(placement[n.id] for n in graph.nodes if not n.is_leaf)
+    # a device holding only params (a rule put them there) still sends them
+    devices = sorted({placement[n.id] for n in graph.nodes if n.op not in ("input", "const")}
                      | {placement[n.id] for n in graph.results})
     local: dict = {d: {} for d in devices}   # device -> {original id: node there}
     sends: dict = {d: [] for d in devices}
@@ -57,6 +59,8 @@ def partition(graph: Graph, placement: dict, move) -> Partition:
                        for i in n.inputs)
         local[home][n.id] = new = n.replace(inputs=inputs) if inputs != n.inputs else n
         pos[new.id] = pos[n.id]
+        if new is not n:  # reading a recv: a new node, reported as the one placed
+            part.origin[new.id] = n
     results = {d: [] for d in devices}
     for r in graph.results:
         d = placement[r.id]

@@ -11,10 +11,12 @@ Rules, first match wins for each node:
 
 Parameters live on the device of their first consumer unless a rule says
 otherwise, a parameter's update is computed on the parameter's device, and
-the outputs (`get`) of a multi-output op on that op's device (colocation). Inputs and constants are available on every device (fed or
-copied there directly), so they cost no transfer.
+the outputs (`get`) of a multi-output op on that op's device (colocation).
+Inputs and constants are available on every device (fed or copied there
+directly), so they cost no transfer.
 
 The result is a side table `{node id: device name}`; nodes are not edited.
+Users read it as `plan.placement` (see `reports.Placement`).
 """
 
 from __future__ import annotations

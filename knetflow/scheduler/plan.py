@@ -24,6 +24,8 @@ from knetflow.graph.specialize import specialize
 from knetflow.ops.base import Spec, fmt
 from knetflow.ops.fused import StepError
 from knetflow.scheduler.codegen import generate
+from knetflow.scheduler.executor import MultiProgram
+from knetflow.scheduler.reports import Placement, Profile
 
 
 def compile(outputs_or_graph, devices=None, placement="auto", training=False,
@@ -75,6 +77,7 @@ class Plan:
         self._updates = [self._param_index[name] for name in self.graph.updates]
         self._programs: dict = {}
         self._last = None
+        self._profile = None  # the latest profile(feed)'s report
 
     def rng_for(self, device):
         """The random generator random ops use on `device` (its draws land there)."""
@@ -173,20 +176,19 @@ class Plan:
                                 f"got {params[k].shape}")
         return params
 
-    def _program(self, key, profile=None):
+    def _program(self, key):
         specs = {n.attrs["name"]: Spec(shape, n.spec.dtype)
                  for n, shape in zip(self._input_nodes, key)}
         graph = specialize(self.graph, specs)
-        if len(self.devices) > 1 and profile is None:
+        if len(self.devices) > 1:
             from knetflow.scheduler.multidevice import build
 
             program = build(self, graph)
         else:
             with self.device.activate():  # a GPU's buffers and constants go on it
                 program = generate(graph, self.xp, rng=self.rng,
-                                   check_numerics=self.check_numerics, profile=profile)
-        if profile is None:
-            self._programs[key] = program
+                                   check_numerics=self.check_numerics)
+        self._programs[key] = program
         return program
 
     def _explain(self, error, program, device_name=None):
@@ -226,31 +228,138 @@ class Plan:
 
         return describe(self, self._report_program(feed_shapes))
 
-    def _report_program(self, feed_shapes):
+    def _report_program(self, feed_shapes, what="a report"):
         if feed_shapes is not None:
             key = tuple(tuple(feed_shapes[n]) for n in self.input_names)
             return self._programs.get(key) or self._program(key)
         if self._last is None:
             if all(n.spec.is_static for n in self._input_nodes):
                 return self._program(tuple(n.spec.shape for n in self._input_nodes))
-            raise ValueError("run the plan once, or pass feed_shapes, to get a report")
+            raise ValueError(f"run the plan once, or pass feed_shapes, to get {what}")
         return self._last
 
-    def profile(self, feed, runs=10) -> "Profile":
-        """Time per op over `runs` runs of `feed` (a separate instrumented program)."""
-        arrays = {n: np.asarray(feed[n]) for n in self.input_names}
-        key = tuple(arrays[n].shape for n in self.input_names)
-        specs_graph = self._programs.get(key) or self._program(key)
-        times = [0.0] * len(specs_graph.graph.nodes)
-        program = self._program(key, profile=times)
-        with self.device.activate():  # one device: the first holds everything here
-            ordered = [self.device.put(np.asarray(arrays[n], dtype=node.spec.dtype))
-                       for n, node in zip(self.input_names, self._input_nodes)]
-            params = [transfers.transfer(v, self.device, copy=False).array
-                      for v in self._values]
-            for _ in range(runs):
-                program.fn(ordered, params)
-        return Profile(program.graph, [t / runs for t in times], self.device.name)
+    @property
+    def placement(self) -> Placement:
+        """Which device each node runs on, for the shapes of the last run: a read-only
+        mapping from node label to device name (see `Placement`; print it for a table).
+
+        A plan whose inputs have static shapes needs no run; otherwise the placement
+        depends on the shapes fed (`placement="auto"` weighs their costs), so run the
+        plan once first, or use `placement_for(feed_shapes)`.
+
+        Example:
+            >>> import knetflow as kf, numpy as np
+            >>> _ = kf.set_cpu_devices(2)
+            >>> x = kf.placeholder("x", (None, 2))
+            >>> w = kf.param("w", value=np.ones(2))
+            >>> plan = kf.compile([x * w], devices=["cpu:0", "cpu:1"], placement={"w": "cpu:1"})
+            >>> _ = plan.run({"x": np.ones((3, 2))})
+            >>> plan.placement["w"], list(plan.placement.by_device())
+            ('cpu:1', ['cpu:1'])
+            >>> _ = kf.set_cpu_devices(1)
+        """
+        return self._placement(self._report_program(
+            None, what="plan.placement (or call plan.placement_for(feed_shapes))"))
+
+    def placement_for(self, feed_shapes: dict) -> Placement:
+        """`placement` for inputs of the given shapes ({input name: shape})."""
+        return self._placement(self._report_program(feed_shapes))
+
+    def _placement(self, program) -> Placement:
+        where = getattr(program, "placement", None)  # set on multi-device programs
+        if where is None:
+            where = dict.fromkeys((n.id for n in program.graph.nodes), self.device.name)
+        return Placement(program.graph, where)
+
+    def profile(self, feed=None, runs=10) -> Profile:
+        """Time per op and per device, the mean over `runs` profile runs of `feed`.
+
+        With `feed`: compiles an instrumented copy of the program for feed's shapes
+        (the same placement, devices and kernels as `run`; on a GPU each op is
+        timed to its end), runs it once to warm up and then `runs` times, keeps
+        the report and returns it.
+        Profile runs leave the plan as it was: params are read, never updated.
+        Without `feed`: the report of the latest `profile(feed)` call, or a
+        ValueError saying there was none.
+
+        Ordinary `run` calls are never timed: timing costs two clock reads per op,
+        and a run of a small plan takes microseconds, so `run` stays as fast as it
+        is and only profile runs are measured.
+
+        Example:
+            >>> import knetflow as kf, numpy as np
+            >>> x = kf.placeholder("x", (None, 2))
+            >>> plan = kf.compile([kf.sum(kf.exp(x))])
+            >>> report = plan.profile({"x": np.ones((4, 2))}, runs=3)
+            >>> sorted(report.by_op()), list(report.by_device()), report.runs
+            (['exp', 'sum'], ['cpu:0'], 3)
+            >>> plan.profile() is report
+            True
+        """
+        if feed is None:
+            if self._profile is None:
+                raise ValueError(
+                    "this plan has no profile yet: plan.profile(feed, runs=10) times runs "
+                    "of feed op by op and keeps the report for plan.profile(); ordinary "
+                    "plan.run calls are not timed")
+            return self._profile
+        if runs < 1:
+            raise ValueError(f"runs={runs}: a profile needs at least one run")
+        arrays = self._feed_arrays(feed)
+        params = self._values if len(feed) == len(arrays) else self._overrides(feed)
+        key = tuple(a.shape for a in arrays)
+        program, timers = self._instrumented(self._programs.get(key) or self._program(key))
+        try:
+            for k in range(runs + 1):
+                if len(self.devices) > 1:  # each executor puts its own feeds
+                    program.fn(arrays, params)
+                else:
+                    with self.device.activate():
+                        program.fn([self.device.put(a) for a in arrays], params)
+                if k == 0:  # a warm-up run (a GPU compiles its kernels then): not counted
+                    for _, times, _ in timers:
+                        times[:] = [0.0] * len(times)
+        except Exception as e:  # noqa: BLE001 - re-raised with the node that failed
+            raise self._explain(e, program) from e
+        finally:
+            if hasattr(program, "close"):
+                program.close()
+        rows = [(n, t / runs, d) for nodes, times, d in timers for n, t in zip(nodes, times)]
+        self._profile = Profile(rows, runs, dict(zip(self.input_names, key)))
+        return self._profile
+
+    def _feed_arrays(self, feed) -> list:
+        """The inputs of `feed` in order, as arrays of their dtypes (as `run` takes them)."""
+        missing = [n for n in self.input_names if n not in feed]
+        if missing:
+            raise FeedError(f"feed is missing input(s) {missing}; the graph's inputs are "
+                            f"{self.input_names}")
+        return [_as_input(feed[n.attrs["name"]], n.spec.dtype) for n in self._input_nodes]
+
+    def _instrumented(self, program):
+        """A timed copy of `program` and its timers: [(nodes, seconds per node, device)].
+
+        The nodes are those `placement` names: a node that a multi-device partition
+        rebuilt (to read a recv) is reported as the node it stands for."""
+        if not hasattr(program, "programs"):  # one device
+            return self._timed(program, self.device, self.rng, {})
+        timed, timers = {}, []
+        for d, prog in program.programs.items():
+            device = program.devices[d]
+            timed[d], timer = self._timed(prog, device, self.rng_for(device),
+                                          program.partition.origin)
+            timers += timer
+        return MultiProgram(program.partition, timed, program.devices, self.input_names,
+                            self.param_names, self._explain), timers
+
+    def _timed(self, program, device, rng, origin):
+        times = [0.0] * len(program.graph.nodes)
+        sync = None if device.kind == "cpu" else device.synchronize
+        with device.activate():  # a GPU's buffers and constants go on it
+            timed = generate(program.graph, device.xp, rng=rng,
+                             check_numerics=self.check_numerics, profile=times, sync=sync)
+        nodes = [origin.get(n.id, n) for n in program.graph.nodes]
+        return timed, [(nodes, times, device.name)]
 
     def __repr__(self) -> str:
         return (f"<Plan {len(self.graph.nodes)} nodes on {self.device.name}, "
@@ -267,31 +376,3 @@ def _as_input(a, dtype):
 def _to_host(array) -> np.ndarray:
     """A device array (an output of a multi-device plan may be on any device) as NumPy."""
     return transfers.copy(array, "cpu:0")
-
-
-class Profile:
-    """Seconds per op of a plan (mean over runs), printable as a table."""
-
-    def __init__(self, graph, seconds, device):
-        self.rows = [(n, s) for n, s in zip(graph.nodes, seconds) if not n.is_leaf]
-        self.device = device
-
-    @property
-    def total(self) -> float:
-        return sum(s for _, s in self.rows)
-
-    def by_op(self) -> dict:
-        """Seconds per op name, summed over nodes."""
-        out: dict = {}
-        for n, s in self.rows:
-            out[n.op] = out.get(n.op, 0.0) + s
-        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
-
-    def __str__(self) -> str:
-        lines = [f"{'op':<16}{'us':>10}  shape  ({self.device})"]
-        for n, s in sorted(self.rows, key=lambda r: -r[1]):
-            lines.append(f"{n.op:<16}{s * 1e6:>10.1f}  {fmt(n.spec)}  {n.where}")
-        lines.append(f"{'total':<16}{self.total * 1e6:>10.1f}")
-        return "\n".join(lines)
-
-

@@ -114,11 +114,22 @@ def test_params_fed_by_name_and_set_go_to_their_home_device(two_sims):
 
 def test_profile_of_a_plan_on_sim_devices(two_sims):
     plan, feed = _two_device_model(two_sims)
-    plan.run(feed)
-    profile = plan.profile(feed, runs=2)  # all ops on the first device, timed one by one
-    assert set(profile.by_op()) == {"fused", "sum"} and profile.total > 0
+    want = plan.run(feed)
+    profile = plan.profile(feed, runs=2)  # each op timed on the device the plan puts it on
+    placement = plan.placement
+    ops = [(n.op, d) for n, _, d in profile.rows if n.op not in ("send", "recv")]
+    assert [d for _, d in ops] == [placement[n.label()] for n, _, _ in profile.rows
+                                   if n.op not in ("send", "recv")]
+    assert {d for _, d in ops} == {"sim:0", "sim:1"}
+    sends = [(d, n.attrs["channel"].dst) for n, _, d in profile.rows if n.op == "send"]
+    recvs = [(n.attrs["channel"].src, d) for n, _, d in profile.rows if n.op == "recv"]
+    assert sends and sorted(sends) == sorted(recvs)  # every transfer timed at both ends
+    assert set(profile.by_device()) == {"sim:0", "sim:1"} and profile.total > 0
+    assert "send to sim:1" in str(profile) and "recv from sim:0" in str(profile)
+    np.testing.assert_array_equal(plan.run(feed), want)  # the plan runs as before
     single = kf.compile([kf.exp(kf.placeholder("y", (2,)))], devices=["sim:1"])
-    assert set(single.profile({"y": np.ones(2)}, runs=1).by_op()) == {"exp"}
+    report = single.profile({"y": np.ones(2)}, runs=1)
+    assert set(report.by_op()) == {"exp"} and list(report.by_device()) == ["sim:1"]
 
 
 def test_eager_ops_run_on_device_arrays(two_sims):

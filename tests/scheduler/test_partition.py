@@ -54,3 +54,19 @@ def test_each_device_follows_the_global_order():
     part = partition(g, where, move=lambda v, src, dst: np.array(v))
     assert _ops(part.graphs["cpu:0"]) == ["input", "exp", "send", "recv", "sin", "add", "send"]
     assert _ops(part.graphs["cpu:1"]) == ["recv", "tanh", "send", "recv", "cos", "mul"]
+
+
+def test_a_device_holding_only_params_sends_them():
+    #   cpu:1: w ─ send ─┐                      (a rule put w there, no op reads it there)
+    #   cpu:0:         recv ─ mul(x, w) ─ sum
+    x = kf.placeholder("x", (3,))
+    w = kf.param("w", value=np.ones(3))
+    g = kf.Graph([kf.sum(x * w)])
+    where = {n.id: "cpu:0" for n in g.nodes}
+    where[w.node.id] = "cpu:1"
+    part = partition(g, where, move=lambda v, src, dst: np.array(v))
+    assert _ops(part.graphs["cpu:1"]) == ["param", "send"]
+    assert _ops(part.graphs["cpu:0"]) == ["input", "recv", "mul", "sum"]
+    assert part.params == {"w": "cpu:1"} and part.transfers() == [("cpu:1", "cpu:0", 12)]
+    mul = part.graphs["cpu:0"].nodes[2]
+    assert part.origin[mul.id] is g.nodes[2]  # rebuilt to read the recv; reported as the original

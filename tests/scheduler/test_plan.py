@@ -177,11 +177,15 @@ def test_profile():
     plan = kf.compile([kf.sum(kf.relu(x @ w))])
     prof = plan.profile({"x": np.ones((8, 3))}, runs=3)
     assert sorted(prof.by_op()) == ["matmul", "relu", "sum"]
-    assert [n.op for n, _ in prof.rows] == ["matmul", "relu", "sum"]
-    assert all(s >= 0 for _, s in prof.rows) and prof.total == sum(s for _, s in prof.rows)
-    text = str(prof)
-    assert text.splitlines()[0].endswith("(cpu:0)") and "total" in text.splitlines()[-1]
-    assert "test_plan.py:" in text
+    assert [n.op for n, _, _ in prof.rows] == ["matmul", "relu", "sum"]
+    assert {d for _, _, d in prof.rows} == {"cpu:0"} and list(prof.by_device()) == ["cpu:0"]
+    assert all(s >= 0 for _, s, _ in prof.rows) and prof.total == sum(s for _, s, _ in prof.rows)
+    assert prof.runs == 3 and prof.feed_shapes == {"x": (8, 3)}
+    lines = str(prof).splitlines()
+    assert lines[0] == "profile of 3 run(s) of x (8, 3)"
+    assert lines[1].split() == ["op", "us", "shape", "device", "built", "at"]
+    assert lines[-1].startswith("total") and lines[-1].endswith("cpu:0")
+    assert all("test_plan.py:" in line for line in lines[2:-1]) and len(lines) == 6
     y = plan.run({"x": np.ones((8, 3))})[0]  # profiling left the plan as it was
     assert float(y) == 48.0
 
