@@ -30,8 +30,8 @@ The rule, for what is found:
 Example:
     >>> import numpy as np
     >>> c = capture(lambda x, k=2: x * k, (np.ones(3),), {})
-    >>> len(c.leaves), c.where
-    (1, ['argument 0'])
+    >>> len(c.leaves), c.leaves[0] is not None
+    (1, True)
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ import types
 
 import numpy as np
 
-from knetflow.devices.base import is_device_array
 
 _STATIC = (int, float, complex, bool, str, bytes, type(None), type(Ellipsis), range)
 _MAX_ITEMS = 256    # longer containers are keyed by identity, not walked
@@ -55,20 +54,21 @@ _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 
 class Capture:
     """What one call reads: `key` (hashable), `leaves` (arrays and Params in walk order),
-    `where` (a readable path per leaf), `keep` (objects whose ids are in the key),
+    `keep` (objects whose ids are in the key),
     `objects` (the containers, functions and objects walked, in order; `seen` maps
-    their ids to positions)."""
+    their ids to positions), `symbol` (the first Symbol among the arguments, if any:
+    such a call builds a graph instead)."""
 
-    __slots__ = ("key", "leaves", "where", "keep", "index", "objects", "seen")
+    __slots__ = ("key", "leaves", "keep", "index", "objects", "seen", "symbol")
 
     def __init__(self):
         self.key = None
         self.leaves: list = []
-        self.where: list = []
         self.keep: list = []
         self.index: dict = {}  # id(leaf) -> its first position in leaves
         self.objects: list = []
         self.seen: dict = {}   # id(walked object) -> its position in objects
+        self.symbol = None
 
     def owner(self, position, default):
         """The object at `position` of this call's walk (`default` when None)."""
@@ -78,12 +78,13 @@ class Capture:
 def capture(f, args, kwargs) -> Capture:
     """Walk `f`, `args` and `kwargs`: see the module docstring for the rule."""
     walk = _Walk()
-    walk.visit(f, "the function")
-    for i, a in enumerate(args):
-        walk.visit(a, f"argument {i}")
-    for k in sorted(kwargs):
-        walk.parts.append(k)
-        walk.visit(kwargs[k], f"argument {k}=")
+    walk.visit(f)
+    walk.in_args = True
+    walk.visit(args)
+    if kwargs:
+        for k in sorted(kwargs):
+            walk.parts.append(k)
+            walk.visit(kwargs[k])
     cap = walk.cap
     cap.key = tuple(walk.parts)
     return cap
@@ -111,12 +112,13 @@ class _Walk:
         self.parts: list = []
         self.seen = self.cap.seen  # id(walked object) -> order of its first visit
         self.budget = _BUDGET
+        self.in_args = False
 
     def opaque(self, x):
         self.parts.append(("id", id(x)))
         self.cap.keep.append(x)
 
-    def leaf(self, x, kind, where):
+    def leaf(self, x, kind):
         cap = self.cap
         first = cap.index.get(id(x))
         if first is not None:  # the same object twice: keyed as an alias, fed once
@@ -124,122 +126,172 @@ class _Walk:
             return
         cap.index[id(x)] = len(cap.leaves)
         cap.leaves.append(x)
-        cap.where.append(where)
         self.parts.append(kind)
 
-    def visit(self, x, where):
+    def visit(self, x):
         t = type(x)
-        if t in _STATIC or isinstance(x, np.generic):
+        how = _HOW.get(t)
+        if how is None:
+            how = _HOW[t] = _how(t)
+        if how == "static":
             self.parts.append((t, x))
-            return
-        if t is np.ndarray:
+        elif how == "array":
             if x.dtype.kind in "biuf":
-                self.leaf(x, ("A", x.shape, x.dtype.char), where)
+                self.leaf(x, (x.shape, x.dtype.char))
             else:
                 self.opaque(x)
-            return
-        if is_param(x):
+        elif how == "param":
             value = x.value
-            kind = ("P", value.shape, float_dtype(value.dtype).char, _device(value))
-            self.leaf(x, kind, where)
-            return
-        if is_device_array(x):
-            self.leaf(x, ("A", x.shape, x.dtype.char, _device(x)), where)
-            return
-        self.budget -= 1
-        if self.budget < 0:
+            if type(value) is np.ndarray:
+                self.leaf(x, ("P", value.shape, float_dtype(value.dtype).char))
+            else:
+                self.leaf(x, ("P", value.shape, float_dtype(value.dtype).char, _device(value)))
+        elif how == "device":
+            self.leaf(x, (x.shape, x.dtype.char, _device(x)))
+        elif how == "opaque":
             self.opaque(x)
-            return
-        first = self.seen.get(id(x))
-        if first is not None:
-            self.parts.append(("seen", first))
-            return
-        self.seen[id(x)] = len(self.seen)
-        self.cap.objects.append(x)
-        self._compound(x, t, where)
-
-    def _compound(self, x, t, where):
-        if t is list or t is tuple or (isinstance(x, tuple) and hasattr(x, "_fields")):
-            if len(x) > _MAX_ITEMS:
-                self.opaque(x)
-                return
-            self.parts.append((t, len(x)))
-            for i, v in enumerate(x):
-                self.visit(v, f"{where}[{i}]")
-        elif t is dict:
-            if len(x) > _MAX_ITEMS or not all(type(k) in _STATIC for k in x):
-                self.opaque(x)
-                return
-            self.parts.append((dict, tuple(x)))
-            for k, v in x.items():
-                self.visit(v, f"{where}[{k!r}]")
-        elif t is types.FunctionType:
-            self._function(x, where)
-        elif t is types.MethodType:
-            self.parts.append("method")
-            self.visit(x.__func__, where)
-            self.visit(x.__self__, f"{where}.__self__")
-        elif t is functools.partial:
-            self.parts.append("partial")
-            self.visit(x.func, where)
-            self.visit(x.args, where)
-            self.visit(x.keywords, where)
-        elif isinstance(x, type):
-            self._class(x, where)
-        elif isinstance(x, types.ModuleType):
+        elif how == "symbol":
+            if self.in_args and self.cap.symbol is None:
+                self.cap.symbol = x
             self.opaque(x)
-        elif hasattr(x, "__dict__"):
-            self.parts.append(("obj", t))
-            self.visit(t, f"{where} (class)")  # its methods, unless library code
-            attrs = vars(x)
-            self.parts.append(tuple(attrs))
-            for k, v in attrs.items():
-                self.visit(v, f"{where}.{k}")
         else:
-            self.opaque(x)
+            self.budget -= 1
+            if self.budget < 0:
+                self.opaque(x)
+                return
+            first = self.seen.get(id(x))
+            if first is not None:
+                self.parts.append(("seen", first))
+                return
+            self.seen[id(x)] = len(self.seen)
+            self.cap.objects.append(x)
+            how(self, x, t)
 
-    def _function(self, fn, where):
-        if _library(fn.__module__):
+    def sequence(self, x, t):
+        if len(x) > _MAX_ITEMS:
+            self.opaque(x)
+            return
+        self.parts.append((t, len(x)))
+        for v in x:
+            self.visit(v)
+
+    def mapping(self, x, t):
+        if len(x) > _MAX_ITEMS or not all(type(k) in _STATIC for k in x):
+            self.opaque(x)
+            return
+        self.parts.append(tuple(x))
+        for v in x.values():
+            self.visit(v)
+
+    def method(self, x, t):
+        self.parts.append("method")
+        self.visit(x.__func__)
+        self.visit(x.__self__)
+
+    def partial(self, x, t):
+        self.parts.append("partial")
+        self.visit(x.func)
+        self.visit(x.args)
+        self.visit(x.keywords)
+
+    def instance(self, x, t):
+        self.parts.append(t)
+        self.visit(t)  # its methods, unless library code
+        attrs = vars(x)
+        self.parts.append(tuple(attrs))
+        for v in attrs.values():
+            self.visit(v)
+
+    def function(self, fn, t):
+        code = fn.__code__
+        names = _GLOBALS.get(code)
+        if names is None:
+            names = _GLOBALS[code] = None if _library(fn.__module__) else _global_names(code)
+        if names is None:
             self.opaque(fn)
             return
-        code = fn.__code__
-        self.parts.append(code)
-        name = fn.__qualname__
-        for k, cell in enumerate(fn.__closure__ or ()):
+        self.parts.append(id(code))
+        self.cap.keep.append(code)
+        for cell in fn.__closure__ or ():
             try:
                 content = cell.cell_contents
             except ValueError:  # a cell not yet bound
                 self.parts.append("empty cell")
                 continue
-            self.visit(content, f"{code.co_freevars[k]} (captured by {name})")
-        if fn.__defaults__:
-            self.visit(fn.__defaults__, f"defaults of {name}")
-        if fn.__kwdefaults__:
-            self.visit(fn.__kwdefaults__, f"keyword defaults of {name}")
+            self.visit(content)
+        self.visit(fn.__defaults__)
+        self.visit(fn.__kwdefaults__)
         fglobals = fn.__globals__
-        for n in _global_names(code):
-            if n in fglobals:
-                self.visit(fglobals[n], f"global {n} (read by {name})")
+        for n in names:
+            v = fglobals.get(n, _MISSING)
+            if v is not _MISSING and type(v) is not types.ModuleType:  # modules stay put
+                self.visit(v)
 
-    def _class(self, cls, where):
+    def klass(self, cls, t):
         """A user class: its functions (methods read globals too) and class attributes."""
         if _library(cls.__module__):
             self.opaque(cls)
             return
-        self.parts.append(("class", id(cls)))
+        self.parts.append(id(cls))
         self.cap.keep.append(cls)
-        for k, v in vars(cls).items():
-            if k.startswith("__") and k != "__call__":
-                continue
-            if isinstance(v, (staticmethod, classmethod)):
-                v = v.__func__
-            elif isinstance(v, property):
-                v = v.fget
-            if type(v) is types.FunctionType or type(v) is np.ndarray or is_param(v):
-                self.visit(v, f"{cls.__qualname__}.{k}")
+        for v in _class_members(cls):
+            self.visit(v)
 
 
-@functools.lru_cache(maxsize=4096)
+def _how(t):
+    """How values of type t are walked (computed once per type)."""
+    if t in _STATIC or issubclass(t, np.generic):
+        return "static"
+    if t is np.ndarray:
+        return "array"
+    if hasattr(t, "__knetflow_trace__") and hasattr(t, "value"):
+        return "param"
+    if is_device_array_type(t):
+        return "device"
+    if hasattr(t, "node") and hasattr(t, "spec"):
+        return "symbol"
+    if t is list or t is tuple or (issubclass(t, tuple) and hasattr(t, "_fields")):
+        return _Walk.sequence
+    if t is dict:
+        return _Walk.mapping
+    if t is types.FunctionType:
+        return _Walk.function
+    if t is types.MethodType:
+        return _Walk.method
+    if t is functools.partial:
+        return _Walk.partial
+    if issubclass(t, type):
+        return _Walk.klass
+    if issubclass(t, types.ModuleType) or not hasattr(t, "__dict__") or t.__dictoffset__ == 0:
+        return "opaque"
+    return _Walk.instance
+
+
+_HOW: dict = {}
+_GLOBALS: dict = {}  # code -> the global names it may read; None for library code
+_MISSING = object()
+
+
+def is_device_array_type(t) -> bool:
+    module = t.__module__
+    return module.startswith("cupy") or module == "knetflow.devices.simarray"
+
+
+def _class_members(cls) -> list:
+    """What a class holds that a method may read: its functions and array attributes."""
+    out = []
+    for k, v in vars(cls).items():
+        if k.startswith("__") and k != "__call__":
+            continue
+        if isinstance(v, (staticmethod, classmethod)):
+            v = v.__func__
+        elif isinstance(v, property):
+            v = v.fget
+        if type(v) is types.FunctionType or type(v) is np.ndarray or is_param(v):
+            out.append(v)
+    return out
+
+
 def _global_names(code) -> tuple:
     """Names a code object (and the code nested in it: lambdas, comprehensions) may read
     as globals."""

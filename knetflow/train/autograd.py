@@ -125,13 +125,12 @@ def diff(f, /, *args, **kwargs) -> DiffResult:
     """
     if trace.current() is not None:
         return _diff_inside(f, args, kwargs)
-    symbol = _first_symbol(args, kwargs)
-    if symbol is not None:
+    cap = capture(f, args, kwargs)
+    if cap.symbol is not None:
         raise TracingError(
-            f"kf.diff({trace_cache.name_of(f)}, ...) was given {symbol!r} outside a traced "
+            f"kf.diff({trace_cache.name_of(f)}, ...) was given {cap.symbol!r} outside a traced "
             "function; build gradients of symbolic graphs with kf.grad(f)(symbol) or "
             "kf.backward(graph)")
-    cap = capture(f, args, kwargs)
     entry, traced = trace_cache.lookup(f, args, kwargs, cap)
     device = entry.plan.device
     on_device = device.kind != "cpu"  # gradients stay where their Params live (KnetArray)
@@ -292,12 +291,6 @@ def _rebuild(target, found):
 def _describe(x) -> str:
     text = repr(x)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _first_symbol(args, kwargs):
-    """The first Symbol among the arguments (in containers too), or None."""
-    leaves = pytree.flatten(list(args) + list(kwargs.values()))[0]
-    return next((v for v in leaves if isinstance(v, Symbol)), None)
 
 
 def value(x):

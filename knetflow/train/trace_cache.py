@@ -45,14 +45,19 @@ _traces: dict = {}  # code object -> number of traces (for the warning)
 class Entry:
     """A traced function: its plan, where each graph input's value comes from, its state."""
 
-    def __init__(self, plan, sources, param_sources, states, guards, keep):
+    def __init__(self, plan, sources, param_sources, states, guards, keep, param_names):
         self.plan = plan
+        self.param_names = param_names  # names of the inputs fed from Params
         self.sources = sources              # [(input name, source)]
         self.param_sources = param_sources  # sources of the differentiated Params, in order
         self.states = states    # [(slot, ("out", k) | ("value", v))]: what a call leaves in it
         self.guards = guards    # [(slot, kind)]: the state values the trace read, by kind
         self.keep = keep        # objects whose ids are in the key stay alive with the entry
         self.first_grad = 1 + sum(how == "out" for _, (how, _), _ in states)
+        # feed() reads arguments and walked values first: most inputs are those
+        self._walked = [(name, src[1]) for name, src in sources if src[0] == "walk"]
+        self._params = [name for name, src in sources if src[0] == "walk" and name in param_names]
+        self._others = [(name, src) for name, src in sources if src[0] != "walk"]
         spec = {name: plan.source.input(name).spec for name, _ in sources}
         # objects fed past the walk are keyed by identity: their shape is checked here
         self.checks = [(src[1], spec[name].shape, np.dtype(spec[name].dtype))
@@ -60,7 +65,13 @@ class Entry:
 
     def feed(self, cap) -> dict:
         """Input name -> value for a call whose capture is `cap`."""
-        return {name: _value(src, cap) for name, src in self.sources}
+        leaves = cap.leaves
+        feed = {name: leaves[i] for name, i in self._walked}
+        for name in self._params:
+            feed[name] = feed[name].value
+        for name, src in self._others:
+            feed[name] = _value(src, cap)
+        return feed
 
     def params(self, cap) -> list:
         """The differentiated Params of a call, in the order of the plan's gradients."""
@@ -109,7 +120,8 @@ class Entry:
         guards = [(slot, token, owner(at)) for slot, token, at in self.guards]
         if any(at == -1 for *_, at in states + guards):
             return None
-        return Entry(self.plan, sources, param_sources, states, guards, self.keep + other.keep)
+        return Entry(self.plan, sources, param_sources, states, guards, self.keep + other.keep,
+                     self.param_names)
 
     def store_states(self, cap, outs, device=None) -> None:
         """Write what this call left in each state attribute back into its object.
@@ -190,7 +202,7 @@ def trace_call(f, args, kwargs, cap) -> Entry:
     at = {id(slot): cap.seen.get(id(slot.owner)) for slot in tracer.slots.values()}
     states, state_outputs = _states(tracer, at)
     fed = {slot.input.node.id: slot for slot in tracer.slots.values() if slot.input is not None}
-    sources, param_nodes, param_sources = [], [], []
+    sources, param_nodes, param_sources, param_names = [], [], [], set()
     for obj, sym in tracer.leaves.values():
         if sym.node.id in fed:
             slot = fed[sym.node.id]
@@ -203,6 +215,7 @@ def trace_call(f, args, kwargs, cap) -> Entry:
         if is_param(obj):
             param_nodes.append(sym.node)
             param_sources.append(src)
+            param_names.add(sources[-1][0])
     leaves = [s.node for _, s in tracer.leaves.values()]
     graph = Graph([out] + state_outputs, inputs=leaves)
     _check_inputs(graph, leaves, f)
@@ -211,7 +224,7 @@ def trace_call(f, args, kwargs, cap) -> Entry:
     device = _device_of_values([_value(src, cap) for _, src in sources], f)
     plan = Plan(backward(graph, wrt=param_nodes), devices=[device], training=True)
     keep = list(cap.keep) + [src[1] for _, src in sources if src[0] in ("obj", "state")]
-    return Entry(plan, sources, param_sources, states, guards, keep)
+    return Entry(plan, sources, param_sources, states, guards, keep, param_names)
 
 
 def lift(x, tracer):
