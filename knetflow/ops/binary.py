@@ -68,7 +68,13 @@ class Div(Op):
 
 @register
 class Pow(Op):
-    """x ** y (Knet `^`)."""
+    """x ** y (Knet `^`).
+
+    Gradients at the edges, as HIPS autograd and JAX define them: d/dx x**0 is 0
+    everywhere (also at x = 0, where y * x**(y-1) would be 0 * inf), and d/dy x**y
+    is 0 at x = 0 (where x**y log x would be 0 * -inf). The guards replace the
+    operands there, so no inf or NaN is formed on the way.
+    """
     name, ufunc, elementwise = "pow", "power", True
     saves = ("out", 0, 1)
     infer = _binary_infer("pow")
@@ -76,29 +82,43 @@ class Pow(Op):
     def grad(g, out, x, y):
         from knetflow.ops.elementwise import log
 
-        return g * y * x ** (y - 1), g * out * log(x)
+        # where y == 0 the factor y is 0 already; exponent 1 keeps x**(...) finite
+        gx = g * y * x ** where(eq(y, 0), 1, y - 1)
+        gy = g * out * log(where(eq(x, 0), 1, x))
+        return gx, gy
+
+
+def _tie_split(g, wins, ties):
+    """g where `wins`, half of g where `ties`, else 0."""
+    return where(wins, g, where(ties, g * 0.5, 0))
 
 
 @register
 class Maximum(Op):
-    """Elementwise max(x, y) (Knet `max.(x, y)`); ties send the gradient to x."""
+    """Elementwise max(x, y) (Knet `max.(x, y)`).
+
+    Where x == y the gradient is split evenly, half to each operand (HIPS autograd's
+    and JAX's choice), so maximum(x, y) and maximum(y, x) have the same gradients.
+    """
     name, ufunc, elementwise = "maximum", "maximum", True
     saves = (0, 1)
     infer = _binary_infer("maximum")
 
     def grad(g, out, x, y):
-        return where(ge(x, y), g, 0), where(ge(x, y), 0, g)
+        ties = eq(x, y)
+        return _tie_split(g, gt(x, y), ties), _tie_split(g, lt(x, y), ties)
 
 
 @register
 class Minimum(Op):
-    """Elementwise min(x, y); ties send the gradient to x."""
+    """Elementwise min(x, y); where x == y the gradient is split evenly between x and y."""
     name, ufunc, elementwise = "minimum", "minimum", True
     saves = (0, 1)
     infer = _binary_infer("minimum")
 
     def grad(g, out, x, y):
-        return where(le(x, y), g, 0), where(le(x, y), 0, g)
+        ties = eq(x, y)
+        return _tie_split(g, lt(x, y), ties), _tie_split(g, gt(x, y), ties)
 
 
 def _comparison(opname, ufunc_name, doc):
@@ -179,12 +199,12 @@ def pow(x, y):  # noqa: A001 - Knet/NumPy name
 
 
 def maximum(x, y):
-    """Elementwise maximum of x and y."""
+    """Elementwise maximum of x and y; where x == y each gets half of the gradient."""
     return apply(Maximum, x, y)
 
 
 def minimum(x, y):
-    """Elementwise minimum of x and y."""
+    """Elementwise minimum of x and y; where x == y each gets half of the gradient."""
     return apply(Minimum, x, y)
 
 

@@ -162,7 +162,8 @@ Square, square = _unary("square", "x * x, elementwise (Knet `abs2` for real x)."
                         lambda g, out, x: 2 * g * x, ufunc="square", infer=_same)
 Invx, invx = _unary("invx", "1 / x, elementwise (Knet `invx`).",
                     lambda g, out, x: neg(g * out * out), ufunc="reciprocal", saves=("out",))
-Abs, abs = _unary("abs", "Absolute value |x|, elementwise (Knet `abs`).",
+Abs, abs = _unary("abs", "Absolute value |x|, elementwise (Knet `abs`); its gradient is "
+                  "sign(x), 0 at x = 0 (as HIPS autograd and PyTorch; JAX gives 1).",
                   lambda g, out, x: g * sign(x), ufunc="absolute", infer=_same)
 
 # ---- trigonometric and hyperbolic ----

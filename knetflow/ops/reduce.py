@@ -70,7 +70,7 @@ class Prod(Op):
 
 
 def _extremum_grad(g, out, x, axis=None, keepdims=False):
-    """Gradient of max/min: split equally between tied extrema."""
+    """Gradient of max/min: split equally between tied extrema (as HIPS autograd and JAX)."""
     from knetflow.ops.binary import eq
     from knetflow.ops.elementwise import cast
 
@@ -81,7 +81,7 @@ def _extremum_grad(g, out, x, axis=None, keepdims=False):
 
 @register
 class Max(Op):
-    """Maximum over `axis` (Knet `maximum`)."""
+    """Maximum over `axis` (Knet `maximum`); tied maxima share the gradient equally."""
     name, out_arg = "max", True
     saves = ("out", 0)
     infer = _reduce_infer("max")
@@ -91,7 +91,7 @@ class Max(Op):
 
 @register
 class Min(Op):
-    """Minimum over `axis` (Knet `minimum`)."""
+    """Minimum over `axis` (Knet `minimum`); tied minima share the gradient equally."""
     name, out_arg = "min", True
     saves = ("out", 0)
     infer = _reduce_infer("min")
@@ -201,12 +201,12 @@ def prod(x, axis=None, keepdims=False):
 
 
 def max(x, axis=None, keepdims=False):  # noqa: A001 - NumPy name
-    """Largest element of x over `axis` (Knet `maximum`)."""
+    """Largest element of x over `axis` (Knet `maximum`); ties share the gradient equally."""
     return apply(Max, x, axis=_axis("max", x, axis), keepdims=bool(keepdims))
 
 
 def min(x, axis=None, keepdims=False):  # noqa: A001 - NumPy name
-    """Smallest element of x over `axis` (Knet `minimum`)."""
+    """Smallest element of x over `axis` (Knet `minimum`); ties share the gradient equally."""
     return apply(Min, x, axis=_axis("min", x, axis), keepdims=bool(keepdims))
 
 
@@ -219,10 +219,24 @@ def var(x, axis=None, keepdims=False, ddof=0):
 
 
 def std(x, axis=None, keepdims=False, ddof=0):
-    """Standard deviation over `axis` (square root of `var`)."""
+    """Standard deviation over `axis` (square root of `var`).
+
+    Where the variance is 0 (one element, an axis of length 1, constant data) the
+    gradient is 0, as autograd libraries define it: var'/(2 std) would be 0/0
+    there. The square root is taken of 1 instead of 0 and its result discarded,
+    so neither the value nor any gradient forms an inf.
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> float(kf.std(np.array([1.0, 3.0])))
+        1.0
+    """
+    from knetflow.ops.binary import eq, where
     from knetflow.ops.elementwise import sqrt
 
-    return sqrt(var(x, axis=axis, keepdims=keepdims, ddof=ddof))
+    v = var(x, axis=axis, keepdims=keepdims, ddof=ddof)
+    flat = eq(v, 0)
+    return where(flat, 0, sqrt(where(flat, 1, v)))
 
 
 def count(x, axis=None):
