@@ -22,7 +22,9 @@ The translation, done here and tested on the CPU against a NumPy model of cuDNN:
   flips the filter, and the filter gradient is flipped back;
 - conv's `alpha` scales the result afterwards; pool's is cuDNN's own alpha;
 - pool modes 0-3 are cuDNN's pooling modes of the same numbers, and
-  `maxpoolingNanOpt` is cuDNN's NaN propagation (1 propagates);
+  `maxpoolingNanOpt` is cuDNN's NaN propagation (1 propagates); a pooling
+  window longer than the padded input is cut to it first (`pool.fit_window`),
+  so cuDNN sees only windows that fit and computes pool's shapes;
 - batchnorm views x as (N, C, prod(spatial), 1) in cuDNN's spatial mode; cuDNN
   gives 1/sqrt(var + eps), from which the batch variance is recovered.
 The calls themselves are in `knetflow.ops.cudnn_cupy`.
@@ -60,7 +62,7 @@ import numpy as np
 
 from knetflow.ops.base import FLOAT_DTYPES, get_op
 from knetflow.ops.conv import conv_size, deconv_size
-from knetflow.ops.pool import MAX_MODES, pool_size
+from knetflow.ops.pool import MAX_MODES, fit_window, pool_size
 
 __all__ = ["KERNELS", "OPTIONS", "enabled", "library", "pick", "set_enabled",
            "unavailable_reason"]
@@ -320,6 +322,7 @@ def pool(lib, xp, x, window=(), padding=(), stride=(), mode=0, maxpoolingNanOpt=
     """pool by cudnnPoolingForward."""
     if not _usable_out(out, x):
         return NotImplemented
+    window = fit_window(x.shape[2:], window, padding)   # cuDNN's window fits the padded x
     y = _target(xp, out, pool_shape(x.shape, window, padding, stride), x.dtype)
     lib.pooling_forward(lift(xp, x), lifted(y), *pool_args(window, padding, stride, mode,
                                                              maxpoolingNanOpt), alpha)
@@ -332,6 +335,7 @@ def pool_grad(lib, xp, x, y, dy, window=(), padding=(), stride=(), mode=0, maxpo
     """pool's gradient by cudnnPoolingBackward."""
     if not _usable_out(out, x, y, dy):
         return NotImplemented
+    window = fit_window(x.shape[2:], window, padding)
     dx = _target(xp, out, x.shape, dy.dtype)
     lib.pooling_backward(lift(xp, x), lift(xp, y), lift(xp, dy), lifted(dx),
                          *pool_args(window, padding, stride, mode, maxpoolingNanOpt), alpha)

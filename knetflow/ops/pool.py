@@ -1,7 +1,19 @@
 """Pooling (Knet `pool`) and its inverse (`unpool`) for 1, 2 and 3 spatial
 dimensions of x (N, C, X...), each channel and instance pooled on its own:
 
-    Y = 1 + (X + 2*padding - window) // stride        (stride defaults to window)
+    Y = 1 + (X + 2*padding - window) ÷ stride         (stride defaults to window)
+
+where ÷ truncates toward zero, as Knet's `div` (and cuDNN's C division) does.
+Where the window fits in the padded input this is the usual floor; where it
+is longer than the padded input, there is one window, cut to the padded input
+(as cuDNN and Knet's CPU pooling clip windows), unless the window overshoots
+by a whole stride or more: then the output is empty, an error. So a spatial
+dimension of size 1 under the default window of 2 keeps its size 1, and the
+seed's worked examples on Knet's 4-D arrays (6,1,1,1), (1,1,1,6) here, hold:
+pool gives [2, 4, 6]; window=3 [3, 6]; padding 1 on the long dimension
+[1, 3, 5, 6]; a 10-element row with stride=4 [2, 6, 10]. (The seed's printed
+formula says floor, which would make those outputs empty; its examples, and
+Knet's code, truncate.)
 
 Modes (cuDNN's, as Knet names them): 0 max, 1 average counting the padding,
 2 average over the real elements only, 3 deterministic max. Padding never wins
@@ -67,8 +79,23 @@ def _check(opname, x: Spec, window, padding, stride, mode):
 
 
 def pool_size(x, w, p, s):
-    """Output size of pool along one dim (None when x is dynamic)."""
-    return None if x is None else 1 + (x + 2 * p - w) // s
+    """Output size of pool along one dim (None when x is dynamic; < 1 when empty).
+
+    Knet's 1 + (x + 2p - w) ÷ s, ÷ truncating toward zero (see the module docstring):
+
+        >>> pool_size(6, 2, 0, 2), pool_size(1, 2, 0, 2), pool_size(1, 3, 0, 1)
+        (3, 1, -1)
+    """
+    if x is None:
+        return None
+    room = x + 2 * p - w
+    return 1 + (room // s if room >= 0 else -(-room // s))
+
+
+def fit_window(spatial, window, padding) -> tuple:
+    """The window each spatial dim is pooled with: `window`, cut to the padded input
+    (X + 2*padding) where it is longer; the kernels and cuDNN take this one."""
+    return tuple(min(w, n + 2 * p) for n, w, p in zip(spatial, window, padding))
 
 
 def unpool_size(x, w, p, s):
@@ -79,8 +106,9 @@ def unpool_size(x, w, p, s):
 def _spatial(opname, sizer, x: Spec, window, padding, stride) -> tuple:
     dims = tuple(sizer(*a) for a in zip(x.shape[2:], window, padding, stride))
     if any(y is not None and y < 1 for y in dims):
+        empty = tuple(y if y is None else max(y, 0) for y in dims)
         fail(opname, f"x {fmt(x)} with window={window}, padding={padding}, stride={stride} "
-                     f"gives an empty output {dims}")
+                     f"gives an empty output {empty}")
     return dims
 
 
@@ -252,6 +280,7 @@ class Pool(Op):
 
     def forward(xp, x, window=(), padding=(), stride=(), mode=0, maxpoolingNanOpt=1, alpha=1.0,
                 out=None):
+        window = fit_window(x.shape[2:], window, padding)
         return _pool(xp, x, window, padding, stride, mode, maxpoolingNanOpt, alpha, out=out)
 
     def grad(g, out, x, **attrs):
@@ -272,6 +301,7 @@ class PoolGrad(Op):
 
     def forward(xp, x, y, dy, window=(), padding=(), stride=(), mode=0, maxpoolingNanOpt=1,
                 alpha=1.0, out=None):
+        window = fit_window(x.shape[2:], window, padding)
         return _pool_grad(xp, x, y, dy, window, padding, stride, mode, maxpoolingNanOpt, alpha,
                           out=out)
 
@@ -297,6 +327,7 @@ class PoolSelect(Op):
 
     def forward(xp, x, y, g, window=(), padding=(), stride=(), mode=0, maxpoolingNanOpt=1,
                 alpha=1.0, out=None):
+        window = fit_window(x.shape[2:], window, padding)
         return _pool_select(xp, x, y, g, window, padding, stride, mode, maxpoolingNanOpt,
                             alpha, out=out)
 
@@ -339,6 +370,11 @@ def pool(x, window=2, padding=0, stride=None, mode=0, maxpoolingNanOpt=1, alpha=
         >>> import knetflow as kf, numpy as np
         >>> kf.pool(np.arange(1., 7).reshape(1, 1, 6)).ravel()
         array([2., 4., 6.])
+
+    The same on Knet's 4-D form (6,1,1,1), (1,1,1,6) here: the window of 2 over the
+    dimension of size 1 is cut to it, so that dimension keeps its size:
+        >>> kf.pool(np.arange(1., 7).reshape(1, 1, 1, 6))
+        array([[[[2., 4., 6.]]]])
     """
     return apply(Pool, x, **_attrs(x, window, padding, stride, mode, maxpoolingNanOpt, alpha))
 

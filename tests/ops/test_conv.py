@@ -192,6 +192,11 @@ def test_seed_padding_and_stride():
     w, x = _seed_1d()
     assert kf.conv4(w, x, padding=1).ravel().tolist() == [4, 10, 16, 22, 28, 34, 32]
     assert kf.conv4(w, x, padding=1, stride=3).ravel().tolist() == [4, 22, 32]
+    # Knet's 4-D call conv4(w, x; padding=(1,0), stride=3): the stride applies to the
+    # dimension of size 1 too, which keeps its size 1
+    w4, x4 = w.reshape(1, 1, 1, 3), x.reshape(1, 1, 1, 7)
+    y = kf.conv4(w4, x4, padding=(0, 1), stride=3)
+    assert y.shape == (1, 1, 1, 3) and y.ravel().tolist() == [4, 22, 32]
 
 
 def test_seed_cross_correlation():

@@ -3,7 +3,10 @@
 References are loops over output positions written from the definitions in
 seed 001's Pooling chapter: each output is the max (padding never wins), the
 sum over the window divided by its size (mode 1), or by its number of real
-elements (mode 2); max gradients go to the first maximum of each window.
+elements (mode 2); max gradients go to the first maximum of each window. The
+number of windows is Knet's 1 + (X + 2P - W) / S rounded toward zero, and a
+window longer than the padded input is cut to it (slicing the padded input
+cuts it here).
 """
 
 import math
@@ -14,7 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import knetflow as kf
+from knetflow.ops import cudnn
 from knetflow.ops.pool import pool, pool_grad, pool_select, unpool
+from tests.ops.cudnn_fake import NumpyCudnn
 from tests.ops.harness import Arg, Case, check, check_into_planned_buffers
 
 
@@ -27,7 +32,9 @@ def _geometry(x, window, padding, stride):
     window = _tup(window, nd)
     stride = window if stride is None else _tup(stride, nd)
     padding = _tup(padding, nd)
-    ys = tuple(1 + (n + 2 * p - w) // s for n, w, p, s in zip(x.shape[2:], window, padding, stride))
+    # int() of the quotient rounds toward zero, as Knet's div does
+    ys = tuple(1 + int((n + 2 * p - w) / s)
+               for n, w, p, s in zip(x.shape[2:], window, padding, stride))
     return window, padding, stride, ys
 
 
@@ -50,8 +57,8 @@ def ref_pool(x, window=2, padding=0, stride=None, mode=0, maxpoolingNanOpt=1, al
         win = xpad[_window(p, window, stride)].reshape(x.shape[:2] + (-1,))
         if is_max:
             y[(Ellipsis,) + p] = win.max(-1) if maxpoolingNanOpt else np.nanmax(win, -1)
-        elif mode == 1:
-            y[(Ellipsis,) + p] = win.sum(-1) / math.prod(window)
+        elif mode == 1:   # the window as cut to the padded input
+            y[(Ellipsis,) + p] = win.sum(-1) / math.prod(xpad[_window(p, window, stride)].shape[2:])
         else:
             y[(Ellipsis,) + p] = win.sum(-1) / real[_window(p, window, stride)[1:]].sum()
     return alpha * y
@@ -76,7 +83,7 @@ def ref_pool_grad(x, dy, window=2, padding=0, stride=None, mode=0, maxpoolingNan
         if mode in (0, 3):
             dx[sl] += _first_max_mask(x, window, padding, stride, p) * lift
         else:
-            count = math.prod(window) if mode == 1 else real[sl[1:]].sum()
+            count = math.prod(dx[sl].shape[2:]) if mode == 1 else real[sl[1:]].sum()
             dx[sl] += lift / count
     crop = (Ellipsis,) + tuple(slice(q, q + n) for q, n in zip(padding, x.shape[2:]))
     return alpha * dx[crop]
@@ -146,6 +153,13 @@ CASES = [
     _pool_case((1, 2, 5, 4, 3), mode=2, window=2, padding=1, stride=(1, 2, 2)),
     _pool_case((2, 2, 6, 6), alpha=2.0, maxpoolingNanOpt=0, stride=1),
     _pool_case((2, 2, 9), mode=1, window=4, stride=3, alpha=0.5),
+    _pool_case((2, 2, 1, 6), second=True),                  # Knet's (6,1,1,1): H=1 stays 1
+    _pool_case((1, 2, 1, 5), mode=1, window=(4, 3), padding=1),  # cut to 1 + 2 rows
+    _pool_case((1, 2, 2, 5), mode=2, window=(4, 2), stride=(3, 2)),
+    _grad_case((2, 2, 1, 6), (2, 2, 1, 3)),
+    _grad_case((1, 2, 1, 5), (1, 2, 1, 2), mode=1, window=(4, 3), padding=1),
+    _select_case((1, 2, 1, 6), mode=3),
+    _select_case((1, 2, 2, 5), mode=2, window=(4, 2), stride=(3, 2)),
     _grad_case((2, 2, 6, 5), (2, 2, 3, 2)),
     _grad_case((1, 2, 7, 6), (1, 2, 4, 3), window=3, stride=2, padding=1, alpha=2.0),
     _grad_case((1, 2, 5, 6), (1, 2, 3, 4), mode=2, padding=1),
@@ -182,9 +196,52 @@ def test_seed_1d_pooling():
     assert kf.pool(x, window=3).ravel().tolist() == [3, 6]
     assert kf.pool(x, padding=1).ravel().tolist() == [1, 3, 5, 6]
     assert kf.pool(_row(range(1, 11)), stride=4).ravel().tolist() == [2, 6, 10]
-    # Knet's 4-D form (6,1,1,1) is (1,1,1,6) here; padding=(1,0) becomes (0,1)
-    x4 = x.reshape(1, 1, 1, 6)
-    assert kf.pool(x4, window=(1, 2), padding=(0, 1)).ravel().tolist() == [1, 3, 5, 6]
+
+
+def _knet4(values):
+    """Knet's reshape(values, (X,1,1,1)): (1, 1, 1, X) here."""
+    return np.asarray(values, dtype=float).reshape(1, 1, 1, -1)
+
+
+def test_seed_1d_pooling_on_knets_4d_arrays():
+    # the seed's own calls, keywords as written: windows and strides apply to the
+    # dimension of size 1 too, which keeps its size 1
+    x = _knet4(range(1, 7))
+    for y, want in [(kf.pool(x), [2, 4, 6]), (kf.pool(x, window=3), [3, 6]),
+                    (kf.pool(x, padding=(0, 1)), [1, 3, 5, 6]),  # Knet's padding=(1,0)
+                    (kf.pool(_knet4(range(1, 11)), stride=4), [2, 6, 10])]:
+        assert y.shape == (1, 1, 1, len(want)) and y.ravel().tolist() == want
+    assert kf.pool(x, window=(1, 2), padding=(0, 1)).ravel().tolist() == [1, 3, 5, 6]
+
+
+def test_seed_pooling_modes_on_knets_4d_arrays():
+    # x = [1..6], window = stride = 2, padding 1 on the long dimension (the seed's list);
+    # the window over the dimension of size 1 is cut to that one row for every mode
+    x = _knet4(range(1, 7))
+    for mode, want in [(0, [1, 3, 5, 6]), (1, [0.5, 2.5, 4.5, 3.0]), (2, [1.0, 2.5, 4.5, 6.0]),
+                       (3, [1, 3, 5, 6])]:
+        assert kf.pool(x, padding=(0, 1), mode=mode).ravel().tolist() == want
+
+
+def test_a_window_longer_than_the_padded_input_is_cut_to_it():
+    x = np.arange(1., 7).reshape(1, 1, 2, 3)
+    # rows: 2 + 2*1 padded = 4 < window 5; columns 3 < 4: one window each way, cut
+    y = kf.pool(x, window=(5, 4), padding=(1, 0), mode=1)
+    assert y.shape == (1, 1, 1, 1) and y.ravel().tolist() == [21 / (4 * 3)]
+    assert kf.pool(x, window=(5, 4), padding=(1, 0), mode=2).ravel().tolist() == [21 / 6]
+    assert kf.pool(x, window=(5, 4), padding=(1, 0)).ravel().tolist() == [6]
+    g = kf.pool_grad(x, kf.pool(x, window=3, mode=1), np.ones((1, 1, 1, 1)), window=3, mode=1)
+    np.testing.assert_allclose(g, np.full((1, 1, 2, 3), 1 / 6))  # the cut window's 6 elements
+
+
+def test_knets_output_size_rounds_toward_zero():
+    x = kf.placeholder("x", (None, 1, 1, 10))
+    assert kf.pool(x).shape == (None, 1, 1, 5)
+    assert kf.pool(x, stride=4).shape == (None, 1, 1, 3)            # 1 + (1 - 2) / 4 -> 1
+    assert kf.pool(x, window=3).shape == (None, 1, 1, 3)             # 1 + (1 - 3) / 3 -> 1
+    assert kf.pool(x, window=(2, 3), padding=(1, 1)).shape == (None, 1, 1, 4)
+    with pytest.raises(kf.ShapeError, match=r"empty output \(0, 5\)"):  # 1 + (-2) / 2 -> 0
+        kf.pool(x, window=(3, 2), stride=(2, 2))
 
 
 def test_seed_pooling_modes():
@@ -245,7 +302,11 @@ def test_maxpool_gradient_in_a_knet_style_loop():
 
 
 @pytest.mark.parametrize("xs,kw,match", [
-    ((1, 2, 1, 1), {"window": 2}, r"pool: x \(1, 2, 1, 1\) with window=\(2, 2\).*empty output"),
+    ((1, 2, 1, 1), {"window": 3, "stride": 1},   # 1 + (1 - 3) / 1: a whole stride over
+     r"pool: x \(1, 2, 1, 1\) with window=\(3, 3\), padding=\(0, 0\), stride=\(1, 1\) gives "
+     r"an empty output \(0, 0\)"),
+    ((1, 2, 1, 6), {"window": (4, 2), "stride": (3, 2)},   # 1 + (1 - 4) / 3 -> 0
+     r"window=\(4, 2\), padding=\(0, 0\), stride=\(3, 2\) gives an empty output \(0, 3\)"),
     ((1, 2, 4, 4), {"padding": 2}, r"padding=\(2, 2\) must be smaller than window=\(2, 2\)"),
     ((1, 2, 4, 4), {"mode": 4}, r"mode=4"),
     ((1, 2, 4, 4), {"window": (2, 2, 2)}, r"window=\(2, 2, 2\) needs 2 entries"),
@@ -276,7 +337,10 @@ def _problems(draw):
     window = tuple(draw(st.integers(1, 3)) for _ in range(nd))
     padding = tuple(draw(st.integers(0, w - 1)) for w in window)
     stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
-    xs = tuple(draw(st.integers(max(1, w - 2 * p), 6)) for w, p in zip(window, padding))
+    # windows may be longer than the padded input: then one window, cut, unless that is
+    # a whole stride too long (an empty output; see test_pool_shape_errors)
+    xs = tuple(draw(st.integers(max(1, w - 2 * p - s + 1), 6))
+               for w, p, s in zip(window, padding, stride))
     mode = draw(st.sampled_from([0, 1, 2, 3]))
     return (draw(st.integers(1, 2)), 2) + xs, {"window": window, "padding": padding,
                                                      "stride": stride, "mode": mode}
@@ -313,14 +377,46 @@ def _cupy():
 @pytest.mark.skipif(_cupy() is None, reason="no GPU: CuPy with a CUDA device is needed")
 def test_cupy_runs_the_same_kernels():
     cp = _cupy()
-    x = np.random.RandomState(4).randn(2, 3, 7, 6)
-    for kw in ({"padding": 1}, {"mode": 2, "window": 3, "stride": 2, "padding": 1}):
+    rs = np.random.RandomState(4)
+    x, row = rs.randn(2, 3, 7, 6), rs.randn(2, 3, 1, 6)
+    for x, kw in ((x, {"padding": 1}), (x, {"mode": 2, "window": 3, "stride": 2, "padding": 1}),
+                  (row, {}), (row, {"mode": 1, "window": (4, 3), "padding": 1})):  # cut windows
         y = kf.pool(cp.asarray(x), **kw)
         np.testing.assert_allclose(cp.asnumpy(y), ref_pool(x, **kw), rtol=1e-12)
         dx = kf.pool_grad(cp.asarray(x), y, y, **kw)
         np.testing.assert_allclose(cp.asnumpy(dx), ref_pool_grad(x, cp.asnumpy(y), **kw),
                                    rtol=1e-12)
     np.testing.assert_allclose(cp.asnumpy(kf.unpool(cp.asarray(x))), ref_unpool(x))
+
+
+# ---- the cuDNN kernels (knetflow/ops/cudnn.py) on cut windows, against cuDNN modelled in NumPy
+
+
+@pytest.fixture
+def fake_cudnn(monkeypatch):
+    lib = NumpyCudnn()
+    monkeypatch.setattr(cudnn, "_library", lib)
+    monkeypatch.setattr(cudnn, "_override", True)
+    return lib
+
+
+@pytest.mark.parametrize("xs, kw", [
+    ((1, 1, 6), {}),
+    ((1, 6), {"mode": 1, "padding": (0, 1)}),
+    ((1, 5), {"mode": 1, "window": (4, 3), "padding": 1}),
+    ((2, 5), {"mode": 2, "window": (4, 2), "stride": (3, 2)}),
+    ((2, 3), {"mode": 3, "window": (5, 4), "padding": (1, 0)}),
+])
+def test_cudnn_kernels_take_the_cut_window(fake_cudnn, xs, kw):
+    rs = np.random.RandomState(len(xs))
+    x = rs.randn(2, 3, *xs)
+    attrs = kf.pool(kf.placeholder("x", x.shape, "float64"), **kw).node.attrs  # as plans do
+    y = cudnn.KERNELS["pool"][1](np, x, **attrs)
+    np.testing.assert_allclose(y, ref_pool(x, **kw), rtol=1e-12, atol=1e-12)
+    dy = rs.randn(*y.shape)
+    dx = cudnn.KERNELS["pool_grad"][1](np, x, y, dy, **attrs)
+    np.testing.assert_allclose(dx, ref_pool_grad(x, dy, **kw), rtol=1e-12, atol=1e-12)
+    assert fake_cudnn.calls == ["pooling_forward", "pooling_backward"]  # no xp fallback
 
 
 def test_empty_batch():
