@@ -36,6 +36,11 @@ class Node:
     where: str = "?"
     id: int = field(default_factory=lambda: next(_ids))
 
+    def __post_init__(self):
+        # a placeholder's or param's name is its user name (kept in attrs for the format)
+        if self.name is None and self.op in ("input", "param"):
+            object.__setattr__(self, "name", self.attrs.get("name"))
+
     @property
     def is_leaf(self) -> bool:
         return self.op in LEAF_OPS
@@ -141,7 +146,7 @@ class Graph:
     def verify(self) -> "Graph":
         """Check the graph's invariants; raise AssertionError naming the bad node."""
         position = {n.id: k for k, n in enumerate(self.nodes)}
-        names = set()
+        leaves: dict = {}  # name -> op: inputs and params share names, as a feed names either
         for k, n in enumerate(self.nodes):
             assert n.op in LEAF_OPS or n.op in REGISTRY, f"{n!r}: unknown op {n.op!r}"
             assert isinstance(n.spec, (Spec, TupleSpec)), f"{n!r}: spec is not a Spec"
@@ -149,9 +154,10 @@ class Graph:
                 assert i.id in position, f"{n!r}: input {i!r} is not in the graph"
                 assert position[i.id] < k, f"{n!r}: input {i!r} comes after it"
             if n.op in ("input", "param"):
-                key = (n.op, n.attrs["name"])
-                assert key not in names, f"two {n.op} nodes named {n.attrs['name']!r}"
-                names.add(key)
+                name = n.attrs["name"]
+                kinds = f"two {n.op} nodes" if leaves.get(name) == n.op else "an input and a param"
+                assert name not in leaves, f"{kinds} named {name!r}"
+                leaves[name] = n.op
         for o in self.outputs:
             assert o.id in position, f"output {o!r} is not in the graph"
         params = {n.attrs["name"]: n for n in self.params}

@@ -254,3 +254,11 @@ def test_to_dot_has_a_box_per_op_and_an_edge_per_input():
     assert f'n{c.node.id} [label="mul#{c.node.id}\\nfloat32(?, 3)", shape=box];' in dot
     assert f'n{a.node.id} -> n{c.node.id} [label="(?, 3)"];' in dot
     assert dot.count("->") == 5
+
+
+def test_leaf_nodes_carry_their_user_names():
+    w1 = kf.param("w1", (3, 2))
+    x = kf.placeholder("x", (None, 3))
+    g = kf.Graph([kf.sum(x @ w1)])
+    assert [p.name for p in g.params] == ["w1"] and [n.name for n in g.inputs] == ["x"]
+    assert g.param("w1").name == "w1"

@@ -42,9 +42,9 @@ def counting(fn):
     it at each trace would make every call a new signature.
     """
 
-    def f(*args):
+    def f(*args, **kwargs):
         f.calls.append(1)
-        return fn(*args)
+        return fn(*args, **kwargs)
 
     f.calls = []
     return f, f.calls

@@ -1,0 +1,261 @@
+"""The trace cache never answers for other inputs (train/trace_cache.py, graph/capture.py).
+
+Everything a traced function reads is an input of the plan (arrays, Params) or
+part of the key (shapes, dtypes, structure, static values); each test changes
+one such thing between two calls and checks the second answer, and counts
+traces where a call must hit the cache.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import knetflow as kf
+from knetflow.train import trace_cache
+from tests.train.traced import counting
+
+SCALE = np.full(3, 2.0)       # a global array the tests rebind
+HELPER_SCALE = np.full(3, 3.0)
+
+
+def _scaled(x):
+    return x * HELPER_SCALE  # a helper reading a global: the traced function never names it
+
+
+ONES = np.ones(3)
+
+
+# ---- keyword arguments and default values ----
+
+
+def test_keyword_arrays_are_fed_at_every_call():
+    g = kf.grad(lambda x, c=None: kf.sum(x * c))
+    np.testing.assert_array_equal(g(ONES, c=np.full(3, 1.0)), [1, 1, 1])
+    np.testing.assert_array_equal(g(ONES, c=np.full(3, 5.0)), [5, 5, 5])
+    w = kf.Param(np.ones(3))
+    r = kf.diff(lambda *, scale: kf.sum(w * scale), scale=np.full(3, 4.0))
+    np.testing.assert_array_equal(kf.grad(r, w), [4, 4, 4])
+    r = kf.diff(lambda *, scale: kf.sum(w * scale), scale=np.full(3, 6.0))
+    np.testing.assert_array_equal(kf.grad(r, w), [6, 6, 6])
+
+
+def test_defaults_of_two_functions_made_by_one_factory():
+    def make(k):
+        def h(x, k=k):
+            return kf.sum(x * k)
+        return h
+
+    np.testing.assert_array_equal(kf.grad(make(2.0))(ONES), [2, 2, 2])
+    np.testing.assert_array_equal(kf.grad(make(7.0))(ONES), [7, 7, 7])
+    np.testing.assert_array_equal(kf.grad(make(np.full(3, 3.0)))(ONES), [3, 3, 3])
+    np.testing.assert_array_equal(kf.grad(make(np.full(3, 4.0)))(ONES), [4, 4, 4])
+
+    def keyword_only(k):
+        def h(x, *, k=k):
+            return kf.sum(x * k)
+        return h
+
+    np.testing.assert_array_equal(kf.grad(keyword_only(np.full(3, 5.0)))(ONES), [5, 5, 5])
+    np.testing.assert_array_equal(kf.grad(keyword_only(np.full(3, 9.0)))(ONES), [9, 9, 9])
+
+
+# ---- what the function captures ----
+
+
+def test_a_closure_array_rebound_between_calls():
+    k = np.full(3, 2.0)
+
+    def f(x):
+        return kf.sum(x * k)
+
+    np.testing.assert_array_equal(kf.grad(f)(ONES), [2, 2, 2])
+    k = np.full(3, 8.0)  # noqa: F841 - read by f through its cell
+    np.testing.assert_array_equal(kf.grad(f)(ONES), [8, 8, 8])
+
+
+def test_a_global_array_reassigned():
+    global SCALE
+    g = kf.grad(lambda x: kf.sum(x * SCALE))
+    try:
+        np.testing.assert_array_equal(g(ONES), [2, 2, 2])
+        SCALE = np.full(3, 5.0)
+        np.testing.assert_array_equal(g(ONES), [5, 5, 5])
+    finally:
+        SCALE = np.full(3, 2.0)
+
+
+def test_a_global_read_by_a_helper_function():
+    global HELPER_SCALE
+    g = kf.grad(lambda x: kf.sum(_scaled(x)))
+    try:
+        np.testing.assert_array_equal(g(ONES), [3, 3, 3])
+        HELPER_SCALE = np.full(3, -1.0)
+        np.testing.assert_array_equal(g(ONES), [-1, -1, -1])
+    finally:
+        HELPER_SCALE = np.full(3, 3.0)
+
+
+def test_list_items_and_dict_values_replaced():
+    ws = [np.full(3, 2.0)]
+    table = {"k": np.full(3, 3.0)}
+    f, calls = counting(lambda x: kf.sum(x * ws[0] * table["k"]))
+    np.testing.assert_array_equal(kf.grad(f)(ONES), [6, 6, 6])
+    ws[0] = np.full(3, 4.0)
+    table["k"] = np.full(3, 0.5)
+    np.testing.assert_array_equal(kf.grad(f)(ONES), [2, 2, 2])
+    assert len(calls) == 1  # same structure and shapes: fed, not traced again
+
+
+def test_a_method_of_two_instances_with_different_weights():
+    class Scaler:
+        def __init__(self, k):
+            self.k = k
+
+        def loss(self, x):
+            return kf.sum(x * self.k)
+
+        def __call__(self, x):
+            return kf.sum(x * self.k * 2)
+
+    a, b = Scaler(np.full(3, 1.0)), Scaler(np.full(3, 10.0))
+    np.testing.assert_array_equal(kf.grad(a.loss)(ONES), [1, 1, 1])
+    np.testing.assert_array_equal(kf.grad(b.loss)(ONES), [10, 10, 10])
+    np.testing.assert_array_equal(kf.grad(a)(ONES), [2, 2, 2])
+    np.testing.assert_array_equal(kf.grad(b)(ONES), [20, 20, 20])
+    b.k = np.full(3, 100.0)  # an attribute rebound
+    np.testing.assert_array_equal(kf.grad(b.loss)(ONES), [100, 100, 100])
+
+
+def test_params_of_two_model_instances_are_their_own():
+    class Model:
+        def __init__(self, w):
+            self.w = kf.Param(np.array(w))
+
+        def __call__(self, x):
+            return kf.sum(self.w * x)
+
+    one, two = Model([1.0, 2.0]), Model([3.0, 4.0])
+    x = np.array([1.0, 1.0])
+    r1, r2 = kf.diff(one, x), kf.diff(two, x)
+    assert (kf.value(r1), kf.value(r2)) == (3.0, 7.0)
+    assert r2.params == [two.w] and kf.grad(r2, one.w) is None
+
+
+# ---- static values ----
+
+
+def test_a_static_python_value_changed_retraces():
+    f, calls = counting(lambda x, n, flag: kf.sum(x[:n] * (3.0 if flag else 1.0)))
+    x = np.ones(4)
+    np.testing.assert_array_equal(kf.grad(f)(x, 2, False), [1, 1, 0, 0])
+    np.testing.assert_array_equal(kf.grad(f)(x, 3, False), [1, 1, 1, 0])
+    np.testing.assert_array_equal(kf.grad(f)(x, 3, True), [3, 3, 3, 0])
+    np.testing.assert_array_equal(kf.grad(f)(x, 3, True), [3, 3, 3, 0])
+    assert len(calls) == 3
+
+
+def test_a_captured_python_number_is_static():
+    k = 2.0
+    f, calls = counting(lambda x: kf.sum(x * k))
+    np.testing.assert_array_equal(kf.grad(f)(ONES), [2, 2, 2])
+    k = 5.0  # noqa: F841
+    np.testing.assert_array_equal(kf.grad(f)(ONES), [5, 5, 5])
+    assert len(calls) == 2
+
+
+def test_the_same_inputs_hit_the_cache():
+    w = kf.Param(np.ones(3))
+    f, calls = counting(lambda x, c: kf.sum(w * x * c))
+    for k in range(5):
+        r = kf.diff(f, np.full(3, float(k)), c=np.full(3, 2.0))
+        np.testing.assert_array_equal(kf.grad(r, w), np.full(3, 2.0 * k))
+    assert len(calls) == 1
+
+
+def test_a_function_that_changes_what_it_captures_traces_once():
+    log = []
+
+    def f(x):
+        log.append(x.shape)  # runs at each trace only; the list is part of the key
+        return kf.sum(x * x)
+
+    for _ in range(4):
+        np.testing.assert_array_equal(kf.grad(f)(ONES), [2, 2, 2])
+    assert len(log) == 1
+
+
+def test_many_retraces_warn_saying_why(monkeypatch):
+    monkeypatch.setattr(trace_cache, "_WARN_AFTER", 3)
+    g = kf.grad(lambda x, k: kf.sum(x * k))
+    with pytest.warns(RuntimeWarning, match=r"traced .* 3 times.*static value.*np\.asarray"):
+        for k in range(4):
+            g(ONES, float(k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for k in range(4):  # fed as an array: one trace
+            g(ONES, np.asarray(float(k)))
+
+
+# ---- kf.diff with Params, and the iterators ----
+
+
+def test_diff_with_params_in_a_rebound_list():
+    ws = [kf.Param(np.ones(2))]
+    f, calls = counting(lambda: kf.sum(ws[0] * ws[0]))
+    assert kf.value(kf.diff(f)) == 2.0
+    ws[0] = kf.Param(np.full(2, 3.0))
+    r = kf.diff(f)
+    assert kf.value(r) == 18.0 and r.params == [ws[0]]
+    np.testing.assert_array_equal(kf.grad(r, ws[0]), [6, 6])
+    assert len(calls) == 1
+
+
+def test_minimize_and_sgd_see_each_batch_and_rebound_captures():
+    w = kf.Param(np.zeros(2))
+    target = np.array([1.0, -1.0])
+    data = [(np.full(2, 1.0),), (np.full(2, 2.0),)]
+    losses = list(kf.sgd(lambda x: kf.sum((w * x - target) ** 2), data, lr=0.1))
+    after_one = 0.1 * 2 * target  # w - lr * 2 (w x - target) x at w = 0, x = 1
+    assert losses == [2.0, pytest.approx(np.sum((after_one * 2.0 - target) ** 2))]
+    center = np.zeros(2)
+    v = kf.Param(np.zeros(2))
+
+    def pull():
+        return kf.sum((v - center) ** 2)
+
+    list(kf.minimize(pull, [()] * 30, kf.optim.SGD(lr=0.25)))
+    np.testing.assert_allclose(v.value, [0, 0])
+    center = np.array([3.0, 3.0])  # noqa: F841 - read by pull
+    list(kf.minimize(pull, [()] * 30, kf.optim.SGD(lr=0.25)))
+    np.testing.assert_allclose(v.value, [3, 3])
+
+
+# ---- arguments come back as they went in ----
+
+
+def test_arguments_are_left_as_they_were():
+    z = np.array(2.0)
+    assert kf.grad(lambda z: z * z)(z) == 4.0
+    assert z.flags.writeable and z.shape == ()
+    labels = np.array([0, 2, 1])
+    x = np.arange(6.0).reshape(3, 2)
+    before = x.copy()
+    kf.grad(lambda x, y: kf.sum(x.reshape(2, 3) * y))(x, labels.astype(float))
+    assert x.shape == (3, 2) and x.flags.writeable and (x == before).all()
+    kf.diff(lambda p, i: kf.sum(p * i), kf.Param(np.ones(3)), labels)
+    assert labels.dtype == np.int64 and labels.flags.writeable
+    a, b = np.ones(3), np.full(3, 2.0)
+    g = kf.grad(lambda a, b: kf.sum(a * b))(a, b)
+    assert not np.shares_memory(g, b) and not np.shares_memory(g, a)
+
+
+def test_any_parameter_names():
+    np.testing.assert_array_equal(kf.grad(lambda f: kf.sum(f * f))(ONES), [2, 2, 2])
+    w = kf.Param(np.ones(3))
+    r = kf.diff(lambda x, f, argnum: kf.sum(w * x * f * argnum), ONES, f=np.full(3, 2.0),
+                argnum=np.full(3, 3.0))
+    np.testing.assert_array_equal(kf.grad(r, w), [6, 6, 6])
+    g, loss = kf.gradloss(lambda f, param: kf.sum(f * param))(ONES, param=np.full(3, 4.0))
+    np.testing.assert_array_equal(g, [4, 4, 4])
+    assert loss == 12.0
