@@ -1,10 +1,13 @@
 """Symbol: the user-facing handle on a Node, with NumPy-like operators.
 
-Arithmetic, comparisons, `@`, indexing, `.T`, `.reshape`, reductions and
-NumPy's protocols (`np.exp(sym)`, `np.sum(sym)`) all build nodes through the
-op functions. Python control flow on a symbol cannot work (its value is not
-known while the graph is built), so `bool`, `float`, `int` raise a
-TracingError that says what to use instead.
+Arithmetic, comparisons, `@`, indexing, `.T`, ndarray methods (`.reshape`,
+`.sum`, `.var`, `.clip`, `.argmax`, ...) and NumPy's protocols (`np.exp(sym)`,
+`np.linalg.norm(sym)`) all build nodes through the op functions, with NumPy's
+meaning: the NumPy functions knetflow accepts are an explicit table
+(graph/numpy_api.py, docs/NUMPY.md), and anything else raises a TracingError
+naming the function. Python control flow on a symbol cannot work (its value is
+not known while the graph is built), so `bool`, `float`, `int`, `.tolist()`,
+`.item()` raise a TracingError that says what to use instead.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from knetflow.ops.base import fmt
 
 
 class Operators:
-    """NumPy-style operators that build ops; shared by Symbol and kf.Param."""
+    """NumPy-style operators and ndarray methods that build ops; shared by Symbol and kf.Param.
+
+    On a Param outside a trace, the methods and NumPy's functions act on its array.
+    """
 
     __slots__ = ()
 
@@ -48,28 +54,83 @@ class Operators:
     # -- shape --
     def __getitem__(self, index): return _ops().getitem(self, index)
 
+    def __setitem__(self, index, value):
+        raise TracingError(
+            f"item assignment into symbolic {self!r}: graph values cannot change in place; "
+            "build a new value with kf.where(mask, new, x) or kf.index_add(x, index, update)")
+
     @property
-    def T(self):
-        return _ops().transpose(self)
+    def T(self): return _method(self, "transpose", (), {})
 
-    def reshape(self, *shape):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = shape[0]
-        return _ops().reshape(self, shape)
+    @property
+    def mT(self): return np.matrix_transpose(self)
 
-    def transpose(self, *axes):
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = axes[0]
-        return _ops().transpose(self, axes or None)
+    @property
+    def ndim(self) -> int: return len(self.shape)
 
-    def astype(self, dtype):
-        return _ops().cast(self, dtype)
+    @property
+    def size(self) -> int:
+        if None in self.shape:
+            raise TracingError(f"size of {self!r}: it has a dynamic (None) dimension; use "
+                               "kf.count(x) for the element count as a graph value")
+        return int(np.prod(self.shape, dtype=np.int64))
 
-    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
-    def min(self, axis=None, keepdims=False): return _ops().min(self, axis, keepdims)
-    def prod(self, axis=None, keepdims=False): return _ops().prod(self, axis, keepdims)
+    @property
+    def real(self): return np.real(self)
+
+    @property
+    def imag(self): return np.imag(self)
+
+    # -- ndarray methods with NumPy's meaning (graph/numpy_api.py) --
+    def reshape(self, *shape, **kw): return _method(self, "reshape", shape, kw)
+    def transpose(self, *axes, **kw): return _method(self, "transpose", axes, kw)
+    def ravel(self, *args, **kw): return _method(self, "ravel", args, kw)
+    def flatten(self, *args, **kw): return _method(self, "flatten", args, kw)
+    def squeeze(self, *args, **kw): return _method(self, "squeeze", args, kw)
+    def swapaxes(self, *args, **kw): return _method(self, "swapaxes", args, kw)
+    def astype(self, *args, **kw): return _method(self, "astype", args, kw)
+    def clip(self, *args, **kw): return _method(self, "clip", args, kw)
+    def round(self, *args, **kw): return _method(self, "round", args, kw)
+    def conj(self): return _method(self, "conj", (), {})
+    def conjugate(self): return _method(self, "conjugate", (), {})
+    def repeat(self, *args, **kw): return _method(self, "repeat", args, kw)
+    def take(self, *args, **kw): return _method(self, "take", args, kw)
+    def diagonal(self, *args, **kw): return _method(self, "diagonal", args, kw)
+    def dot(self, *args, **kw): return _method(self, "dot", args, kw)
+    def trace(self, *args, **kw): return _method(self, "trace", args, kw)
+    def cumsum(self, *args, **kw): return _method(self, "cumsum", args, kw)
+
+    # reductions
+    def sum(self, *args, **kw): return _method(self, "sum", args, kw)
+    def mean(self, *args, **kw): return _method(self, "mean", args, kw)
+    def max(self, *args, **kw): return _method(self, "max", args, kw)
+    def min(self, *args, **kw): return _method(self, "min", args, kw)
+    def prod(self, *args, **kw): return _method(self, "prod", args, kw)
+    def var(self, *args, **kw): return _method(self, "var", args, kw)
+    def std(self, *args, **kw): return _method(self, "std", args, kw)
+    def any(self, *args, **kw): return _method(self, "any", args, kw)
+    def all(self, *args, **kw): return _method(self, "all", args, kw)
+    def argmax(self, *args, **kw): return _method(self, "argmax", args, kw)
+    def argmin(self, *args, **kw): return _method(self, "argmin", args, kw)
+
+    # need a concrete value: refused while traced, the array's own on a Param outside a trace
+    def tolist(self, *args, **kw): return _method(self, "tolist", args, kw)
+    def item(self, *args, **kw): return _method(self, "item", args, kw)
+    def tobytes(self, *args, **kw): return _method(self, "tobytes", args, kw)
+    def fill(self, *args, **kw): return _method(self, "fill", args, kw)
+    def sort(self, *args, **kw): return _method(self, "sort", args, kw)
+    def argsort(self, *args, **kw): return _method(self, "argsort", args, kw)
+    def nonzero(self, *args, **kw): return _method(self, "nonzero", args, kw)
+    def cumprod(self, *args, **kw): return _method(self, "cumprod", args, kw)
+    def view(self, *args, **kw): return _method(self, "view", args, kw)
+    def resize(self, *args, **kw): return _method(self, "resize", args, kw)
+
+    # -- NumPy protocols: NumPy's meaning, or a TracingError naming the function --
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _api().array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _api().array_function(func, args, kwargs)
 
 
 class Symbol(Operators):
@@ -145,26 +206,6 @@ class Symbol(Operators):
             f"cannot convert symbolic {self!r} to a NumPy array; run the graph "
             "(kf.compile(...).run(feed)) to get its value")
 
-    # -- NumPy protocols --
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        fn = _ufunc_table().get(ufunc.__name__)
-        if method != "__call__" or fn is None or kwargs:
-            return NotImplemented
-        return fn(*inputs)
-
-    def __array_function__(self, func, types, args, kwargs):
-        fn = getattr(_ops(), _ARRAY_FUNCTIONS.get(func.__name__, func.__name__), None)
-        if fn is None:
-            return NotImplemented
-        return fn(*args, **kwargs)
-
-
-# numpy function name -> knetflow op function name, where they differ
-_ARRAY_FUNCTIONS = {
-    "concatenate": "concat", "amax": "max", "amin": "min", "maximum": "maximum",
-    "permute_dims": "transpose", "around": "round", "hstack": "hcat", "vstack": "vcat",
-}
-
 
 def _ops():
     import knetflow.ops as ops
@@ -172,23 +213,11 @@ def _ops():
     return ops
 
 
-_UFUNCS: dict = {}
+def _api():
+    from knetflow.graph import numpy_api
+
+    return numpy_api
 
 
-def _ufunc_table() -> dict:
-    """numpy ufunc name -> knetflow op function (from the registry's `ufunc` names)."""
-    if not _UFUNCS:
-        ops = _ops()
-        from knetflow.ops.base import REGISTRY
-
-        for op in REGISTRY.values():
-            if op.ufunc and hasattr(ops, op.name):
-                _UFUNCS[op.ufunc] = getattr(ops, op.name)
-        for name in ("add", "subtract", "multiply", "true_divide", "divide", "power", "matmul",
-                     "negative", "maximum", "minimum", "less", "less_equal", "greater",
-                     "greater_equal", "equal", "not_equal"):
-            alias = {"subtract": "sub", "multiply": "mul", "true_divide": "div", "divide": "div",
-                     "power": "pow", "negative": "neg", "less": "lt", "less_equal": "le",
-                     "greater": "gt", "greater_equal": "ge", "equal": "eq", "not_equal": "ne"}
-            _UFUNCS.setdefault(name, getattr(ops, alias.get(name, name)))
-    return _UFUNCS
+def _method(obj, name, args, kwargs):
+    return _api().method(obj, name, args, kwargs)
