@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 
@@ -24,41 +25,71 @@ def update(weights, grads, optimizers=None, lr=0.1, gclip=0):
     - `update([w1, w2], [g1, g2], [opt1, opt2])` or one optimizer for all, whose
       state is then keyed by position; dicts likewise, keyed by name, and
       `optimizers` may also be a MultiOptimizer or a dict of optimizers.
-    A gradient that is None (an unused parameter) leaves its weight as it is.
+    Containers nest (the structures `kf.grad` differentiates: lists, tuples,
+    dicts); state keys join the positions (`"0.1"`). A Python or NumPy number in
+    a list or dict is replaced by its updated value. A gradient that is None (an
+    unused parameter, or a constant leaf) leaves its weight as it is.
 
     Example:
         >>> import knetflow as kf, numpy as np
         >>> w = np.array([1.0, 2.0])
         >>> kf.update(w, np.array([1.0, 1.0]), lr=0.5)
         array([0.5, 1.5])
+        >>> w = [np.ones(2), 0.5]
+        >>> kf.update(w, [np.ones(2), 1.0], lr=0.5)
+        [array([0.5, 0.5]), 0.0]
     """
     default = SGD(lr=lr, gclip=gclip)
-    if isinstance(weights, (Param, np.ndarray)) or is_device_array(weights):
-        if grads is None:
-            return weights
-        _apply([_item(weights, grads, optimizers, "", default)])
-        return weights
-    if isinstance(weights, dict):
-        if not isinstance(grads, dict):
-            raise TypeError(f"weights is a dict, gradients a {type(grads).__name__}")
-        unknown = [k for k in grads if k not in weights]
+    items, numbers = [], []
+    _collect(weights, grads, optimizers, "", None, default, items, numbers)
+    if items:
+        _apply(items)
+    for store, array, kind in numbers:  # numbers in lists and dicts get their new values
+        store(kind(array[()]))
+    return weights
+
+
+def _collect(w, g, opt, key, store, default, items, numbers) -> None:
+    """Add (array, gradient, optimizer, state key) for each weight in w to items."""
+    if g is None:
+        return
+    if isinstance(w, (Param, np.ndarray)) or is_device_array(w):
+        items.append(_item(w, g, opt, key, default))
+    elif type(w) is float or isinstance(w, np.floating):
+        if store is None:
+            raise TypeError(f"cannot update a {type(w).__name__} in place; use an array "
+                            "(NumPy, or a device's), a kf.Param, or keep it in a list or dict")
+        array = np.array(w, dtype=np.float64 if type(w) is float else w.dtype)
+        items.append(_item(array, g, opt, key, default))
+        numbers.append((store, array, type(w)))
+    elif isinstance(w, dict):
+        if not isinstance(g, dict):
+            raise TypeError(f"weights is a dict, gradients a {type(g).__name__}")
+        unknown = [k for k in g if k not in w]
         if unknown:
             raise ValueError(f"gradients for {unknown}, which are not among the weights "
-                             f"{list(weights)}")
-        keys = list(grads)
-        ws, gs = [weights[k] for k in keys], [grads[k] for k in keys]
-        opts = _per_key(optimizers, keys, dict_form=True)
-    else:
-        ws, gs = list(weights), list(grads)
-        keys = [str(k) for k in range(len(ws))]
-        opts = _per_key(optimizers, keys, dict_form=False)
-        if len(ws) != len(gs) or len(opts) != len(ws):
+                             f"{list(w)}")
+        keys = list(g)
+        opts = _per_key(opt, keys, dict_form=True)
+        for k, o in zip(keys, opts):
+            _collect(w[k], g[k], o, _join(key, k), functools.partial(w.__setitem__, k),
+                     default, items, numbers)
+    elif isinstance(w, (list, tuple)) and isinstance(g, (list, tuple)):
+        opts = _per_key(opt, [str(k) for k in range(len(w))], dict_form=False)
+        if len(w) != len(g) or len(opts) != len(w):
             raise ValueError(f"weights, gradients and optimizers differ in length: "
-                             f"{len(ws)}, {len(gs)}, {len(opts)}")
-    items = [_item(w, g, o, k, default) for w, g, o, k in zip(ws, gs, opts, keys)
-             if g is not None]
-    _apply(items)
-    return weights
+                             f"{len(w)}, {len(g)}, {len(opts)}")
+        for k, (wk, gk, o) in enumerate(zip(w, g, opts)):
+            setter = functools.partial(w.__setitem__, k) if isinstance(w, list) else None
+            _collect(wk, gk, o, _join(key, str(k)), setter, default, items, numbers)
+    else:
+        raise TypeError(f"cannot update a {type(w).__name__} in place with a "
+                        f"{type(g).__name__} gradient; use an array (NumPy, or a device's) or "
+                        "a kf.Param, and gradients of the weights' structure")
+
+
+def _join(prefix, key) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
 
 
 def _per_key(optimizers, keys, dict_form) -> list:
@@ -86,9 +117,6 @@ def _item(w, g, opt, key, default):
     else:
         array = w
     opt = default if opt is None else opt
-    if not (isinstance(array, np.ndarray) or is_device_array(array)):
-        raise TypeError(f"cannot update a {type(array).__name__} in place; use an array "
-                        "(NumPy, or a device's) or a kf.Param")
     if isinstance(opt, (MultiOptimizer, dict)):
         opt = resolve(opt, key)
     elif not isinstance(opt, Optimizer):

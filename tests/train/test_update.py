@@ -99,3 +99,28 @@ def test_errors_name_lengths_and_shapes():
         kf.update([[1.0, 2.0]], [np.ones(2)])
     with pytest.raises(TypeError, match="expected an optimizer"):
         kf.update(np.ones(2), np.ones(2), "adam")
+
+
+def test_nested_containers_and_numbers_as_kf_grad_returns_them():
+    w = {"dense": [np.ones(2), 0.5], "out": (np.ones(1), {"b": np.float32(1.0)})}
+    g = {"dense": [np.ones(2), 1.0], "out": (None, {"b": np.float32(2.0)})}
+    opts = {"dense": [optim.SGD(lr=0.5), optim.SGD(lr=0.25)], "out": optim.Momentum(lr=0.5)}
+    kf.update(w, g, opts)
+    np.testing.assert_allclose(w["dense"][0], [0.5, 0.5])
+    assert w["dense"][1] == 0.25 and type(w["dense"][1]) is float
+    np.testing.assert_allclose(w["out"][0], [1.0])  # None: unused, left as it is
+    assert w["out"][1]["b"] == np.float32(0.0) and type(w["out"][1]["b"]) is np.float32
+    assert set(opts["out"].state) == {"out.1.b"}
+    # the seed's loop, with update and one Adam for the list: state per position
+    loss = lambda w, x: kf.sum((w[0] * x + w[1]) ** 2)  # noqa: E731
+    w, adam = [np.ones(3), 1.0], optim.Adam(lr=0.1)
+    for _ in range(3):
+        kf.update(w, kf.grad(loss)(w, np.ones(3)), adam)
+    assert set(adam.state) == {"0", "1"} and type(w[1]) is float and w[1] < 1.0
+
+
+def test_a_number_where_it_cannot_be_replaced():
+    with pytest.raises(TypeError, match=r"cannot update a float in place; .*keep it in a list"):
+        kf.update(0.5, 1.0)
+    with pytest.raises(TypeError, match=r"cannot update a float in place"):
+        kf.update((np.ones(1), 0.5), (np.ones(1), 1.0))
