@@ -118,7 +118,7 @@ class _Walk:
         self.parts.append(("id", id(x)))
         self.cap.keep.append(x)
 
-    def leaf(self, x, kind):
+    def leaf(self, x, *kind):
         cap = self.cap
         first = cap.index.get(id(x))
         if first is not None:  # the same object twice: keyed as an alias, fed once
@@ -126,28 +126,31 @@ class _Walk:
             return
         cap.index[id(x)] = len(cap.leaves)
         cap.leaves.append(x)
-        self.parts.append(kind)
+        self.parts.extend(kind)
 
     def visit(self, x):
         t = type(x)
+        if t is np.ndarray:
+            if x.dtype.kind in "biuf":
+                self.leaf(x, x.shape, x.dtype.char)
+            else:
+                self.opaque(x)
+            return
         how = _HOW.get(t)
         if how is None:
             how = _HOW[t] = _how(t)
         if how == "static":
             self.parts.append((t, x))
-        elif how == "array":
-            if x.dtype.kind in "biuf":
-                self.leaf(x, (x.shape, x.dtype.char))
-            else:
-                self.opaque(x)
         elif how == "param":
             value = x.value
+            dtype = value.dtype
+            char = dtype.char if dtype.kind == "f" else "d"  # as float_dtype: ints train as f8
             if type(value) is np.ndarray:
-                self.leaf(x, ("P", value.shape, float_dtype(value.dtype).char))
+                self.leaf(x, "P", value.shape, char)
             else:
-                self.leaf(x, ("P", value.shape, float_dtype(value.dtype).char, _device(value)))
+                self.leaf(x, "P", value.shape, char, _device(value))
         elif how == "device":
-            self.leaf(x, (x.shape, x.dtype.char, _device(x)))
+            self.leaf(x, x.shape, x.dtype.char, _device(x))
         elif how == "opaque":
             self.opaque(x)
         elif how == "symbol":
@@ -219,8 +222,10 @@ class _Walk:
                 self.parts.append("empty cell")
                 continue
             self.visit(content)
-        self.visit(fn.__defaults__)
-        self.visit(fn.__kwdefaults__)
+        if fn.__defaults__:
+            self.visit(fn.__defaults__)
+        if fn.__kwdefaults__:
+            self.visit(fn.__kwdefaults__)
         fglobals = fn.__globals__
         for n in names:
             v = fglobals.get(n, _MISSING)

@@ -216,11 +216,12 @@ def gradloss(f, argnum=0):
                 raise TypeError(f"{trace_cache.name_of(f)} was called with {len(args)} "
                                 f"positional argument(s); argnum {k} is not one of them")
         args = list(args)
+        flat = {k: pytree.flatten(args[k]) for k in nums}
         symbolic = trace.current() is not None or any(
-            isinstance(v, Symbol) for k in nums for v in pytree.flatten(args[k])[0])
+            isinstance(v, Symbol) for leaves, _ in flat.values() for v in leaves)
         targets = {}
         for k in nums:
-            leaves, tree = pytree.flatten(args[k])
+            leaves, tree = flat[k]
             made = [_target(v, k, symbolic) for v in leaves]
             if all(m is None for m in made):
                 raise TracingError(

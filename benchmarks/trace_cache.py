@@ -1,0 +1,94 @@
+"""What a cached `kf.grad`/`kf.diff` call costs beyond running its plan.
+
+    python benchmarks/trace_cache.py [--calls 5000] [--repeat 5]
+
+For the seed's LinReg step written four ways (weights as a list of arrays with
+`kf.grad`; Params passed to `kf.diff`; a closure over Params re-created at every
+call; a model object), prints the median microseconds per cached call, the
+part spent walking what the function reads (`capture`: the cache key and the
+values to feed), and the plan's own run: the rest is the front end's overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+import knetflow as kf
+from knetflow.graph.capture import capture
+from knetflow.train import trace_cache
+
+
+def _per_call(fn, calls, repeat) -> float:
+    """Median microseconds per call of fn() over `repeat` rounds of `calls` calls."""
+    fn()
+    rounds = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        rounds.append((time.perf_counter() - t0) / calls * 1e6)
+    return statistics.median(rounds)
+
+
+def predict(w, x):
+    return w[0] @ x + w[1]
+
+
+def loss(w, x, y):
+    return kf.mean((predict(w, x) - y) ** 2)
+
+
+class Model:
+    def __init__(self, W, b):
+        self.W, self.b = W, b
+
+    def __call__(self, x, y):
+        return kf.mean((self.W @ x + self.b - y) ** 2)
+
+
+def cases():
+    """(name, one cached call, (f, args) of the kf.diff it makes, or None)."""
+    rs = np.random.RandomState(0)
+    x, y = rs.randn(13, 506), rs.randn(1, 506)
+    arrays = [0.1 * rs.randn(1, 13), 0.0]
+    W, b = kf.Param(0.1 * rs.randn(1, 13)), kf.Param(np.zeros((1, 1)))
+    model = Model(W, b)
+    lossgradient = kf.grad(loss)
+    return [
+        ("kf.grad(loss)([W, b], x, y), plain arrays", lambda: lossgradient(arrays, x, y), None),
+        ("kf.diff(loss, [W, b], x, y), Params", lambda: kf.diff(loss, [W, b], x, y),
+         (loss, ([W, b], x, y))),
+        ("kf.diff(lambda: loss([W, b], x, y)), a new closure per call",
+         lambda: kf.diff(lambda: loss([W, b], x, y)), None),
+        ("kf.diff(model, x, y), a model object", lambda: kf.diff(model, x, y), (model, (x, y))),
+    ]
+
+
+def main(argv=None) -> list:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    rows = []
+    print(f"{'cached call':62s} {'us/call':>8s} {'capture':>8s} {'plan.run':>8s} {'rest':>6s}")
+    for name, call, traced in cases():
+        total = _per_call(call, args.calls, args.repeat)
+        walk = run = float("nan")
+        if traced is not None:
+            f, fargs = traced
+            cap = capture(f, fargs, {})
+            entry, _ = trace_cache.lookup(f, fargs, {}, cap)
+            feed = entry.feed(cap)
+            walk = _per_call(lambda: capture(f, fargs, {}), args.calls, args.repeat)
+            run = _per_call(lambda: entry.plan.run(feed), args.calls, args.repeat)
+        rows.append((name, total, walk, run))
+        print(f"{name:62s} {total:8.1f} {walk:8.1f} {run:8.1f} {total - walk - run:6.1f}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
