@@ -6,10 +6,11 @@ from knetflow.ops.binary import (  # noqa: F401
 from knetflow.ops.elementwise import *  # noqa: F401,F403
 from knetflow.ops import fused as _fused  # noqa: F401  (registers the op)
 from knetflow.ops.reduce import (  # noqa: F401
-    broadcast_like, count, max, mean, min, prod, std, sum, sum_to, var)
+    broadcast_like, count, cumsum, max, mean, min, prod, std, sum, sum_to, var)
 from knetflow.ops.linalg import *  # noqa: F401,F403,E402
 from knetflow.ops.array import *  # noqa: F401,F403,E402
 from knetflow.ops.index import *  # noqa: F401,F403,E402
+from knetflow.ops.rearrange import *  # noqa: F401,F403,E402
 from knetflow.ops.softmax import *  # noqa: F401,F403,E402
 from knetflow.ops.loss import *  # noqa: F401,F403,E402
 from knetflow.ops.random import *  # noqa: F401,F403,E402

@@ -282,6 +282,11 @@ def float_dtype(spec: Spec) -> str:
     return spec.dtype if spec.is_float else "float64"
 
 
+def accumulate_dtype(dtype: str) -> str:
+    """The dtype NumPy's cumsum and trace give for `dtype`: bool and small ints widen to 64 bits."""
+    return str(np.cumsum(np.zeros(1, dtype=dtype)).dtype)
+
+
 def norm_axis(opname: str, axis, ndim: int):
     """Canonical axis attribute: None or a sorted tuple of non-negative ints."""
     if axis is None:

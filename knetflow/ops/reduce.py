@@ -1,12 +1,24 @@
-"""Reductions (sum, mean, max, min, prod, var, std) and the broadcast pair
-`broadcast_like` / `sum_to` that gradients of broadcasting use.
+"""Reductions (sum, mean, max, min, prod, var, std), the running sum `cumsum`, and the
+broadcast pair `broadcast_like` / `sum_to` that gradients of broadcasting use.
 
 `axis=None` reduces over every axis; `keepdims` keeps reduced axes as size 1.
 """
 
 from __future__ import annotations
 
-from knetflow.ops.base import Op, Spec, apply, broadcast_shapes, fail, fmt, norm_axis, register
+import numpy as np
+
+from knetflow.ops.base import (
+    Op,
+    Spec,
+    accumulate_dtype,
+    apply,
+    broadcast_shapes,
+    fail,
+    fmt,
+    norm_axis,
+    register,
+)
 
 
 def _reduced_shape(x: Spec, axis, keepdims) -> tuple:
@@ -97,6 +109,32 @@ class Min(Op):
     infer = _reduce_infer("min")
     forward = _reduce_forward("min")
     grad = staticmethod(_extremum_grad)
+
+
+@register
+class Cumsum(Op):
+    """Running sums along `axis` (NumPy `cumsum`); `reverse` sums from the far end.
+
+    The adjoint of a running sum is the running sum from the other end, so the
+    gradient is this op again with `reverse` flipped (and differentiates again).
+    Bool and small integer inputs widen as in NumPy (int32 -> int64).
+    """
+    name = "cumsum"
+
+    def infer(x: Spec, axis=0, reverse=False) -> Spec:
+        if not 0 <= axis < x.ndim:
+            fail("cumsum", f"axis {axis} is out of range for {fmt(x)}")
+        return x.with_dtype(accumulate_dtype(x.dtype))
+
+    def forward(xp, x, axis=0, reverse=False):
+        dtype = accumulate_dtype(str(x.dtype))
+        if not reverse:
+            return xp.cumsum(x, axis=axis, dtype=dtype)
+        sums = xp.cumsum(xp.flip(x, axis), axis=axis, dtype=dtype)
+        return xp.ascontiguousarray(xp.flip(sums, axis))
+
+    def grad(g, out, x, axis=0, reverse=False):
+        return (apply(Cumsum, g, axis=axis, reverse=not reverse),)
 
 
 @register
@@ -237,6 +275,30 @@ def std(x, axis=None, keepdims=False, ddof=0):
     v = var(x, axis=axis, keepdims=keepdims, ddof=ddof)
     flat = eq(v, 0)
     return where(flat, 0, sqrt(where(flat, 1, v)))
+
+
+def cumsum(x, axis=None):
+    """Running sums of x along `axis` (NumPy `cumsum`); over the flattened x when None.
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> kf.cumsum(np.array([[1.0, 2.0], [3.0, 4.0]]))
+        array([ 1.,  3.,  6., 10.])
+        >>> kf.cumsum(np.array([[1.0, 2.0], [3.0, 4.0]]), axis=0)
+        array([[1., 2.],
+               [4., 6.]])
+    """
+    if axis is None:
+        from knetflow.ops.array import reshape
+
+        return apply(Cumsum, reshape(x, (-1,)), axis=0, reverse=False)
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        fail("cumsum", f"axis must be an int or None, got {axis!r}")
+    spec = getattr(x, "spec", None)
+    ndim = spec.ndim if spec is not None else np.ndim(x)
+    if not -ndim <= axis < ndim:
+        fail("cumsum", f"axis {axis} is out of range for an array of {ndim} dimensions")
+    return apply(Cumsum, x, axis=int(axis) % ndim, reverse=False)
 
 
 def count(x, axis=None):

@@ -32,6 +32,12 @@ CASES = [
     Case("min_all", kf.min, np.min, [F((3, 5))]),
     Case("var", lambda x: kf.var(x, axis=0), lambda x: x.var(0), [F((5, 3))], second=True),
     Case("std_ddof", lambda x: kf.std(x, ddof=1), lambda x: x.std(ddof=1), [F((6,))]),
+    Case("cumsum_flat", kf.cumsum, np.cumsum, [F((3, 4))], second=True),
+    Case("cumsum_axis", lambda x: kf.cumsum(x, axis=1), lambda x: np.cumsum(x, axis=1),
+         [F((2, 4, 3))], second=True),
+    Case("cumsum_last", lambda x: kf.cumsum(x, axis=-1), lambda x: np.cumsum(x, axis=-1),
+         [F((5,))]),
+    Case("cumsum_scalar", kf.cumsum, np.cumsum, [F(())]),
     Case("broadcast_like", lambda x, y: kf.broadcast_like(x, y), lambda x, y: x + 0 * y,
          [F((3, 1)), F((2, 3, 4))], second=True),
     Case("sum_to", lambda x, y: kf.sum_to(x, y), lambda x, y: x.sum((0, 2), keepdims=True)[0],
@@ -60,3 +66,58 @@ def test_broadcast_error_names_op_shapes_and_line():
 def test_axis_out_of_range():
     with pytest.raises(kf.ShapeError, match="sum: axis 3 is out of range"):
         kf.sum(kf.placeholder("x", (2, 3)), axis=3)
+
+
+# ---- cumsum ----
+
+
+def test_cumsum_gradient_is_the_reversed_running_sum():
+    x = kf.Param(np.zeros(4))
+    w = np.array([1.0, 2.0, 3.0, 4.0])
+    g = kf.grad(kf.diff(lambda: kf.sum(kf.cumsum(x) * w)), x)
+    np.testing.assert_allclose(g, np.cumsum(w[::-1])[::-1])   # [10, 9, 7, 4]
+
+
+def test_cumsum_reverse_attribute():
+    from knetflow.ops.reduce import Cumsum
+
+    x = np.arange(6.0).reshape(2, 3)
+    got = Cumsum.forward(np, x, axis=1, reverse=True)
+    np.testing.assert_allclose(got, np.cumsum(x[:, ::-1], axis=1)[:, ::-1])
+    assert got.flags.c_contiguous
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int32", "int64", "uint16", "bool", "float32"])
+def test_cumsum_dtypes_follow_numpy(dtype):
+    x = (np.arange(6) % 2).astype(dtype).reshape(2, 3)
+    got = kf.cumsum(x, axis=0)
+    want = np.cumsum(x, axis=0)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    assert kf.cumsum(kf.placeholder("x", (2, 3), dtype)).dtype == want.dtype
+
+
+def test_cumsum_dynamic_dims():
+    x = kf.placeholder("x", (None, 3), "float64")
+    assert kf.cumsum(x, axis=0).shape == (None, 3)
+    assert kf.cumsum(x).shape == (None,)
+    value = np.arange(6.0).reshape(2, 3)
+    got = kf.compile([kf.cumsum(x), kf.cumsum(x, axis=0)]).run({"x": value})
+    np.testing.assert_array_equal(got[0], np.cumsum(value))
+    np.testing.assert_array_equal(got[1], np.cumsum(value, axis=0))
+
+
+def test_cumsum_errors():
+    x = kf.placeholder("x", (2, 3))
+    with pytest.raises(kf.ShapeError, match=r"cumsum: axis 2 is out of range for an array of "
+                                            r"2 dimensions"):
+        kf.cumsum(x, axis=2)
+    with pytest.raises(kf.ShapeError, match=r"cumsum: axis must be an int or None, got \(0, 1\)"):
+        kf.cumsum(x, axis=(0, 1))
+    with pytest.raises(kf.ShapeError, match=r"cumsum: axis 0 is out of range for an array of "
+                                            r"0 dimensions"):
+        kf.cumsum(np.float64(2.0), axis=0)
+    from knetflow.ops.reduce import Cumsum
+
+    with pytest.raises(kf.ShapeError, match=r"cumsum: axis 1 is out of range for \(3,\)"):
+        Cumsum.infer(kf.Spec((3,), "float32"), axis=1)
