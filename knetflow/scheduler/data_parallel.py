@@ -7,7 +7,11 @@ gradients of each parameter are summed in replica order on the parameter's
 home device, so the result does not depend on thread timing. Each replica's
 loss is weighted by its share of the batch (a fed scalar), so the sum is the
 whole batch's mean loss and the summed gradient is its gradient, whatever the
-split, uneven last batches included. Parameters have one copy, on their home
+split, uneven last batches included. A replica that a batch leaves with no
+rows (fewer rows than replicas) would take means over no rows, 0/0: for such
+a batch the plan compiles the step with everything only that replica
+computes replaced by zeros (`without_empty_replicas`), so it computes
+nothing and adds nothing. Parameters have one copy, on their home
 device; every replica reads the same values, so they are identical everywhere
 by construction. Homes are spread over the devices, balanced by bytes
 (`param_homes`), so the sums and the optimizer's updates run on all of them
@@ -26,9 +30,10 @@ import numpy as np
 
 from knetflow.graph import build
 from knetflow.graph.autodiff import gradients, trainable_params
-from knetflow.graph.build import placeholder
+from knetflow.graph.build import const, placeholder
 from knetflow.graph.node import Graph
 from knetflow.graph.symbol import Symbol
+from knetflow.ops.base import Spec
 from knetflow.ops.binary import where
 
 
@@ -74,8 +79,7 @@ def replicated_backward(graph: Graph, devices: list, loss_reduction: str = "mean
             loss_r = _replica(graph, r, dev, split)
             if loss_reduction == "mean":
                 weight = placeholder(f"weight@{r}", (), graph.outputs[0].spec.dtype)
-                # a replica with no rows (a batch smaller than the replica count) has a NaN
-                # mean; it must add nothing, not NaN
+                # weight 0 on every replica (a batch of no rows): the loss adds 0, not NaN
                 loss_r = where(weight > 0, loss_r * weight, 0.0)
             grads.append(gradients(loss_r.node, params))
         losses.append(loss_r)
@@ -91,6 +95,40 @@ def replicated_backward(graph: Graph, devices: list, loss_reduction: str = "mean
                 g = g + Symbol(rg[k])
         summed.append(g)
     return Graph([total] + summed)
+
+
+def without_empty_replicas(graph: Graph, n_replicas: int, split: list) -> Graph:
+    """`graph`, specialized to fed shapes, with every node that only replicas without rows
+    compute replaced by zeros of its shape (an empty array where it has rows).
+
+    A node belongs to replica r when it reads r's inputs (`name@r` of each split
+    input, `weight@r`) and no other replica's. What zeros replace enters the
+    step only through weighted sums (weight 0 there) or concatenations of rows,
+    so the results do not change, and nothing divides by an empty replica's
+    count. With every replica or none empty, `graph` itself.
+    """
+    by_name = {n.attrs["name"]: n for n in graph.inputs}
+    empty = {r for r in range(n_replicas)
+             if split and by_name[f"{split[0]}@{r}"].spec.shape[0] == 0}
+    if not empty or len(empty) == n_replicas:
+        return graph
+    owner = {by_name[f"{name}@{r}"].id: r for r in range(n_replicas)
+             for name in list(split) + ["weight"] if f"{name}@{r}" in by_name}
+    reads, new = {}, {}
+    for node in graph.nodes:
+        if node.is_leaf:
+            reads[node.id] = {owner[node.id]} if node.id in owner else set()
+            new[node.id] = node
+            continue
+        reads[node.id] = set().union(*(reads[i.id] for i in node.inputs))
+        # a tuple-valued node is left as it is; its `get`s are cut, and it drops out
+        if reads[node.id] and reads[node.id] <= empty and isinstance(node.spec, Spec):
+            new[node.id] = const(np.zeros(node.spec.shape, node.spec.dtype)).node
+            continue
+        inputs = tuple(new[i.id] for i in node.inputs)
+        same = all(a is b for a, b in zip(inputs, node.inputs))
+        new[node.id] = node if same else node.replace(inputs=inputs)
+    return graph.remap(new)  # rebuilt from the results: what only cut nodes read is gone
 
 
 def _replica(graph, r, device, split) -> Symbol:
@@ -190,7 +228,8 @@ class DataParallelPlan:
         if "placement" not in compile_kw:  # each param with its gradient sum (see above)
             compile_kw["placement"] = lambda node: (
                 homes.get(node.attrs["name"]) if node.op == "param" else None)
-        self.plan = Plan(step, devices=devices, training=True, **compile_kw)
+        self.plan = Plan(step, devices=devices, training=True, adapt=lambda g: (
+            without_empty_replicas(g, len(devices), self.split)), **compile_kw)
 
     def run(self, feed: dict):
         return self.plan.run(split_feed(feed, self.split, len(self.devices),

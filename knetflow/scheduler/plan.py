@@ -51,14 +51,20 @@ def compile(outputs_or_graph, devices=None, placement="auto", training=False,
 
 
 class Plan:
-    """A compiled graph; see `compile`."""
+    """A compiled graph; see `compile`.
+
+    `adapt`, for DataParallelPlan: a function applied to the graph specialized
+    to each input signature before it is compiled; it returns a graph with
+    the same inputs, params and updates.
+    """
 
     def __init__(self, graph, devices=None, training=False, check_numerics=False,
-                 optimize_graph=True, placement="auto", strict=False):
+                 optimize_graph=True, placement="auto", strict=False, adapt=None):
         self.source = graph
         # no fusion under check_numerics, so a NaN is blamed on the op that made it, not `fused`
         self.graph = (optimize(graph, training=training, fuse=not check_numerics)
                       if optimize_graph else graph)
+        self._adapt = adapt
         listed = devices if isinstance(devices, (list, tuple)) else [devices or "cpu:0"]
         self.devices = [devmod.device(d) for d in listed]
         self.device = self.devices[0]
@@ -78,6 +84,16 @@ class Plan:
         self._programs: dict = {}
         self._last = None
         self._profile = None  # the latest profile(feed)'s report
+
+    def _adapted(self, graph):
+        """`adapt(graph)`, checked to keep the graph's inputs, params and updates."""
+        new = self._adapt(graph)
+        names = [[n.attrs["name"] for n in g.inputs] + [n.attrs["name"] for n in g.params]
+                 + list(g.updates) for g in (new, graph)]
+        if names[0] != names[1]:
+            raise ValueError(f"adapt must keep the graph's inputs, params and updates "
+                             f"{names[1]}, got {names[0]}")
+        return new
 
     def rng_for(self, device):
         """The random generator random ops use on `device` (its draws land there)."""
@@ -180,6 +196,8 @@ class Plan:
         specs = {n.attrs["name"]: Spec(shape, n.spec.dtype)
                  for n, shape in zip(self._input_nodes, key)}
         graph = specialize(self.graph, specs)
+        if self._adapt is not None:
+            graph = self._adapted(graph)
         if len(self.devices) > 1:
             from knetflow.scheduler.multidevice import build
 

@@ -1,10 +1,15 @@
 """In-process data parallelism: replicas, deterministic gradient sums, batch splits."""
 
+import re
+
 import numpy as np
 import pytest
 
 import knetflow as kf
-from knetflow.scheduler.data_parallel import DataParallelPlan, split_feed, split_sizes
+from knetflow.graph.specialize import specialize
+from knetflow.ops.base import Spec
+from knetflow.scheduler.data_parallel import (DataParallelPlan, replicated_backward, split_feed,
+                                              split_sizes, without_empty_replicas)
 
 
 def _model():
@@ -30,6 +35,7 @@ def _batches(n_steps, rows):
     return [(rs.randn(r, 5), rs.randint(0, 3, r)) for r in rows[:n_steps]]
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a replica with no rows computes no 0/0
 @pytest.mark.parametrize("kind", ["two_cpus", "two_sims"])
 def test_two_devices_train_exactly_like_one(kind, request):
     devices = request.getfixturevalue(kind)
@@ -82,3 +88,71 @@ def test_split_feed_errors():
         split_feed({"x": np.ones((2, 1))}, ["x"], 2, [1, 1, 1])
     with pytest.raises(ValueError, match="batch inputs differ in length: 'y' has 3 rows"):
         split_feed({"x": np.ones((2, 1)), "y": np.ones(3)}, ["x", "y"], 2)
+
+
+# ---- replicas a batch leaves without rows ----
+
+
+def _specialized_step(rows):
+    """The two-replica step of _model, specialized to `rows` rows per replica."""
+    step = replicated_backward(_model(), ["cpu:0", "cpu:1"])
+    specs = {f"{name}@{r}": Spec((n,) + shape, dtype) for r, n in enumerate(rows)
+             for name, shape, dtype in (("x", (5,), "float64"), ("y", (), "int64"))}
+    specs.update({f"weight@{r}": Spec((), "float64") for r in range(2)})
+    return specialize(step, specs)
+
+
+def _readers(graph, name):
+    return [n for n in graph.nodes if any(i.op == "input" and i.attrs["name"] == name
+                                          for i in n.inputs)]
+
+
+def test_what_only_an_empty_replica_computes_is_cut():
+    step = _specialized_step([0, 3])
+    cut = without_empty_replicas(step, 2, ["x", "y"])
+    assert [n.attrs["name"] for n in cut.inputs] == [n.attrs["name"] for n in step.inputs]
+    assert [n.attrs["name"] for n in cut.params] == ["w1", "w2"]
+    for name in ("x@0", "y@0", "weight@0"):  # still fed, read by nothing
+        assert _readers(step, name) and not _readers(cut, name)
+    assert _readers(cut, "x@1") and _readers(cut, "weight@1")
+    for both in ([2, 1], [0, 0]):  # rows everywhere, or nowhere: the step itself
+        full = _specialized_step(both)
+        assert without_empty_replicas(full, 2, ["x", "y"]) is full
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("kind", ["two_cpus", "two_sims"])
+def test_a_batch_smaller_than_the_replica_count_divides_nothing_by_zero(kind, request):
+    devices = request.getfixturevalue(kind)
+    one = DataParallelPlan(_model(), ["cpu:0"])
+    two = DataParallelPlan(_model(), devices)
+    (x, y), = _batches(1, [1])
+    with np.errstate(all="raise"):   # a 0/0 on this thread (cpu:0, replica 0) would raise
+        got = two.run({"x": x, "y": y})
+    for g, w in zip(got, one.run({"x": x, "y": y})):
+        np.testing.assert_allclose(g, w, rtol=1e-12)
+    graphs = two.plan._last.partition.graphs
+    assert not any(_readers(g, "x@0") for g in graphs.values())  # replica 0 ran nothing
+
+
+def test_a_plan_refuses_an_adapt_that_changes_its_inputs():
+    x, y = kf.placeholder("x", (2,)), kf.placeholder("y", (2,))
+    plan = kf.Plan(kf.Graph([x * 2.0], inputs=[x, y]), adapt=lambda g: kf.Graph(g.outputs))
+    with pytest.raises(ValueError, match=re.escape(
+            "adapt must keep the graph's inputs, params and updates ['x', 'y'], got ['x']")):
+        plan.run({"x": np.ones(2), "y": np.ones(2)})
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_feedforward_with_batchnorm_on_a_one_row_last_batch(two_cpus):
+    # the data-parallel step's predictions and batch statistics: an empty replica's are cut too
+    data = kf.sym.Variable("data")
+    fc = kf.sym.FullyConnected(data, num_hidden=3, name="fc1")
+    net = kf.sym.SoftmaxOutput(kf.sym.BatchNorm(fc, name="bn"), name="softmax")
+    rs = np.random.RandomState(0)
+    X, y = rs.randn(9, 4).astype("float32"), rs.randint(0, 3, 9)
+    model = kf.FeedForward(net, ctx=[kf.cpu(0), kf.cpu(1)], num_epoch=2, numpy_batch_size=4)
+    with np.errstate(all="raise"):
+        model.fit(X, y)   # batches of 4, 4 and 1 rows
+    assert all(np.isfinite(v).all() for v in model.arg_params.values())
+    assert all(np.isfinite(v).all() for v in model.aux_params.values())
