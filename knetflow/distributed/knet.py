@@ -20,10 +20,12 @@ from __future__ import annotations
 import numpy as np
 
 from knetflow.errors import TracingError
-from knetflow.graph import trace
 from knetflow.graph.build import const, param, placeholder
+from knetflow.graph.capture import is_param
 from knetflow.graph.node import Graph
+from knetflow.graph.passes.rewrite import rewrite
 from knetflow.graph.symbol import Symbol
+from knetflow.graph.trace_python import trace_function
 
 __all__ = ["store_back", "trace_loss"]
 
@@ -53,12 +55,8 @@ def trace_loss(f, x, y=None) -> tuple:
         >>> [p.attrs["name"] for p in graph.params], params["w"] is w
         (['w'], True)
     """
-    from knetflow.train.autograd import Param
-
     inputs = [_batch_spec(x, "x")] + ([] if y is None else [_batch_spec(y, "y")])
-    tracer = trace.Tracer()
-    with trace.tracing(tracer):
-        out = f(*inputs)
+    out, tracer = trace_function(f, inputs)
     if not isinstance(out, Symbol) or out.shape != ():
         raise TracingError(f"{getattr(f, '__name__', f)!r} must return a scalar loss computed "
                            f"from its inputs, got {type(out).__name__}"
@@ -75,7 +73,7 @@ def trace_loss(f, x, y=None) -> tuple:
             node = param(name, value=value, dtype=str(value.dtype)).node
             new[sym.node.id] = node.replace(attrs={**node.attrs, "trainable": False})
             updates[name], states[name] = final, slot
-        elif isinstance(obj, Param):
+        elif is_param(obj):
             name = obj.name or f"p{len(params)}"
             if name in params:
                 raise TracingError(f"two Params named {name!r}; give them distinct names")
@@ -83,25 +81,16 @@ def trace_loss(f, x, y=None) -> tuple:
             new[sym.node.id] = param(name, value=obj.value, dtype=str(obj.value.dtype)).node
         else:  # a captured array: a constant of the graph
             new[sym.node.id] = const(np.asarray(obj)).node
-    rebuilt = {}
-    for node in Graph([out] + list(updates.values())).nodes:
-        if node.id in new:
-            rebuilt[node.id] = new[node.id]
-        elif node.is_leaf:
-            rebuilt[node.id] = node
-        else:
-            rebuilt[node.id] = node.replace(inputs=tuple(rebuilt[i.id] for i in node.inputs))
-    graph = Graph([rebuilt[out.node.id]], inputs=[i.node for i in inputs],
-                  updates={name: Symbol(rebuilt[u.node.id]) for name, u in updates.items()})
+    # the trace's leaves become params and constants; the batch placeholders stay the inputs
+    traced = rewrite(Graph([out], updates=updates), lambda node: new.get(node.id, node))
+    graph = Graph(traced.outputs, inputs=[i.node for i in inputs], updates=traced.updates)
     return graph, {**params, **states}
 
 
 def store_back(targets: dict, values: dict) -> None:
     """Write trained `values` (name -> array) into trace_loss's Params and state attributes."""
-    from knetflow.train.autograd import Param
-
     for name, target in targets.items():
-        if isinstance(target, Param):
+        if is_param(target):
             target.value[...] = values[name]
         else:  # a state Slot: into its object, keeping the array where the owner wants
             (target.store or setattr)(target.owner, target.attr, np.array(values[name]))

@@ -1,5 +1,6 @@
 """The tracing context: while a Python function is traced, objects that know
 how (`__knetflow_trace__`) turn into graph nodes when an op touches them.
+graph/trace_python.py runs a function in it.
 
 The Knet-style front end (`kf.Param`, `kf.diff`) lives in the training layer;
 it implements `__knetflow_trace__(tracer)` on `Param` so that parameters found
@@ -123,3 +124,4 @@ class tracing:
         _state.stack.pop()
         self.tracer.finish()
         return False
+

@@ -27,9 +27,8 @@ import numpy as np
 
 from knetflow.devices import discovery, transfers
 from knetflow.errors import ShapeError, TracingError
-from knetflow.graph import pytree, state, trace
+from knetflow.graph import state, trace_python
 from knetflow.graph.autodiff import backward
-from knetflow.graph.build import placeholder
 from knetflow.graph.capture import float_dtype, is_param
 from knetflow.graph.node import Graph
 from knetflow.graph.symbol import Symbol
@@ -193,11 +192,7 @@ def _count_trace(f):
 
 def trace_call(f, args, kwargs, cap) -> Entry:
     """Trace f(*args, **kwargs) into a compiled plan of its value and gradients."""
-    tracer = trace.Tracer()
-    with trace.tracing(tracer):  # state attributes get their values back when it ends
-        sym_args = [lift(a, tracer) for a in args]
-        sym_kwargs = {k: lift(v, tracer) for k, v in kwargs.items()}
-        out = f(*sym_args, **sym_kwargs)
+    out, tracer = trace_python.trace_function(f, args, kwargs)
     check_loss(out, f)
     at = {id(slot): cap.seen.get(id(slot.owner)) for slot in tracer.slots.values()}
     states, state_outputs = _states(tracer, at)
@@ -225,18 +220,6 @@ def trace_call(f, args, kwargs, cap) -> Entry:
     plan = Plan(backward(graph, wrt=param_nodes), devices=[device], training=True)
     keep = list(cap.keep) + [src[1] for _, src in sources if src[0] in ("obj", "state")]
     return Entry(plan, sources, param_sources, states, guards, keep, param_names)
-
-
-def lift(x, tracer):
-    """An argument for tracing: arrays and Params (inside containers too) become leaves."""
-    if pytree.is_container(x):
-        leaves, tree = pytree.flatten(x)
-        return tree.rebuild([lift(v, tracer) for v in leaves])
-    if is_param(x):
-        return x.__knetflow_trace__(tracer)
-    if (type(x) is np.ndarray and x.dtype.kind in "biuf") or transfers.device_of(x) is not None:
-        return tracer.leaf(x, lambda: placeholder(f"t{len(tracer.leaves)}", x.shape, x.dtype))
-    return x
 
 
 def check_loss(out, f) -> None:
