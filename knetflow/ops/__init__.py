@@ -8,6 +8,7 @@ from knetflow.ops import fused as _fused  # noqa: F401  (registers the op)
 from knetflow.ops.reduce import (  # noqa: F401
     broadcast_like, count, cumsum, max, mean, min, prod, std, sum, sum_to, var)
 from knetflow.ops.linalg import *  # noqa: F401,F403,E402
+from knetflow.ops.linalg_solve import *  # noqa: F401,F403,E402
 from knetflow.ops.matrix import *  # noqa: F401,F403,E402
 from knetflow.ops.array import *  # noqa: F401,F403,E402
 from knetflow.ops.index import *  # noqa: F401,F403,E402

@@ -1,17 +1,24 @@
-"""Matrix products: `matmul` (NumPy's `@`, Knet's `*` on matrices) and Knet's `bmm`.
+"""Matrix products: `matmul` (NumPy's `@`, Knet's `*` on matrices), Knet's `bmm`, and
+NumPy's `tensordot` and `outer` built from them.
 
-Both work on stacks of matrices in row-major layout: the last two axes are the
+Both ops work on stacks of matrices in row-major layout: the last two axes are the
 matrix, the leading axes the batch. `matmul` broadcasts batch axes and takes
 1-D operands as NumPy does; `bmm` wants equal batch axes and can transpose
 either operand. Gradients are matrix products again, so they differentiate.
+`tensordot` and `outer` are compositions of transpose, reshape, matmul and
+mul, so they need no op (and no gradient rule) of their own.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from knetflow.errors import ShapeError
 from knetflow.ops.base import Op, Spec, apply, broadcast_shapes, fail, fmt, register, result_dtype
 
-__all__ = ["bmm", "matmul"]
+__all__ = ["bmm", "matmul", "outer", "tensordot"]
 
 
 def _same(d1, d2) -> bool:
@@ -146,3 +153,104 @@ def bmm(a, b, transA=False, transB=False):
         (5, 2, 4)
     """
     return apply(Bmm, a, b, transA=bool(transA), transB=bool(transB))
+
+
+# ---- compositions: tensordot, outer ----
+
+
+def _shape_text(shape: tuple) -> str:
+    return fmt(Spec(shape, "float32"))
+
+
+def _tensordot_axes(axes, sa: tuple, sb: tuple) -> tuple:
+    """NumPy's `axes` of tensordot as two equally long lists of non-negative axes."""
+    if isinstance(axes, (int, np.integer)) and not isinstance(axes, bool):
+        n = int(axes)
+        if not 0 <= n <= min(len(sa), len(sb)):
+            fail("tensordot", f"axes={n} needs 0 <= axes <= the rank of both "
+                              f"{_shape_text(sa)} and {_shape_text(sb)}")
+        return list(range(len(sa) - n, len(sa))), list(range(n))
+    try:
+        first, second = axes
+    except (TypeError, ValueError):
+        fail("tensordot", f"axes must be an int or a pair of sequences of axes, got {axes!r}")
+    lists = []
+    for given, shape in ((first, sa), (second, sb)):
+        seq = [given] if isinstance(given, (int, np.integer)) else list(given)
+        out = []
+        for a in seq:
+            if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
+                fail("tensordot", f"axes must hold ints, got {a!r}")
+            if not -len(shape) <= int(a) < len(shape):
+                fail("tensordot", f"axis {a} is out of range for {_shape_text(shape)}")
+            out.append(int(a) % len(shape))
+        if len(set(out)) != len(out):
+            fail("tensordot", f"repeated axis in {tuple(seq)}")
+        lists.append(out)
+    if len(lists[0]) != len(lists[1]):
+        fail("tensordot", f"shape-mismatch for sum: {len(lists[0])} axes of a against "
+                          f"{len(lists[1])} axes of b")
+    return lists[0], lists[1]
+
+
+def _joined(dims: list):
+    """The product of dims as a reshape target: -1 when one of them is dynamic."""
+    return -1 if None in dims else math.prod(dims)
+
+
+def _check_dynamic(rows, summed, cols, shapes: str):
+    """Fail unless the three reshapes of tensordot can each infer their one dynamic dim."""
+    free = (rows + cols).count(None)
+    if free > 1 or (free and None in summed):
+        fail("tensordot", f"{shapes} have too many dynamic dims: tensordot supports one "
+                          "dynamic dim among the axes it keeps, or dynamic summed axes only")
+
+
+def tensordot(a, b, axes=2):
+    """Sum of products over the given axes of a and b (NumPy `tensordot`).
+
+    `axes=n` contracts the last n axes of a with the first n of b; a pair
+    `(axes_a, axes_b)` contracts axes_a[i] of a with axes_b[i] of b. The result
+    has a's remaining axes, then b's. Built from transpose, reshape and matmul.
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> kf.tensordot(np.ones((2, 3, 4)), np.ones((4, 3, 5)), axes=([1, 2], [1, 0])).shape
+        (2, 5)
+    """
+    from knetflow.ops.array import _shape, reshape, transpose
+
+    sa, sb = _shape(a), _shape(b)
+    axes_a, axes_b = _tensordot_axes(axes, sa, sb)
+    summed = []
+    for i, j in zip(axes_a, axes_b):
+        if sa[i] is not None and sb[j] is not None and sa[i] != sb[j]:
+            fail("tensordot", f"shape-mismatch for sum: axis {i} of {_shape_text(sa)} "
+                              f"has {sa[i]} elements, axis {j} of {_shape_text(sb)} "
+                              f"has {sb[j]}")
+        summed.append(sa[i] if sa[i] is not None else sb[j])
+    free_a = [i for i in range(len(sa)) if i not in axes_a]
+    free_b = [j for j in range(len(sb)) if j not in axes_b]
+    rows, cols = [sa[i] for i in free_a], [sb[j] for j in free_b]
+    _check_dynamic(rows, summed, cols, f"{_shape_text(sa)} and {_shape_text(sb)}")
+    if free_a + axes_a != list(range(len(sa))):
+        a = transpose(a, free_a + axes_a)
+    if axes_b + free_b != list(range(len(sb))):
+        b = transpose(b, axes_b + free_b)
+    product = matmul(reshape(a, (_joined(rows), _joined(summed))),
+                     reshape(b, (_joined(summed), _joined(cols))))
+    return reshape(product, tuple(-1 if d is None else d for d in rows + cols))
+
+
+def outer(a, b):
+    """The outer product of the flattened a and b (NumPy `outer`): out[i, j] = a[i] * b[j].
+
+    Example:
+        >>> import knetflow as kf, numpy as np
+        >>> kf.outer(np.array([1.0, 2.0]), np.array([[1.0, 10.0, 100.0]]))
+        array([[  1.,  10., 100.],
+               [  2.,  20., 200.]])
+    """
+    from knetflow.ops.array import reshape
+
+    return reshape(a, (-1, 1)) * reshape(b, (1, -1))

@@ -1,4 +1,4 @@
-"""Tests of knetflow/ops/linalg.py: matmul and bmm."""
+"""Tests of knetflow/ops/linalg.py: matmul, bmm, and the compositions tensordot and outer."""
 
 import numpy as np
 import pytest
@@ -46,6 +46,25 @@ CASES = [
     _bmm_case((3, 4, 2), (3, 5, 4), True, True, second=True),
     _bmm_case((2, 3, 2, 4), (2, 3, 4, 1), False, False),
     _bmm_case((2, 3), (3, 4), False, False),
+]
+
+
+def _tensordot_case(sa, sb, axes, second=False):
+    return Case(f"tensordot{sa}x{sb}-{axes}", lambda a, b: kf.tensordot(a, b, axes),
+                lambda a, b: np.tensordot(a, b, axes), [Arg(sa), Arg(sb)], second=second)
+
+
+CASES += [
+    _tensordot_case((2, 3, 4), (3, 4, 5), 2, second=True),
+    _tensordot_case((2, 3), (3, 4), 1),
+    _tensordot_case((2, 3), (4,), 0, second=True),
+    _tensordot_case((3, 4), (3, 4), 2),
+    _tensordot_case((2, 3, 4), (4, 3, 5), ([1, 2], [1, 0]), second=True),
+    _tensordot_case((4, 2, 3), (3, 5, 4), ([0, -1], [-1, 0])),
+    _tensordot_case((3, 2), (2, 3), (0, 1)),
+    _tensordot_case((3,), (3,), 1),
+    Case("outer", kf.outer, np.outer, [Arg((3,)), Arg((4,))], second=True),
+    Case("outer_flattens", kf.outer, np.outer, [Arg((2, 2)), Arg((1, 3))]),
 ]
 
 
@@ -214,3 +233,63 @@ def test_bmm_matches_numpy(batch, m, n, k, ta, tb):
     got = bmm(a, b, transA=ta, transB=tb)
     np.testing.assert_allclose(got, _np_bmm(a, b, ta, tb), rtol=1e-10, atol=1e-12)
     assert got.shape == tuple(batch) + (m, k)
+
+
+# ---- tensordot and outer ----
+
+
+def test_tensordot_and_outer_values_and_dtypes():
+    a = np.arange(24, dtype=np.int32).reshape(2, 3, 4)
+    b = np.arange(12, dtype=np.int32).reshape(4, 3)
+    got = kf.tensordot(a, b, ([1, 2], [1, 0]))
+    np.testing.assert_array_equal(got, np.tensordot(a, b, ([1, 2], [1, 0])))
+    assert got.dtype == np.int32
+    assert kf.outer(np.array([True, False]), np.array([True])).dtype == np.bool_
+    np.testing.assert_array_equal(kf.outer(np.arange(3), np.arange(2.0)),
+                                  np.outer(np.arange(3), np.arange(2.0)))
+
+
+def test_tensordot_needs_no_op_of_its_own():
+    a, b = kf.placeholder("a", (2, 3, 4)), kf.placeholder("b", (4, 5))
+    ops = {n.op for n in kf.Graph([kf.tensordot(a, b, 1)], inputs=[a, b]).nodes}
+    assert ops <= {"input", "reshape", "transpose", "matmul"}
+
+
+def test_tensordot_dynamic_dims():
+    x, w = kf.placeholder("x", (None, 3, 4), "float64"), kf.placeholder("w", (3, 4, 5), "float64")
+    y = kf.tensordot(x, w, 2)
+    assert y.shape == (None, 5)
+    assert kf.tensordot(w, kf.placeholder("v", (5, None)), 1).shape == (3, 4, None)
+    assert kf.tensordot(kf.placeholder("p", (2, None)), kf.placeholder("q", (None, 3)),
+                        1).shape == (2, 3)
+    xv, wv = np.ones((6, 3, 4)), np.arange(60.0).reshape(3, 4, 5)
+    np.testing.assert_allclose(kf.compile([y]).run({"x": xv, "w": wv})[0],
+                               np.tensordot(xv, wv, 2))
+    assert kf.outer(kf.placeholder("u", (None, 2)), w).shape == (None, 60)
+
+
+def test_tensordot_errors():
+    a, b = np.ones((2, 3)), np.ones((3, 4))
+    with pytest.raises(kf.ShapeError, match=r"tensordot: shape-mismatch for sum: axis 0 of "
+                                            r"\(2, 3\) has 2 elements, axis 0 of \(3, 4\) has 3"):
+        kf.tensordot(a, b, ([0], [0]))
+    with pytest.raises(kf.ShapeError, match=r"tensordot: axes=3 needs 0 <= axes <= the rank "
+                                            r"of both \(2, 3\) and \(3, 4\)"):
+        kf.tensordot(a, b, 3)
+    with pytest.raises(kf.ShapeError, match=r"tensordot: axes=-1 needs 0 <= axes"):
+        kf.tensordot(a, b, -1)
+    with pytest.raises(kf.ShapeError, match=r"tensordot: shape-mismatch for sum: 2 axes of a "
+                                            r"against 1 axes of b"):
+        kf.tensordot(a, b, ([0, 1], [0]))
+    with pytest.raises(kf.ShapeError, match=r"tensordot: axis 2 is out of range for \(2, 3\)"):
+        kf.tensordot(a, b, ([2], [0]))
+    with pytest.raises(kf.ShapeError, match=r"tensordot: repeated axis in \(1, -1\)"):
+        kf.tensordot(a, np.ones((3, 3)), ([1, -1], [0, 1]))
+    with pytest.raises(kf.ShapeError, match=r"tensordot: axes must be an int or a pair of "
+                                            r"sequences of axes, got \[0, 1, 2\]"):
+        kf.tensordot(a, b, [0, 1, 2])
+    with pytest.raises(kf.ShapeError, match=r"tensordot: axes must hold ints, got 1.0"):
+        kf.tensordot(a, b, ([1.0], [0]))
+    with pytest.raises(kf.ShapeError, match=r"tensordot: \(\?, 3\) and \(3, \?\) have too many "
+                                            r"dynamic dims"):
+        kf.tensordot(kf.placeholder("p", (None, 3)), kf.placeholder("q", (3, None)), 1)
