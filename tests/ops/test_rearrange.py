@@ -235,3 +235,17 @@ def test_split_errors():
     with pytest.raises(kf.ShapeError, match=r"split: indices_or_sections must be an int or a "
                                             r"sequence of ints"):
         kf.split(x, [1.5])
+
+
+def test_tuple_attributes_survive_save_and_load(tmp_path):
+    # repeats, shift and axis are tuples; a saved graph may give them back as lists
+    x = kf.placeholder("x", (3, 4), "float64")
+    outs = [kf.repeat(x, (1, 0, 2), axis=0), kf.roll(x, (1, -1), axis=(0, 1)),
+            repeat_sum(x, (3, 1), axis=1)]
+    loss = kf.sum(outs[0]) + kf.sum(outs[1] * outs[1]) + kf.sum(outs[2] * 2.0)
+    graph = kf.backward(kf.Graph([loss] + outs, inputs=[x]), wrt=[x])
+    kf.save(tmp_path / "g.knf", graph)
+    loaded = kf.load(tmp_path / "g.knf").graph
+    feed = {"x": np.random.RandomState(0).randn(3, 4)}
+    for want, got in zip(kf.compile(graph).run(feed), kf.compile(loaded).run(feed)):
+        np.testing.assert_allclose(got, want)
