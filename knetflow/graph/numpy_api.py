@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from knetflow.graph import (  # noqa: F401  (these fill the table)
-    numpy_einsum, numpy_linalg, numpy_math, numpy_shape, numpy_ufuncs, trace)
+    numpy_arrange, numpy_einsum, numpy_linalg, numpy_math, numpy_shape, numpy_ufuncs, trace)
 from knetflow.graph.node import Node
 from knetflow.graph.numpy_table import (
     DOCS, FUNCTIONS, as_symbol, bind, cast_to, refuse, unsupported_function)
@@ -66,7 +66,7 @@ def _name(func) -> str:
 def array_function(func, args: tuple, kwargs: dict):
     """`func(*args, **kwargs)` for a NumPy function that met a knetflow value."""
     if not _any_traced(args) and not _any_traced(kwargs.values()):
-        return func(*_concrete(args), **_concrete(kwargs))
+        return func(*_concrete(args), **{k: _concrete(v) for k, v in kwargs.items()})
     entry = FUNCTIONS.get(func)
     if entry is None:
         unsupported_function(_name(func))
@@ -77,7 +77,8 @@ def array_function(func, args: tuple, kwargs: dict):
 def array_ufunc(ufunc, method: str, inputs: tuple, kwargs: dict):
     """`ufunc.method(*inputs, **kwargs)` for a NumPy ufunc that met a knetflow value."""
     if not _any_traced(inputs) and not _any_traced(kwargs.get("out", ())):
-        return getattr(ufunc, method)(*_concrete(inputs), **_concrete(kwargs))
+        return getattr(ufunc, method)(*_concrete(inputs),
+                                      **{k: _concrete(v) for k, v in kwargs.items()})
     if method == "__call__":
         return numpy_ufuncs.call(ufunc, inputs, kwargs)
     return numpy_ufuncs.method(ufunc, method, inputs, kwargs)

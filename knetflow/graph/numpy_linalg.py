@@ -119,23 +119,31 @@ def _tensordot_axes(fname, a, b, axes):
     return a_axes, b_axes
 
 
-@numpy_function("tensordot", "linalg.tensordot")
+@numpy_function("tensordot")
 def _tensordot(a, b, axes=2):
+    if hasattr(ops, "tensordot"):
+        return ops.tensordot(a, b, axes)
     a_axes, b_axes = _tensordot_axes("np.tensordot", a, b, axes)
     return contract("np.tensordot", a, b, a_axes, b_axes)
+
+
+@numpy_function("linalg.tensordot")
+def _linalg_tensordot(x1, x2, axes=2):
+    return _tensordot(x1, x2, axes)
 
 
 # ---- traces ----
 
 
 def trace(fname, a, offset, axis1, axis2, dtype):
+    """NumPy's trace: the sum of diagonal `offset` over axes axis1, axis2 (ints widen)."""
     target = np.dtype(dtype) if dtype is not None else accumulate_dtype(dtype_of(a))
     a = cast_to(a, target)
     n = ndim(a)
     if n < 2:
         raise ValueError(f"{fname}: diag requires an array of at least two dimensions")
-    if hasattr(ops, "trace") and n == 2 and (axis_index(fname, axis1, n),
-                                             axis_index(fname, axis2, n)) == (0, 1):
+    axes = (axis_index(fname, axis1, n), axis_index(fname, axis2, n))
+    if hasattr(ops, "trace") and axes == (0, 1):
         return ops.trace(a, offset=int(offset))
     return ops.sum(diagonal(fname, a, offset, axis1, axis2), axis=-1)
 

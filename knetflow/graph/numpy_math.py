@@ -238,9 +238,14 @@ def _where(condition, x=None, y=None):
 # ---- array creation from a symbol, and static facts about it ----
 
 
-@numpy_function("zeros_like", "empty_like")
+@numpy_function("zeros_like")
 def _zeros_like(a, dtype=None):
     return ops.zeros_like(a, dtype=dtype)
+
+
+@numpy_function("empty_like")
+def _empty_like(prototype, dtype=None):
+    return ops.zeros_like(prototype, dtype=dtype)  # any values will do: zeros
 
 
 @numpy_function("ones_like")

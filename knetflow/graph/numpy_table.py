@@ -63,7 +63,7 @@ def numpy_function(*names: str):
         takes = frozenset(inspect.signature(adapter).parameters)
         for name in names:
             func = _resolve(name)
-            if func is None:  # not in this NumPy version
+            if func is None or func in FUNCTIONS:  # not in this NumPy, or an alias (concat)
                 continue
             entry = Entry(f"np.{name}", func, adapter, inspect.signature(func), takes)
             FUNCTIONS[func] = entry

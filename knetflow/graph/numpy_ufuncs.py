@@ -23,8 +23,8 @@ import numpy as np
 
 import knetflow.ops as ops
 from knetflow.graph.numpy_table import (
-    FUNCTIONS, as_symbol, axis_index, bind, cast_to, dtype_of, is_arraylike, ndim, pin_scalars, refuse,
-    stand_in, unsupported_function)
+    FUNCTIONS, as_symbol, axis_index, bind, cast_to, dtype_of, is_arraylike, ndim, pin_scalars,
+    refuse, stand_in, unsupported_function)
 from knetflow.ops.base import DTYPES
 
 
@@ -91,6 +91,7 @@ _TABLE = [
     (np.tanh, ops.tanh), (np.arcsinh, ops.asinh), (np.arccosh, ops.acosh),
     (np.arctanh, ops.atanh),
     (np.deg2rad, lambda x: x * (1 / _DEG)), (np.rad2deg, lambda x: x * _DEG),
+    (np.radians, lambda x: x * (1 / _DEG)), (np.degrees, lambda x: x * _DEG),
     # sign, rounding, identity on real numbers
     (np.absolute, ops.abs), (np.fabs, ops.abs), (np.negative, ops.neg), (np.positive, as_symbol),
     (np.sign, ops.sign), (np.floor, ops.floor), (np.ceil, ops.ceil), (np.trunc, ops.trunc),
@@ -215,13 +216,12 @@ def method(ufunc: np.ufunc, name: str, inputs: tuple, kwargs: dict):
     func = table.get(ufunc)
     if func is None or func not in FUNCTIONS:
         unsupported_function(fname)
-    bound = inspect.signature(signature).bind(*inputs, **kwargs)
-    bound.apply_defaults()
-    arguments = dict(bound.arguments)
-    if arguments.pop("initial") is not None:
+    arguments = dict(inspect.signature(signature).bind(*inputs, **kwargs).arguments)
+    if arguments.pop("initial", None) is not None:
         refuse(fname, "initial=")
-    if arguments.pop("where") is not True:
+    if arguments.pop("where", True) is not True:
         refuse(fname, "where=")
+    arguments.setdefault("axis", 0)   # ufunc methods work along axis 0 by default
     arguments["a"] = arguments.pop("array")
     entry = FUNCTIONS[func]
     _, keywords = bind(entry, (), arguments)

@@ -54,6 +54,10 @@ class Operators:
     # -- shape --
     def __getitem__(self, index): return _ops().getitem(self, index)
 
+    def __iter__(self):  # rows, as an ndarray's (not Python's fallback of __getitem__ to an error)
+        for i in range(len(self)):
+            yield self[i]
+
     def __setitem__(self, index, value):
         raise TracingError(
             f"item assignment into symbolic {self!r}: graph values cannot change in place; "
@@ -196,10 +200,6 @@ class Symbol(Operators):
         if not self.shape or self.shape[0] is None:
             raise TracingError(f"len() of {self!r}: its first dimension is not static")
         return self.shape[0]
-
-    def __iter__(self):
-        for i in range(len(self)):
-            yield self[i]
 
     def __array__(self, *args, **kwargs):
         raise TracingError(
