@@ -47,7 +47,7 @@ def _ints(opname, what, value) -> tuple:
     if items is None or not all(_is_int(v) for v in items):
         fail(opname, f"{what} must be an int or a sequence of ints known when the graph is "
                      f"built, got {value!r}")
-    return items
+    return tuple(int(v) for v in items)  # attributes hold Python ints, never NumPy's
 
 
 # ---- repeat ----

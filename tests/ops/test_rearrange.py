@@ -91,6 +91,8 @@ def test_repeat_sequence_of_one_counts_for_every_element():
     x = kf.placeholder("x", (3, 2))
     assert kf.repeat(x, [4], axis=0).node.attrs["repeats"] == 4
     assert kf.repeat(x, (1, 2, 3), axis=0).shape == (6, 2)
+    attrs = kf.repeat(x, [np.int64(1), np.int32(2), 3], axis=0).node.attrs
+    assert attrs["repeats"] == (1, 2, 3) and all(type(r) is int for r in attrs["repeats"])
 
 
 def test_repeat_dynamic_dims():
