@@ -5,7 +5,10 @@
 params, optimizer state and metrics of epoch 1, kind "params"), each
 atomically. The symbol file is written first, so a crash between the two
 leaves the previous epoch's params beside a symbol file that is either the old
-one or the new one; `load_checkpoint` checks that the params fit the graph.
+one or the new one; `load_checkpoint` checks that the params fit the graph:
+every param of the symbol has a value of its spec, and no value names a param
+the symbol lacks, unless the caller allows either (MXNet's `allow_missing`,
+`allow_extra`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from knetflow.graph.node import Graph
 from knetflow.serialize import format as _format
 from knetflow.serialize.files import atomic_write, fsync_dir, is_temp
 from knetflow.serialize.graph_codec import _host, encode_graph
+from knetflow.serialize.params_fit import draw_missing, refuse_extra, refuse_missing
 from knetflow.serialize.saving import _plain_metadata, interpret, to_bytes, write_file
 
 
@@ -27,7 +31,8 @@ class Checkpoint(tuple):
 
     `.graph` (the symbol, a Graph whose params hold the checkpoint's values),
     `.arg_params`, `.aux_params`, `.optimizer_state`, `.epoch`, `.metrics`,
-    `.metadata`.
+    `.metadata`, and `.initialized`: the params the checkpoint had no value for,
+    with the values drawn for them at load (only with `allow_missing=True`).
     """
 
     def __new__(cls, graph, arg_params, aux_params, **extra):
@@ -37,6 +42,7 @@ class Checkpoint(tuple):
         self.epoch = extra.get("epoch")
         self.metrics = extra.get("metrics", {})
         self.metadata = extra.get("metadata", {})
+        self.initialized = extra.get("initialized", {})
         return self
 
 
@@ -76,8 +82,11 @@ def symbol_bytes(symbol) -> bytes:
 def _write_params(prefix, epoch, arg_params, aux_params, optimizer_state, metrics,
                   metadata) -> str:
     metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
-    tree = {"epoch": int(epoch), "arg_params": _named_arrays(arg_params, "arg_params"),
-            "aux_params": _named_arrays(aux_params, "aux_params"),
+    arg, aux = _named_arrays(arg_params, "arg_params"), _named_arrays(aux_params, "aux_params")
+    both = sorted(set(arg) & set(aux))
+    if both:
+        raise ValueError(f"{both} in both arg_params and aux_params: a name has one value")
+    tree = {"epoch": int(epoch), "arg_params": arg, "aux_params": aux,
             "optimizer_state": optimizer_state, "metadata": _plain_metadata(metadata)}
     return write_file(params_path(prefix, epoch), "params", tree,
                       {"epoch": int(epoch), "metrics": metrics})
@@ -112,11 +121,36 @@ def save_checkpoint(prefix, epoch: int, symbol, arg_params, aux_params=None,
                               metadata)
 
 
-def load_checkpoint(prefix, epoch: int) -> Checkpoint:
+def load_checkpoint(prefix, epoch: int, allow_missing: bool = False,
+                    allow_extra: bool = False) -> Checkpoint:
     """Load `prefix-symbol.kfg` and `prefix-%04d.kfp` (MXNet `load_checkpoint`).
 
     Unpacks as `(graph, arg_params, aux_params)`; the graph's params hold the
     checkpoint's values, so `kf.compile(graph)` runs it at once.
+
+    The params must fit the symbol: a param of the symbol with no value in
+    `arg_params` or `aux_params` is a FormatError, unless `allow_missing`: then
+    it is initialized now from its `init` (under `kf.seed`), listed in the
+    checkpoint's `.initialized` and named in a warning. A value for a name the
+    symbol lacks is a FormatError unless `allow_extra`; it is then returned
+    but not used by the graph.
+
+    Example:
+        >>> import knetflow as kf, numpy as np, os, tempfile
+        >>> x = kf.placeholder("x", (None, 2))
+        >>> w, b = kf.param("w", (2, 2)), kf.param("b", (2,), init="zeros")
+        >>> prefix = os.path.join(tempfile.mkdtemp(), "net")
+        >>> _ = kf.save_checkpoint(prefix, 1, x @ w + b, {"w": np.eye(2, dtype="float32")})
+        >>> kf.load_checkpoint(prefix, 1)
+        Traceback (most recent call last):
+        ...
+        knetflow.errors.FormatError: ...: node 2 (param): param 'b' has no value in ...
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as said:
+        ...     warnings.simplefilter("always")
+        ...     ckpt = kf.load_checkpoint(prefix, 1, allow_missing=True)
+        >>> ckpt.initialized, str(said[0].message).endswith("initialized them: b (zeros)")
+        ({'b': array([0., 0.], dtype=float32)}, True)
     """
     path = params_path(prefix, epoch)
     try:
@@ -127,16 +161,33 @@ def load_checkpoint(prefix, epoch: int) -> Checkpoint:
     if params.kind != "params":
         raise FormatError(f"{path}: a {params.kind} file, not a params file")
     sym = symbol_path(prefix)
+    fill = None if allow_missing else refuse_missing(
+        "arg_params or aux_params", " (allow_missing=True initializes it)")
     try:
-        symbol = interpret(_format.read(sym), values=params.params)
+        container_sym = _format.read(sym)
+        symbol = interpret(container_sym, values=params.params, fill=fill)
+        if symbol.kind != "symbol":
+            raise FormatError(f"a {symbol.kind} file, not a symbol file")
+        if not allow_extra:
+            refuse_extra(symbol.graph, params.params, os.path.basename(path),
+                         " (allow_extra=True accepts it)")
+        drawn = draw_missing(symbol.graph) if allow_missing else {}
+        if drawn:  # the graph again, its params all holding values
+            symbol = interpret(container_sym, values={**params.params, **drawn})
     except FormatError as e:
         raise FormatError(f"{sym} (with {os.path.basename(path)}): {e}") from None
-    if symbol.kind != "symbol":
-        raise FormatError(f"{sym}: a {symbol.kind} file, not a symbol file")
+    if drawn:
+        # an init of None stands for xavier_uniform (initializers.initial_value)
+        inits = [symbol.graph.param(name).attrs.get("init") or "xavier_uniform"
+                 for name in drawn]
+        inits = ", ".join(f"{name} ({init})" for name, init in zip(drawn, inits))
+        warnings.warn(f"{path} has no values for {len(drawn)} param(s) of its symbol "
+                      f"(allow_missing=True); initialized them: {inits}", stacklevel=2)
     state = params.state
     return Checkpoint(symbol.graph, state["arg_params"], state["aux_params"],
                       optimizer_state=state["optimizer_state"], epoch=state["epoch"],
-                      metrics=container.summary.get("metrics", {}), metadata=params.metadata)
+                      metrics=container.summary.get("metrics", {}), metadata=params.metadata,
+                      initialized=drawn)
 
 
 class CheckpointManager:
@@ -227,34 +278,38 @@ class CheckpointManager:
                 scored.append((value if self.mode == "min" else -value, epoch))
         return min(scored)[1] if scored else None
 
-    def load(self, epoch=None) -> Checkpoint:
+    def load(self, epoch=None, allow_missing: bool = False,
+             allow_extra: bool = False) -> Checkpoint:
         """The checkpoint of `epoch`; by default the latest one that loads.
 
         A damaged latest file (a disk error; crashes never make one) is skipped
-        with a warning, falling back to the one before.
+        with a warning, falling back to the one before. `allow_missing` and
+        `allow_extra` as for `load_checkpoint`.
         """
+        fit = {"allow_missing": allow_missing, "allow_extra": allow_extra}
         if epoch is not None:
-            return load_checkpoint(self.path_prefix, epoch)
+            return load_checkpoint(self.path_prefix, epoch, **fit)
         epochs = self.epochs()
         if not epochs:
             raise FileNotFoundError(f"no checkpoints named {self.prefix}-*.kfp in "
                                     f"{self.directory}")
         for candidate in reversed(epochs):
             try:
-                return load_checkpoint(self.path_prefix, candidate)
+                return load_checkpoint(self.path_prefix, candidate, **fit)
             except FormatError as e:
                 if candidate == epochs[0]:
                     raise
                 warnings.warn(f"skipping checkpoint {candidate}: {e}", stacklevel=2)
         raise AssertionError("unreachable")
 
-    def load_best(self) -> Checkpoint:
-        """The checkpoint with the best metric."""
+    def load_best(self, allow_missing: bool = False, allow_extra: bool = False) -> Checkpoint:
+        """The checkpoint with the best metric (`allow_*` as for `load_checkpoint`)."""
         epoch = self.best_epoch()
         if epoch is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory} has metric "
                                     f"{self.best!r}")
-        return load_checkpoint(self.path_prefix, epoch)
+        return load_checkpoint(self.path_prefix, epoch, allow_missing=allow_missing,
+                               allow_extra=allow_extra)
 
     def _prune(self) -> None:
         epochs = self.epochs()

@@ -13,6 +13,10 @@ never a callable, nor their value: values travel separately, by param name.
 Loading checks everything before a node exists: op names against the registry,
 dtypes against the supported list, input positions, and each op's stored spec
 against the spec its shape rule gives for the stored inputs and attributes.
+Then the graph as a whole: no two leaves (inputs and params together) share a
+name, every node listed is one the graph uses, and `Graph.verify()` passes. A
+param with no value in `values` goes to `fill` (params_fit.refuse_missing
+refuses it), or is left without one.
 """
 
 from __future__ import annotations
@@ -133,7 +137,7 @@ def decode_spec(data, what: str, depth: int = 0):
     return Spec(tuple(shape), dtype)
 
 
-def _leaf_attrs(op: str, attrs: dict, spec, values: dict, what: str) -> dict:
+def _leaf_attrs(op: str, attrs: dict, spec, values: dict, fill, what: str) -> dict:
     if op in ("input", "param"):
         _want(attrs.get("name"), str, f"{what} attribute 'name'")
     if op == "param":
@@ -143,6 +147,8 @@ def _leaf_attrs(op: str, attrs: dict, spec, values: dict, what: str) -> dict:
         if isinstance(spec, TupleSpec) or not spec.is_static:
             raise FormatError(f"{what}: a param needs a static shape, got {spec!r}")
         value = values.get(attrs["name"])
+        if value is None and fill is not None:
+            value = fill(attrs["name"], spec, init, what)
         if value is not None and spec_of(value) != spec:
             raise FormatError(f"{what}: param {attrs['name']!r} is {spec!r} but its value "
                               f"is {spec_of(value)!r}")
@@ -187,7 +193,7 @@ def _infer(op: str, inputs: list, attrs: dict, spec, what: str) -> None:
                           f"inputs {', '.join(fmt(i.spec) for i in inputs)}")
 
 
-def _node(k: int, data, nodes: list, values: dict) -> Node:
+def _node(k: int, data, nodes: list, values: dict, fill) -> Node:
     what = f"node {k}"
     _want(data, dict, what)
     op = _want(data.get("op"), str, f"{what} op")
@@ -204,7 +210,7 @@ def _node(k: int, data, nodes: list, values: dict) -> Node:
     if op in LEAF_OPS:
         if inputs:
             raise FormatError(f"{what}: a {op} node has no inputs")
-        attrs = _leaf_attrs(op, attrs, spec, values, what)
+        attrs = _leaf_attrs(op, attrs, spec, values, fill, what)
     else:
         _infer(op, inputs, attrs, spec, what)
     name, device = data.get("name"), data.get("device")
@@ -223,13 +229,41 @@ def _positions(data, n: int, what: str) -> list:
     return data
 
 
-def decode_graph(data, values=None) -> Graph:
-    """The Graph of plain `data`, its params given `values` by name; FormatError if bad."""
+def _check_leaf_names(nodes: list) -> None:
+    """Inputs and params have distinct names, all together: a feed names either."""
+    first: dict = {}
+    for k, node in enumerate(nodes):
+        if node.op not in ("input", "param"):
+            continue
+        name = node.attrs["name"]
+        if name in first:
+            j = first[name]
+            kinds = f"two {node.op} nodes" if nodes[j].op == node.op else "an input and a param"
+            raise FormatError(f"{kinds} named {name[:60]!r} (nodes {j} and {k})")
+        first[name] = k
+
+
+def _check_all_used(nodes: list, graph: Graph) -> None:
+    """Every node listed is one the graph has (writers list exactly those)."""
+    if len(graph.nodes) == len(nodes):
+        return
+    used = {n.id for n in graph.nodes}
+    k = next(k for k, n in enumerate(nodes) if n.id not in used)
+    raise FormatError(f"node {k} ({nodes[k].op}) is used by no output, update or listed "
+                      f"input")
+
+
+def decode_graph(data, values=None, fill=None) -> Graph:
+    """The Graph of plain `data`, its params given `values` by name; FormatError if bad.
+
+    A param with no value in `values` gets `fill(name, spec, init, what)`, or
+    none (a symbol file's params) when `fill` is None.
+    """
     _want(data, dict, "graph")
     items = _want(data.get("nodes"), list, "graph nodes")
     nodes: list = []
     for k, item in enumerate(items):
-        nodes.append(_node(k, item, nodes, values or {}))
+        nodes.append(_node(k, item, nodes, values or {}, fill))
     inputs = _positions(data.get("inputs", []), len(nodes), "graph inputs")
     outputs = _positions(data.get("outputs"), len(nodes), "graph outputs")
     updates = _want(data.get("updates", {}), dict, "graph updates")
@@ -237,8 +271,12 @@ def decode_graph(data, values=None) -> Graph:
     for r in inputs:
         if nodes[r].op != "input":
             raise FormatError(f"graph inputs: node {r} is a {nodes[r].op} node, not an input")
+    if len(set(inputs)) != len(inputs):
+        raise FormatError(f"graph inputs: {inputs[:16]} lists a node twice")
+    _check_leaf_names(nodes)
     graph = Graph([nodes[r] for r in outputs], inputs=[nodes[r] for r in inputs],
                   updates={_want(k, str, "update name"): nodes[r] for k, r in updates.items()})
+    _check_all_used(nodes, graph)
     try:
         graph.verify()
     except AssertionError as e:

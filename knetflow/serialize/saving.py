@@ -24,6 +24,7 @@ from knetflow.graph.node import Graph
 from knetflow.serialize import format as _format
 from knetflow.serialize.files import atomic_write
 from knetflow.serialize.graph_codec import decode_graph, encode_graph, param_values
+from knetflow.serialize.params_fit import refuse_extra, refuse_missing
 
 
 @dataclass
@@ -74,6 +75,11 @@ def resolve(obj, params=None) -> tuple:
     source graph and current params), or any object with a
     `__knetflow_save__()` method returning a dict with `graph` and optionally
     `params` and `metadata` (models such as FeedForward implement it).
+
+    A model file holds values for its graph's params only: a name in `params`
+    that the graph lacks is a ValueError (a typo would otherwise be saved and
+    ignored); values the object itself holds for params its graph does not use
+    are left out.
     """
     from knetflow.scheduler.plan import Plan
 
@@ -87,6 +93,12 @@ def resolve(obj, params=None) -> tuple:
         values = dict(obj.params)
         obj = obj.source
     graph = obj if isinstance(obj, Graph) else Graph(obj)
+    names = {n.attrs["name"] for n in graph.params}
+    unknown = sorted(name for name in (params or {}) if name not in names)
+    if unknown:
+        raise ValueError(f"params has values for {unknown}, which the graph does not have; "
+                         f"its params are {sorted(names)}")
+    values = {name: v for name, v in values.items() if name in names}
     values.update(params or {})
     return graph, param_values(graph, values), metadata
 
@@ -165,10 +177,12 @@ def _dict(tree, key: str, default=None) -> dict:
     return value
 
 
-def interpret(container, values=None) -> LoadedFile:
+def interpret(container, values=None, fill=None) -> LoadedFile:
     """The LoadedFile of a parsed container; FormatError if its tree is not of its kind.
 
-    `values` (param name -> array) gives a graph's params values the file lacks.
+    A model file's params must be exactly its graph's (docs/FORMAT.md); a symbol
+    file holds no values: `values` (param name -> array) gives them, and
+    `fill` (see decode_graph) says what a param without one gets.
     """
     tree = container.tree
     if not isinstance(tree, dict):
@@ -176,14 +190,23 @@ def interpret(container, values=None) -> LoadedFile:
     out = LoadedFile(container.kind, metadata=_dict(tree, "metadata", {}),
                      format_version=container.version,
                      knetflow_version=container.knetflow_version, size=container.size)
-    if container.kind in ("model", "symbol"):
+    if container.kind == "model":
         out.params = _params(tree.get("params", {}), "params")
-        if "graph" not in tree:
-            raise FormatError(f"a {container.kind} file has no graph")
-        out.graph = decode_graph(tree["graph"], {**(values or {}), **out.params})
+        out.graph = decode_graph(_graph(tree, "model"), out.params,
+                                 refuse_missing("the file's params"))
+        refuse_extra(out.graph, out.params, "params")
+    elif container.kind == "symbol":
+        stored = _params(tree.get("params", {}), "params")
+        if stored:
+            raise FormatError(f"a symbol file holds no param values, this one has "
+                              f"{next(iter(stored))[:60]!r}")
+        out.graph = decode_graph(_graph(tree, "symbol"), values, fill)
     elif container.kind == "params":
         arg = _params(tree.get("arg_params", {}), "arg_params")
         aux = _params(tree.get("aux_params", {}), "aux_params")
+        both = [name for name in arg if name in aux]
+        if both:
+            raise FormatError(f"{both[0][:60]!r} is in both arg_params and aux_params")
         epoch = tree.get("epoch")
         if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool)):
             raise FormatError("epoch is not an int")
@@ -195,6 +218,12 @@ def interpret(container, values=None) -> LoadedFile:
             raise FormatError("a state file has no state")
         out.state = tree["state"]
     return out
+
+
+def _graph(tree: dict, kind: str):
+    if "graph" not in tree:
+        raise FormatError(f"a {kind} file has no graph")
+    return tree["graph"]
 
 
 def _where(path, error: FormatError) -> FormatError:

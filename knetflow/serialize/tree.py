@@ -13,8 +13,8 @@ extension types carry the rest (docs/FORMAT.md, "Trees"):
   128-bit ints).
 
 NumPy scalars are saved as Python numbers. Decoding bounds every length by the
-bytes it is given (msgpack's Unpacker limits), nesting by `MAX_DEPTH`, and
-accepts nothing but the types above.
+bytes it is given (msgpack's Unpacker limits), nesting by `MAX_DEPTH`, refuses
+a map that holds a key twice, and accepts nothing but the types above.
 """
 
 from __future__ import annotations
@@ -122,6 +122,27 @@ def _limits(n: int) -> dict:
             "max_map_len": n // 2 + 1, "max_ext_len": n}
 
 
+def _map(pairs: list) -> dict:
+    """A map from msgpack's (key, value) pairs: keys are str or int, none twice.
+
+    msgpack itself keeps the last value of a repeated key; another reader may keep
+    the first, so a file with one would mean different things to different readers.
+    """
+    out: dict = {}
+    for key, value in pairs:
+        if not isinstance(key, (str, int)) or isinstance(key, bool):
+            raise FormatError(f"map key of type {type(key).__name__} (str or int expected)")
+        if key in out:
+            raise FormatError(f"a map holds the key {_short(key)} twice")
+        out[key] = value
+    return out
+
+
+def _short(key) -> str:
+    text = repr(key)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _unpack(data, ext_hook, top: bool):
     """One msgpack object filling `data` exactly, every length bounded by len(data).
 
@@ -130,7 +151,7 @@ def _unpack(data, ext_hook, top: bool):
     parser state on the C stack (64 nested Unpackers would cost megabytes).
     """
     options = {"raw": False, "use_list": True, "strict_map_key": False, "ext_hook": ext_hook,
-               **_limits(len(data))}
+               "object_pairs_hook": _map, **_limits(len(data))}
     try:
         if not top:
             return msgpack.unpackb(data, **options)
@@ -194,10 +215,8 @@ def _check(value, depth: int) -> None:
     if isinstance(value, (list, tuple)):
         for item in value:
             _check(item, depth + 1)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
-                raise FormatError(f"map key of type {type(key).__name__} (str or int expected)")
+    elif isinstance(value, dict):  # keys were checked as the map was read (_map)
+        for item in value.values():
             _check(item, depth + 1)
     elif not (value is None or isinstance(value, (bool, int, float, str, bytes, np.ndarray))):
         raise FormatError(f"unexpected value of type {type(value).__name__} in the tree")

@@ -394,13 +394,19 @@ class FeedForward:
                                numpy_batch_size=self.numpy_batch_size)
 
     @staticmethod
-    def load(prefix, epoch, ctx=None, **kwargs) -> FeedForward:
+    def load(prefix, epoch, ctx=None, allow_missing=False, **kwargs) -> FeedForward:
         """A model from checkpoint `prefix`, `epoch` (MXNet `load`), ready to predict or to
         resume training at begin_epoch=epoch with its saved optimizer state. kwargs:
-        other FeedForward arguments (num_epoch, optimizer, numpy_batch_size, ...)."""
+        other FeedForward arguments (num_epoch, optimizer, numpy_batch_size, ...).
+
+        A param the checkpoint has no value for is a kf.FormatError unless
+        `allow_missing`: then it starts from the value `kf.load_checkpoint` draws
+        for it, and a warning names it. Values for names the symbol lacks are an
+        error unless `allow_extra_params`."""
         from knetflow.serialize import load_checkpoint
 
-        ckpt = load_checkpoint(prefix, epoch)
+        ckpt = load_checkpoint(prefix, epoch, allow_missing=allow_missing,
+                               allow_extra=bool(kwargs.get("allow_extra_params")))
         text = ckpt.metadata.get("layer_symbol")
         if not text:
             raise ValueError(f"checkpoint {prefix!r} epoch {epoch} holds a graph but no layer "
@@ -412,8 +418,12 @@ class FeedForward:
         if ckpt.optimizer_state is not None and "optimizer" not in kwargs and not any(
                 k in kwargs for k in ("learning_rate", "lr", "momentum", "wd")):
             kwargs["optimizer"] = None  # rebuilt from the saved type and hyperparameters
-        model = FeedForward(load_json(text), ctx=ctx, arg_params=ckpt.arg_params,
-                            aux_params=ckpt.aux_params, **kwargs)
+        symbol = load_json(text)
+        aux_names = set(symbol.list_auxiliary_states())
+        drawn = ckpt.initialized
+        arg = {**ckpt.arg_params, **{k: v for k, v in drawn.items() if k not in aux_names}}
+        aux = {**ckpt.aux_params, **{k: v for k, v in drawn.items() if k in aux_names}}
+        model = FeedForward(symbol, ctx=ctx, arg_params=arg, aux_params=aux, **kwargs)
         model._optimizer_state = ckpt.optimizer_state
         node = ckpt.graph.input(model.data_name)
         model._input = (node.spec.shape, node.spec.dtype)

@@ -44,7 +44,7 @@ def check(directory: str) -> int:
     """Load every checkpoint in `directory` and check it; the latest epoch (0 if none)."""
     manager = CheckpointManager(directory, keep=3, prefix="run", best="loss")
     for epoch in manager.epochs():
-        ckpt = manager.load(epoch)
+        ckpt = manager.load(epoch, allow_extra=True)  # "stats" is no param of the graph
         assert ckpt.epoch == epoch and ckpt.metadata == {"tag": epoch}
         assert ckpt.optimizer_state["step"] == epoch
         for array in (ckpt.arg_params["w"], ckpt.aux_params["stats"],
@@ -53,7 +53,7 @@ def check(directory: str) -> int:
         assert ckpt.optimizer_state["rng"] == np.random.default_rng(epoch).bit_generator.state
     latest = manager.latest()
     if latest is not None:
-        assert manager.load().epoch == latest
+        assert manager.load(allow_extra=True).epoch == latest
     return latest or 0
 
 

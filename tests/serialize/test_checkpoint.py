@@ -22,7 +22,7 @@ def test_save_and_load_checkpoint_round_trip(tmp_path):
     opt = {"step": 12, "lr": 0.1, "state": {"w1": (np.ones((12, 8)), np.zeros((12, 8)))}}
     paths = kf.save_checkpoint(prefix, 3, g, arg, aux, optimizer_state=opt, run="a")
     assert [os.path.basename(p) for p in paths] == ["mlp-symbol.kfg", "mlp-0003.kfp"]
-    ckpt = kf.load_checkpoint(prefix, 3)
+    ckpt = kf.load_checkpoint(prefix, 3, allow_extra=True)  # running_mean: no param of g
     graph, arg2, aux2 = ckpt
     assert ckpt.epoch == 3 and ckpt.metadata == {"run": "a"}
     for name in arg:
@@ -141,3 +141,68 @@ def test_optimizer_state_dict_round_trips_and_resumes_exactly(tmp_path):
     kf.update(w, g, opt)
     kf.update(w2, g, again)
     np.testing.assert_array_equal(w2, w)
+
+
+# ---- params that do not fit the symbol: missing, extra, partial loading ----
+
+
+def dense():
+    x = kf.placeholder("x", (None, 2))
+    return kf.Graph([x @ kf.param("w", (2, 3)) + kf.param("b", (3,), init="zeros")])
+
+
+def test_a_missing_param_is_refused_unless_allow_missing(tmp_path):
+    prefix = tmp_path / "net"
+    kf.save_checkpoint(prefix, 1, dense(), {"w": np.ones((2, 3), "float32")})
+    with pytest.raises(kf.FormatError, match=r"net-symbol.kfg \(with net-0001.kfp\): node 3 "
+                                             r"\(param\): param 'b' has no value in arg_params "
+                                             r"or aux_params \(allow_missing=True initializes"):
+        kf.load_checkpoint(prefix, 1)
+    with pytest.warns(UserWarning, match=r"net-0001.kfp has no values for 1 param\(s\) of its "
+                                         r"symbol \(allow_missing=True\); initialized them: "
+                                         r"b \(zeros\)"):
+        ckpt = kf.load_checkpoint(prefix, 1, allow_missing=True)
+    assert list(ckpt.initialized) == ["b"] and list(ckpt.arg_params) == ["w"]
+    np.testing.assert_array_equal(ckpt.graph.param("b").attrs["value"], np.zeros(3))
+    out = kf.compile(ckpt.graph).run({"x": np.ones((1, 2), "float32")})[0]
+    np.testing.assert_array_equal(out, [[2, 2, 2]])
+
+
+def test_allow_missing_draws_from_kf_seed(tmp_path):
+    prefix = tmp_path / "net"
+    kf.save_checkpoint(prefix, 1, dense(), {"b": np.zeros(3, "float32")})
+    drawn = []
+    for _ in range(2):
+        kf.seed(4)
+        with pytest.warns(UserWarning, match=r"initialized them: w \(xavier_uniform\)"):
+            drawn.append(kf.load_checkpoint(prefix, 1, allow_missing=True).initialized["w"])
+    np.testing.assert_array_equal(drawn[0], drawn[1])
+    assert drawn[0].shape == (2, 3) and drawn[0].std() > 0
+
+
+def test_an_extra_value_is_refused_unless_allow_extra(tmp_path):
+    prefix = tmp_path / "net"
+    values = {"w": np.ones((2, 3), "float32"), "b": np.zeros(3, "float32")}
+    kf.save_checkpoint(prefix, 1, dense(), values, {"moving_mean": np.ones(3)})
+    with pytest.raises(kf.FormatError, match=r"net-0001.kfp holds a value for 'moving_mean', "
+                                             r"which is not a param of the graph \(allow_extra"):
+        kf.load_checkpoint(prefix, 1)
+    graph, arg, aux = kf.load_checkpoint(prefix, 1, allow_extra=True)
+    assert sorted(arg) == ["b", "w"] and list(aux) == ["moving_mean"]
+    assert sorted(n.attrs["name"] for n in graph.params) == ["b", "w"]
+
+
+def test_the_manager_loads_partial_checkpoints_when_asked(tmp_path):
+    manager = CheckpointManager(tmp_path, best="loss")
+    manager.save(1, dense(), {"w": np.ones((2, 3), "float32"), "extra": np.ones(1)},
+                 metrics={"loss": 1.0})
+    for load in (manager.load, manager.load_best):
+        with pytest.raises(kf.FormatError, match="param 'b' has no value"):
+            load()
+        with pytest.warns(UserWarning, match=r"initialized them: b \(zeros\)"):
+            assert list(load(allow_missing=True, allow_extra=True).initialized) == ["b"]
+
+
+def test_a_name_in_both_arg_and_aux_params_is_refused_on_save(tmp_path):
+    with pytest.raises(ValueError, match=r"\['b'\] in both arg_params and aux_params"):
+        kf.save_checkpoint(tmp_path / "net", 1, dense(), {"b": np.zeros(3)}, {"b": np.ones(3)})

@@ -173,8 +173,9 @@ def test_arbitrary_msgpack_trees(tree, kind):
     loads_or_refuses(tree_file(tree, kind=kind))
 
 
-GRAPH_TREE = {"graph": encode_graph(mlp()), "params": {"w1": np.ones((12, 8), "float32")},
-              "metadata": {}}
+# every param has its value, so that edits reach the checks after the params' nodes
+GRAPH_TREE = {"graph": encode_graph(mlp()), "params": kf.serialize.loads(
+    kf.serialize.dumps(mlp())).params, "metadata": {}}
 
 
 @SETTINGS

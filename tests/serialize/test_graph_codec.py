@@ -121,9 +121,10 @@ def _add_output(data, node):
 
 
 def edited(change):
-    data = encode_graph(mlp())
+    g = mlp()
+    data = encode_graph(g)
     change(data)
-    return graph_file(data)
+    return graph_file(data, {n.attrs["name"]: n.attrs["value"] for n in g.params})
 
 
 @pytest.mark.parametrize("change, message", [
@@ -165,3 +166,13 @@ def test_fused_programs_are_checked():
     fused["attrs"]["program"] = (("exp", (5,)),)
     with pytest.raises(kf.FormatError, match="refers to input 5"):
         loads(graph_file(data))
+
+
+def test_an_input_and_a_param_of_one_name_are_refused_when_built():
+    # a feed entry names an input or overrides a param: one name, two leaves is ambiguous
+    x = kf.placeholder("x", (None, 2))
+    g = kf.Graph([x @ kf.param("x", value=np.eye(2, dtype="float32"))])
+    with pytest.raises(AssertionError, match="an input and a param named 'x'"):
+        g.verify()
+    with pytest.raises(AssertionError, match="an input and a param named 'x'"):
+        kf.compile(g)

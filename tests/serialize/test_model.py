@@ -87,3 +87,20 @@ def test_a_training_graphs_updates_are_not_run(tmp_path):
     model = kf.load_model(path)
     assert [float(model(np.float32(1))) for _ in range(3)] == [1.0, 1.0, 1.0]
     assert kf.load(kf.save(tmp_path / "again.kf", model)).graph.updates.keys() == {"count"}
+
+
+def test_save_refuses_a_value_for_a_param_the_graph_lacks(tmp_path):
+    with pytest.raises(ValueError, match=r"params has values for \['w3'\], which the graph "
+                                         r"does not have; its params are \['b1', 'b2', 'w1'"):
+        kf.save(tmp_path / "m.kf", mlp(), params={"w3": np.ones(2)})
+
+
+def test_a_models_own_values_for_unused_params_are_left_out(tmp_path):
+    class Model:  # a model whose state holds more than its inference graph uses
+        def __knetflow_save__(self):
+            g = mlp()
+            values = {n.attrs["name"]: n.attrs["value"] for n in g.params}
+            return {"graph": g, "params": {**values, "loss_scale": np.float32(2)}}
+
+    loaded = kf.load(kf.save(tmp_path / "m.kf", Model()))
+    assert sorted(loaded.params) == ["b1", "b2", "w1", "w2"]

@@ -348,3 +348,41 @@ def test_load_needs_a_checkpoint_written_from_a_feedforward(tmp_path):
     kf.save_checkpoint(tmp_path / "plain", 1, kf.relu(x), {}, {})
     with pytest.raises(ValueError, match="holds a graph but no layer symbol"):
         kf.FeedForward.load(tmp_path / "plain", 1)
+
+
+def _cut_checkpoint(tmp_path, drop=(), add=None):
+    """A FeedForward checkpoint whose params file lacks `drop` and holds `add` too."""
+    kf.seed(5)
+    x, y = blobs(64)
+    m = model(num_epoch=1).fit(x, y)
+    m.save(tmp_path / "net")
+    ckpt = kf.load_checkpoint(tmp_path / "net", 1)
+    arg = {k: v for k, v in ckpt.arg_params.items() if k not in drop}
+    kf.save_checkpoint(tmp_path / "cut", 1, ckpt.graph, {**arg, **(add or {})},
+                       ckpt.aux_params, **ckpt.metadata)
+    return m, x
+
+
+def test_load_refuses_a_missing_param_unless_allow_missing(tmp_path):
+    m, x = _cut_checkpoint(tmp_path, drop=["fc2_weight"])
+    with pytest.raises(kf.FormatError, match=r"cut-symbol.kfg \(with cut-0001.kfp\): .*param "
+                                             r"'fc2_weight' has no value in arg_params or "
+                                             r"aux_params \(allow_missing=True"):
+        kf.FeedForward.load(tmp_path / "cut", 1)
+    with pytest.warns(UserWarning, match=r"no values for 1 param\(s\) .*initialized them: "
+                                         r"fc2_weight \(xavier_uniform\)"):
+        back = kf.FeedForward.load(tmp_path / "cut", 1, allow_missing=True)
+    params_equal({k: v for k, v in back.arg_params.items() if k != "fc2_weight"},
+                 {k: v for k, v in m.arg_params.items() if k != "fc2_weight"})
+    assert back.arg_params["fc2_weight"].shape == m.arg_params["fc2_weight"].shape
+    assert not np.array_equal(back.arg_params["fc2_weight"], m.arg_params["fc2_weight"])
+    assert back.predict(x).shape == (64, 3)
+
+
+def test_load_refuses_an_extra_param_unless_allow_extra_params(tmp_path):
+    m, x = _cut_checkpoint(tmp_path, add={"fc3_weight": np.ones(2)})
+    with pytest.raises(kf.FormatError, match="cut-0001.kfp holds a value for 'fc3_weight', "
+                                             "which is not a param of the graph"):
+        kf.FeedForward.load(tmp_path / "cut", 1)
+    back = kf.FeedForward.load(tmp_path / "cut", 1, allow_extra_params=True)
+    np.testing.assert_array_equal(back.predict(x), m.predict(x))
