@@ -42,6 +42,8 @@ import types
 
 import numpy as np
 
+from knetflow.graph import trace
+
 
 _STATIC = (int, float, complex, bool, str, bytes, type(None), type(Ellipsis), range)
 _MAX_ITEMS = 256    # longer containers are keyed by identity, not walked
@@ -107,12 +109,14 @@ def _library(module_name) -> bool:
 
 
 class _Walk:
-    def __init__(self):
+    def __init__(self, sites=None):
         self.cap = Capture()
         self.parts: list = []
         self.seen = self.cap.seen  # id(walked object) -> order of its first visit
         self.budget = _BUDGET
         self.in_args = False
+        self.in_library = 0   # > 0 while walking a library object's attributes
+        self.sites = sites    # a list to collect substitution sites into, or None
 
     def opaque(self, x):
         self.parts.append(("id", id(x)))
@@ -131,10 +135,10 @@ class _Walk:
     def visit(self, x):
         t = type(x)
         if t is np.ndarray:
-            if x.dtype.kind in "biuf":
-                self.leaf(x, x.shape, x.dtype.char)
-            else:
+            if x.dtype.kind not in "biuf":
                 self.opaque(x)
+            else:
+                self.leaf(x, x.shape, x.dtype.char)
             return
         how = _HOW.get(t)
         if how is None:
@@ -177,6 +181,8 @@ class _Walk:
         self.parts.append((t, len(x)))
         for v in x:
             self.visit(v)
+        if self.sites is not None and t is list and not self.in_args and not self.in_library:
+            self.sites.extend((x, k, "item") for k, v in enumerate(x) if _holds_arrays(v))
 
     def mapping(self, x, t):
         if len(x) > _MAX_ITEMS or not all(type(k) in _STATIC for k in x):
@@ -185,6 +191,8 @@ class _Walk:
         self.parts.append(tuple(x))
         for v in x.values():
             self.visit(v)
+        if self.sites is not None and not self.in_args and not self.in_library:
+            self.sites.extend((x, k, "item") for k, v in x.items() if _holds_arrays(v))
 
     def method(self, x, t):
         self.parts.append("method")
@@ -202,8 +210,15 @@ class _Walk:
         self.visit(t)  # its methods, unless library code
         attrs = vars(x)
         self.parts.append(tuple(attrs))
+        library = _library(t.__module__)
+        self.in_library += library
         for v in attrs.values():
             self.visit(v)
+        self.in_library -= library
+        if self.sites is not None and not library and not self.in_args and not self.in_library:
+            # state attributes are fed through graph/state.py, not substituted
+            self.sites.extend((x, k, "attr") for k, v in attrs.items()
+                              if (t, k) not in trace.STATE_ATTRS and _holds_arrays(v))
 
     def function(self, fn, t):
         code = fn.__code__
@@ -215,6 +230,7 @@ class _Walk:
             return
         self.parts.append(id(code))
         self.cap.keep.append(code)
+        sites = self.sites if not self.in_library else None
         for cell in fn.__closure__ or ():
             try:
                 content = cell.cell_contents
@@ -222,8 +238,12 @@ class _Walk:
                 self.parts.append("empty cell")
                 continue
             self.visit(content)
+            if sites is not None and _holds_arrays(content):
+                sites.append((cell, None, "cell"))
         if fn.__defaults__:
             self.visit(fn.__defaults__)
+            if sites is not None and _holds_arrays(fn.__defaults__):
+                sites.append((fn, "__defaults__", "defaults"))
         if fn.__kwdefaults__:
             self.visit(fn.__kwdefaults__)
         fglobals = fn.__globals__
@@ -231,6 +251,8 @@ class _Walk:
             v = fglobals.get(n, _MISSING)
             if v is not _MISSING and type(v) is not types.ModuleType:  # modules stay put
                 self.visit(v)
+                if sites is not None and _holds_arrays(v):
+                    sites.append((fglobals, n, "item"))
 
     def klass(self, cls, t):
         """A user class: its functions (methods read globals too) and class attributes."""
@@ -241,6 +263,33 @@ class _Walk:
         self.cap.keep.append(cls)
         for v in _class_members(cls):
             self.visit(v)
+
+
+def _holds_arrays(v) -> bool:
+    """Whether v is a NumPy array, or a tuple holding one (at any depth): what tracing
+    substitutes with symbols. Lists and dicts are walked and substituted item by item."""
+    if type(v) is np.ndarray:
+        return v.dtype.kind in "biuf"
+    if isinstance(v, tuple) and len(v) <= _MAX_ITEMS:
+        return any(_holds_arrays(x) for x in v)
+    return False
+
+
+def substitution_sites(f, args, kwargs) -> list:
+    """Where f's captured arrays live, as (holder, key, kind): (cell, None, "cell"),
+    (function, "__defaults__", "defaults"), (object, name, "attr") or (dict or list,
+    key, "item"), for closure cells, defaults, the globals it reads, attributes of
+    user objects (`vars(obj)`; not state attributes, nor library objects') and the items
+    of lists and dicts reached from them (not from arguments, which are lifted).
+    Tracing puts symbols there, so NumPy work on a captured array is traced too, and
+    then puts the arrays back (graph/trace_python.py)."""
+    walk = _Walk(sites=[])
+    walk.visit(f)
+    walk.in_args = True
+    walk.visit(args)
+    for k in sorted(kwargs):
+        walk.visit(kwargs[k])
+    return walk.sites
 
 
 def _how(t):

@@ -130,6 +130,16 @@ def method(obj, name: str, args: tuple, kwargs: dict):
     return refused_method(obj, name)
 
 
+def setitem(obj, index, value) -> None:
+    """`obj[index] = value`: into a Param's array outside a trace; refused on graph values."""
+    if not is_traced(obj) and hasattr(obj, "value"):
+        obj.value[index] = _concrete(value)
+        return
+    raise TracingError(
+        f"item assignment into symbolic {obj!r}: graph values cannot change in place; "
+        "build a new value with kf.where(mask, new, x) or kf.index_add(x, index, update)")
+
+
 def _varargs(args):
     """`x.reshape(2, 3)` and `x.reshape((2, 3))` alike."""
     if len(args) == 1 and isinstance(args[0], (tuple, list)):

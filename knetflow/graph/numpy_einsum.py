@@ -23,7 +23,8 @@ import numpy as np
 
 import knetflow.ops as ops
 from knetflow.graph.numpy_shape import diagonal
-from knetflow.graph.numpy_table import cast_to, is_arraylike, ndim, numpy_function, shape
+from knetflow.graph.numpy_table import (
+    as_symbol, cast_to, is_arraylike, ndim, numpy_function, shape)
 
 _LETTERS = string.ascii_letters
 _NAME = "np.einsum"
@@ -148,8 +149,7 @@ def _matmul_ok(da, db, batch, contracted, free) -> bool:
         return False
     if any(da[label] != db[label] for label in batch + contracted):
         return False
-    static_labels = contracted + free
-    return all((da.get(label) or db.get(label)) is not None for label in static_labels)
+    return all(da.get(label, db.get(label)) is not None for label in contracted + free)
 
 
 def _pair(xa, ta, xb, tb, keep):
@@ -197,7 +197,7 @@ def evaluate(arrays: list, terms: list, output: tuple):
         y, tb = _sum_out(y, tb, keep | set(term))
         x, term = _pair(x, term, y, tb, keep)
     x, term = _sum_out(x, term, set(output))
-    return _arrange(x, term, output)
+    return as_symbol(_arrange(x, term, output))
 
 
 @numpy_function("einsum")

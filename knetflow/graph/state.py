@@ -56,12 +56,14 @@ def read(owner, attr: str, label: str):
         h0 = read(r, "_h", "RNN.h")   # a placeholder symbol, fed from r._h at each call
     """
     value = getattr(owner, attr)
+    trace.STATE_ATTRS.add((type(owner), attr))
     tracer = trace.current()
     if tracer is None:
         return value
     slot = tracer.slot(owner, attr, label)
     if slot.local:
         return value
+    value = tracer.original(value)  # a captured array a symbol stands in for
     if isinstance(value, Symbol):
         raise TracingError(
             f"{label} holds a symbol of a graph built outside this kf.diff/kf.grad call "
@@ -81,6 +83,7 @@ def write(owner, attr: str, value, label: str, store=None) -> None:
     `store(owner, attr, value)` writes a computed value (default: setattr), for
     example into the existing array to keep its identity.
     """
+    trace.STATE_ATTRS.add((type(owner), attr))
     tracer = trace.current()
     if tracer is None:
         (store or setattr)(owner, attr, value)

@@ -58,10 +58,7 @@ class Operators:
         for i in range(len(self)):
             yield self[i]
 
-    def __setitem__(self, index, value):
-        raise TracingError(
-            f"item assignment into symbolic {self!r}: graph values cannot change in place; "
-            "build a new value with kf.where(mask, new, x) or kf.index_add(x, index, update)")
+    def __setitem__(self, index, value): _api().setitem(self, index, value)
 
     @property
     def T(self): return _method(self, "transpose", (), {})

@@ -18,6 +18,10 @@ import threading
 
 _state = threading.local()
 
+#: (class, attribute) pairs that hold state (graph/state.py): fed through slots,
+#: so the trace cache keys their arrays by shape, not identity (graph/capture.py)
+STATE_ATTRS: set = set()
+
 
 class Slot:
     """One state attribute `owner.attr` a trace reads or sets (see graph/state.py)."""
@@ -36,8 +40,35 @@ class Slot:
         """The attribute's current value."""
         return getattr(self.owner, self.attr)
 
+    def read(self, owner):
+        """This attribute of `owner` (the slot's owner or another object of its kind)."""
+        return getattr(owner, self.attr)
+
+    def write(self, owner, value) -> None:
+        """Store a computed value into this attribute of `owner`."""
+        (self.store or setattr)(owner, self.attr, value)
+
     def __repr__(self) -> str:
         return f"<Slot {self.label}>"
+
+
+class ItemSlot:
+    """An item `owner[key]` of a list or dict that a traced function replaced: its new
+    value is carried out of each call as a state attribute's is (see trace_python)."""
+
+    __slots__ = ("owner", "key", "label")
+
+    def __init__(self, owner, key, label: str):
+        self.owner, self.key, self.label = owner, key, label
+
+    def read(self, owner):
+        return owner[self.key]
+
+    def write(self, owner, value) -> None:
+        owner[self.key] = value
+
+    def __repr__(self) -> str:
+        return f"<ItemSlot {self.label}>"
 
 
 class Tracer:
@@ -57,6 +88,13 @@ class Tracer:
         self.slots: dict = parent.slots if parent else {}    # (id(owner), attr) -> Slot
         self.finals: list = []  # (slot, its last value in the trace), once the trace ended
         self.targets: dict = {}  # with a parent: id(Param) -> (Param, its fresh symbol)
+        self.items: list = []    # (ItemSlot, new value): list and dict items the trace replaced
+        # id(symbol) -> the captured value it stands in for while the trace runs
+        self.substituted: dict = parent.substituted if parent else {}
+
+    def original(self, value):
+        """A captured value as the user holds it (`value` itself unless a symbol stands in)."""
+        return self.substituted.get(id(value), value)
 
     def leaf(self, obj, make):
         """The symbol standing for `obj` in this trace, made once by `make()`."""
@@ -86,7 +124,8 @@ class Tracer:
         """The Slot of `owner.attr` in this trace, made at first use."""
         key = (id(owner), attr)
         if key not in self.slots:
-            self.slots[key] = Slot(owner, attr, label)
+            slot = self.slots[key] = Slot(owner, attr, label)
+            slot.before = self.original(slot.before)
         return self.slots[key]
 
     def finish(self) -> None:

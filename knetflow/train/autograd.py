@@ -168,7 +168,8 @@ def grad(f_or_result, param=None, argnum=0):
     `argnum` may be a tuple of positions (a tuple of gradients comes back). An
     argument may be a container (list, tuple, dict, any nesting) of arrays,
     numbers and Params: its gradient has the same structure, a float for a
-    Python number, None for a leaf that is not differentiated (ints, strings).
+    Python number (the seeds' `w = [W, 0]`: an int weight too), None for a leaf that
+    is not differentiated (bools, strings, None).
     Called inside a traced function, the gradient is a symbol of the outer
     graph, so gradients of gradients work to any order.
 
@@ -255,11 +256,11 @@ def _target(v, k, symbolic):
         return _fresh(v) if v.spec.is_float else None
     if isinstance(v, Param):
         target = v
-    elif type(v) is float or isinstance(v, np.floating):
-        target = Param(np.asarray(v))
+    elif type(v) in (float, int) or isinstance(v, np.floating):
+        target = Param(np.asarray(v, dtype=np.float64 if type(v) is int else None))
     elif (type(v) is np.ndarray and v.dtype.kind in "biuf") or is_device_array(v):
         target = Param(v)
-    else:  # ints, bools, strings, None, objects: constants
+    else:  # bools, strings, None, objects: constants
         return None
     if not symbolic:
         return target
@@ -281,7 +282,7 @@ def _rebuild(target, found):
     for v, m in zip(leaves, made):
         g = None if m is None else found[id(m)]
         if g is not None and not isinstance(g, Symbol):
-            if type(v) is float:
+            if type(v) in (float, int):
                 g = float(g)
             elif isinstance(v, np.floating):
                 g = type(v)(g)

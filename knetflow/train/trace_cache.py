@@ -29,7 +29,7 @@ from knetflow.devices import discovery, transfers
 from knetflow.errors import ShapeError, TracingError
 from knetflow.graph import state, trace_python
 from knetflow.graph.autodiff import backward
-from knetflow.graph.capture import float_dtype, is_param
+from knetflow.graph.capture import float_dtype, is_param, substitution_sites
 from knetflow.graph.node import Graph
 from knetflow.graph.symbol import Symbol
 from knetflow.scheduler.plan import Plan
@@ -80,7 +80,7 @@ class Entry:
         """Whether state attributes hold the kinds of value traced, and objects fed past
         the walk still hold values of the traced shape, float precision and device."""
         for slot, token, at in self.guards:
-            if state.kind(getattr(cap.owner(at, slot.owner), slot.attr)) != token:
+            if state.kind(slot.read(cap.owner(at, slot.owner))) != token:
                 return False
         device = self.plan.device
         for obj, shape, want in self.checks:
@@ -130,10 +130,9 @@ class Entry:
         for slot, (how, v), at in self.states:
             owner = cap.owner(at, slot.owner)
             value = outs[v] if how == "out" else v
-            if device is not None and how == "out" and isinstance(getattr(owner, slot.attr),
-                                                                  np.ndarray):
+            if device is not None and how == "out" and isinstance(slot.read(owner), np.ndarray):
                 value = device.get(value)
-            (slot.store or setattr)(owner, slot.attr, value)
+            slot.write(owner, value)
 
 
 def _value(src, cap):
@@ -141,7 +140,7 @@ def _value(src, cap):
     if where == "walk":
         obj = cap.leaves[obj]
     elif where == "state":
-        obj = getattr(cap.owner(src[2], obj.owner), obj.attr)
+        obj = obj.read(cap.owner(src[2], obj.owner))
     return obj.value if is_param(obj) else obj
 
 
@@ -192,9 +191,12 @@ def _count_trace(f):
 
 def trace_call(f, args, kwargs, cap) -> Entry:
     """Trace f(*args, **kwargs) into a compiled plan of its value and gradients."""
-    out, tracer = trace_python.trace_function(f, args, kwargs)
+    watch = [o for o in cap.objects if type(o) is list or type(o) is dict]
+    sites = substitution_sites(f, args, kwargs)
+    out, tracer = trace_python.trace_function(f, args, kwargs, watch, sites)
     check_loss(out, f)
-    at = {id(slot): cap.seen.get(id(slot.owner)) for slot in tracer.slots.values()}
+    slots = list(tracer.slots.values()) + [slot for slot, _ in tracer.items]
+    at = {id(slot): cap.seen.get(id(slot.owner)) for slot in slots}
     states, state_outputs = _states(tracer, at)
     fed = {slot.input.node.id: slot for slot in tracer.slots.values() if slot.input is not None}
     sources, param_nodes, param_sources, param_names = [], [], [], set()
@@ -249,7 +251,7 @@ def _states(tracer, at) -> tuple:
     """([(slot, ("out", k) | ("value", v), owner position)], symbols to make outputs 1, 2,
     ... of the plan)."""
     states, outputs = [], []
-    for slot, final in tracer.finals:
+    for slot, final in tracer.finals + tracer.items:
         if isinstance(final, Symbol):
             outputs.append(final)
             states.append((slot, ("out", len(outputs)), at[id(slot)]))

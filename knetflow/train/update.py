@@ -55,13 +55,13 @@ def _collect(w, g, opt, key, store, default, items, numbers) -> None:
         return
     if isinstance(w, (Param, np.ndarray)) or is_device_array(w):
         items.append(_item(w, g, opt, key, default))
-    elif type(w) is float or isinstance(w, np.floating):
+    elif type(w) in (float, int) or isinstance(w, np.floating):
         if store is None:
             raise TypeError(f"cannot update a {type(w).__name__} in place; use an array "
                             "(NumPy, or a device's), a kf.Param, or keep it in a list or dict")
-        array = np.array(w, dtype=np.float64 if type(w) is float else w.dtype)
+        array = np.array(w, dtype=w.dtype if isinstance(w, np.floating) else np.float64)
         items.append(_item(array, g, opt, key, default))
-        numbers.append((store, array, type(w)))
+        numbers.append((store, array, float if type(w) is int else type(w)))
     elif isinstance(w, dict):
         if not isinstance(g, dict):
             raise TypeError(f"weights is a dict, gradients a {type(g).__name__}")

@@ -259,3 +259,59 @@ def test_any_parameter_names():
     g, loss = kf.gradloss(lambda f, param: kf.sum(f * param))(ONES, param=np.full(3, 4.0))
     np.testing.assert_array_equal(g, [4, 4, 4])
     assert loss == 12.0
+
+
+# ---- NumPy work on captured arrays is traced, not computed once ----
+
+
+def test_numpy_on_a_rebound_closure_array_is_traced():
+    w = kf.Param(np.ones(3))
+
+    def loss(w, x):
+        return kf.sum(w * ((x - x.mean()) / 2))  # NumPy on x, then an op with w
+
+    f, calls = counting(lambda: loss(w, x))
+    for x in [np.arange(3.0), np.arange(3.0) * 10]:  # the Knet idiom: a new batch each step
+        np.testing.assert_allclose(kf.grad(kf.diff(f), w), (x - x.mean()) / 2)
+    assert len(calls) == 1
+
+
+def test_numpy_on_globals_and_attributes_changed_in_place():
+    global SCALE
+    g = kf.grad(lambda x: kf.sum(x * (SCALE * 2)))
+    try:
+        np.testing.assert_array_equal(g(ONES), [4, 4, 4])
+        SCALE[:] = 5.0
+        np.testing.assert_array_equal(g(ONES), [10, 10, 10])
+    finally:
+        SCALE = np.full(3, 2.0)
+
+    class Scaler:
+        def __init__(self):
+            self.k = np.ones(3)
+
+        def loss(self, x):
+            return kf.sum(x * (self.k * 2))
+
+    s = Scaler()
+    np.testing.assert_array_equal(kf.grad(s.loss)(ONES), [2, 2, 2])
+    s.k[:] = 7.0
+    np.testing.assert_array_equal(kf.grad(s.loss)(ONES), [14, 14, 14])
+    assert type(s.k) is np.ndarray  # the array is back where it was
+
+
+def test_an_attribute_the_function_sets_is_carried_out():
+    class Running:
+        def __init__(self):
+            self.total = np.zeros(2)
+
+        def loss(self, x):
+            self.total = self.total + x  # a plain attribute, not a state attribute
+            return kf.sum(self.total * x)
+
+    r = Running()
+    for k in range(3):
+        # d/dx sum((total + x) x) = total + 2x
+        np.testing.assert_array_equal(kf.grad(r.loss)(np.ones(2)), np.full(2, k + 2.0))
+        assert type(r.total) is np.ndarray
+        np.testing.assert_array_equal(r.total, np.full(2, k + 1.0))
