@@ -319,18 +319,27 @@ def gpu(monkeypatch):
 
 
 def _on_gpu(cp, opname, *arrays, rtol, **attrs):
-    """The cuDNN kernel and the xp forward agree on CuPy arrays; returns the cuDNN result."""
+    """The cuDNN kernel and the xp forward agree on CuPy arrays; returns the cuDNN result.
+
+    Agreement is up to `rtol` of each value and of the result's largest magnitude (a sum's
+    rounding scales with its terms, so values that cancel to near 0 keep an absolute error).
+    """
     arrays = [cp.asarray(a) for a in arrays]
     got = cudnn.KERNELS[opname][1](cp, *arrays, **attrs)
     want = get_op(opname).forward(cp, *arrays, **attrs)
     for g, w in zip(got if isinstance(got, tuple) else (got,),
                     want if isinstance(want, tuple) else (want,)):
         assert g.dtype == w.dtype
-        np.testing.assert_allclose(cp.asnumpy(g), cp.asnumpy(w), rtol=rtol, atol=rtol)
+        w = cp.asnumpy(w)
+        scale = float(np.max(np.abs(w))) if w.size else 1.0
+        np.testing.assert_allclose(cp.asnumpy(g), w, rtol=rtol, atol=rtol * max(scale, 1.0))
     return got
 
 
-@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-4)])
+# float32: cuDNN's default math lets float32 convolutions run as TF32 on Ampere and later
+# GPUs (10-bit mantissas, unit roundoff 2**-11), and may pick FFT or Winograd algorithms: a
+# sum of k products is then off by up to about 2**-10 * sum(|w x|), some 1e-3 of the result
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 5e-3)])
 @pytest.mark.parametrize("nd, xs, ks, attrs", CONV_CASES)
 def test_gpu_conv_ops_equal_the_xp_path(gpu, dtype, rtol, nd, xs, ks, attrs):
     rs = np.random.RandomState(nd)
