@@ -121,4 +121,6 @@ def test_untraced_params_use_the_arrays_methods():
     assert w.size == 4 and w.ndim == 2
     w.sort(axis=1)  # in place, as ndarray.sort
     np.testing.assert_array_equal(w.value, [[-2.0, 1.0], [0.5, 3.0]])
+    w[0, 0] = 7.0
+    assert w.value[0, 0] == 7.0
     np.testing.assert_array_equal(w.mT, w.value.T)
