@@ -13,6 +13,7 @@ from knetflow.graph.node import Graph, Node  # noqa: F401
 from knetflow.graph.symbol import Symbol  # noqa: F401
 from knetflow.ops import *  # noqa: F401,F403
 from knetflow.ops import REGISTRY  # noqa: F401
+from knetflow.layers import *  # noqa: F401,F403
 from knetflow.ops.base import Spec  # noqa: F401
 from knetflow.rng import seed  # noqa: F401
 from knetflow.graph.autodiff import backward  # noqa: F401
@@ -22,8 +23,9 @@ from knetflow.devices.discovery import (  # noqa: F401
 from knetflow import datasets  # noqa: F401
 
 __version__ = "0.1.0"
+from knetflow.graph.param import Param  # noqa: F401
 from knetflow.train.autograd import (  # noqa: F401
-    DiffResult, Param, diff, grad, gradloss, params, value)
+    DiffResult, diff, grad, gradloss, params, value)
 from knetflow.train.gradcheck import gradcheck  # noqa: F401
 from knetflow import serialize  # noqa: F401,E402
 from knetflow.serialize import (  # noqa: F401,E402

@@ -1,7 +1,7 @@
 """Running moments of batchnorm (Knet `BNMoments`, `bnmoments`) and their updates.
 
 How they behave eagerly, inside `kf.diff` and in symbolic graphs: see the
-docstring of knetflow/ops/norm.py. Here: the holder object, its lazy
+docstring of knetflow/layers/batchnorm.py. Here: the holder object, its lazy
 initialization, reading the moments a call needs, and writing the new ones
 (in place eagerly; as state outputs of a trace, graph/state.py).
 """
@@ -12,9 +12,13 @@ import itertools
 
 import numpy as np
 
+from knetflow.devices import transfers
+from knetflow.graph import state
+from knetflow.graph.build import param
+from knetflow.graph.symbol import Symbol
+from knetflow.layers.state_attr import StateAttribute
 from knetflow.ops.base import fail
 from knetflow.ops.elementwise import cast
-from knetflow.ops.state_attr import StateAttribute, state
 
 __all__ = ["BNMoments", "bnmoments", "bnupdates"]
 
@@ -81,13 +85,6 @@ def bnupdates(*moments) -> dict:
     return out
 
 
-def _symbol_class():
-    """The graph layer's Symbol class, imported lazily too."""
-    from knetflow.graph.symbol import Symbol
-
-    return Symbol
-
-
 def to_dtype(v, dtype):
     """v cast to dtype (an op on symbols, at once on arrays); None as it is."""
     return v if v is None or np.dtype(v.dtype) == dtype else cast(v, dtype)
@@ -100,10 +97,9 @@ def _moment_arrays(moments, x, channels):
             if channels is None:
                 fail("batchnorm", f"the channel axis of x {tuple(x.shape)} must be static")
             value = np.asarray(init((channels,), dtype=np.dtype(x.dtype)))
-            if type(x).__module__.startswith("cupy"):
-                import cupy
-
-                value = cupy.asarray(value)
+            device = transfers.device_of(x)
+            if device is not None:  # the moments live where x does
+                value = device.put(value)
             setattr(moments, attr, value)
     return moments.mean, moments.var
 
@@ -111,9 +107,6 @@ def _moment_arrays(moments, x, channels):
 def _moment_params(moments, x, channels) -> tuple:
     """The moments as non-trainable param symbols, made once per BNMoments."""
     if moments._symbols is None:
-        from knetflow.graph.build import param
-        from knetflow.graph.symbol import Symbol
-
         syms = []
         for name, value in zip(moments.names, _moment_arrays(moments, x, channels)):
             sym = param(name, value=np.array(value), dtype=str(value.dtype))
@@ -125,11 +118,11 @@ def _moment_params(moments, x, channels) -> tuple:
 def moments_for(moments, x, channels, symbolic) -> tuple:
     """(mean, var) of the moments as this call needs them: param symbols, or arrays."""
     given = (moments.mean, moments.var)
-    if symbolic and not all(isinstance(v, _symbol_class()) for v in given):
+    if symbolic and not all(isinstance(v, Symbol) for v in given):
         values = _moment_params(moments, x, channels)
     else:  # arrays; inside a trace, inputs fed from the moments at each call
         _moment_arrays(moments, x, channels)
-        values = tuple(state().read(moments, attr, f"BNMoments.{attr[1:]}")
+        values = tuple(state.read(moments, attr, f"BNMoments.{attr[1:]}")
                        for attr in ("_mean", "_var"))
     for what, v in zip(("mean", "var"), values):
         if channels is not None and tuple(v.shape) not in ((channels,), (None,)):
@@ -152,7 +145,7 @@ def update_moments(moments, mean, var, bmean, bvar):
     m = moments.momentum
     for attr, old, new in (("_mean", mean, bmean), ("_var", var, bvar)):
         blended = old * (1 - m) + to_dtype(new, np.dtype(old.dtype)) * m
-        state().write(moments, attr, blended, f"BNMoments.{attr[1:]}", store=_store_in_place)
+        state.write(moments, attr, blended, f"BNMoments.{attr[1:]}", store=_store_in_place)
 
 
 def _store_in_place(moments, attr, new):

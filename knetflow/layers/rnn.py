@@ -30,12 +30,18 @@ import math
 import numpy as np
 
 from knetflow import initializers
-from knetflow.ops.base import fail, fmt
+from knetflow.graph import state
+from knetflow.graph.param import Param
+from knetflow.layers.dropout import dropout
+from knetflow.layers.state_attr import StateAttribute
+from knetflow.ops.array import concat, reshape, stack
+from knetflow.ops.base import Spec, fail, fmt
+from knetflow.ops.elementwise import cast
+from knetflow.ops.index import getitem
 from knetflow.ops.rnn_loops import GATES
 from knetflow.ops.rnn_ops import rnn_scan
-from knetflow.ops.state_attr import StateAttribute, state
 
-__all__ = ["RNN", "rnn_scan", "rnnparam", "rnnparams"]
+__all__ = ["RNN", "rnnparam", "rnnparams"]
 
 
 def _layout(input_size, hidden, gates, layers, dirs, skip_input) -> tuple:
@@ -109,8 +115,6 @@ class RNN:
                  num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0,
                  skip_input: bool = False, h=None, c=None, winit=initializers.xavier_uniform,
                  binit=initializers.zeros, finit=initializers.ones, dtype="float32"):
-        from knetflow.train.autograd import Param
-
         if rnn_type not in GATES:
             raise ValueError(f"RNN: rnn_type must be one of {sorted(GATES)}, got {rnn_type!r}")
         if min(input_size, hidden_size, num_layers) < 1:
@@ -151,9 +155,6 @@ class RNN:
 
     def _piece(self, w, pl, part):
         """The weight `part` of pseudo-layer pl as a (symbolic or concrete) slice of w."""
-        from knetflow.ops.array import reshape
-        from knetflow.ops.index import getitem
-
         if (pl, part) not in self.layout:
             return None
         off, shape = self.layout[(pl, part)]
@@ -187,8 +188,6 @@ class RNN:
     def _maybe_dropout(self, x):
         if self.dropout == 0.0:
             return x
-        from knetflow.ops.random import dropout
-
         return dropout(x, self.dropout)
 
     def _initial_states(self, batch):
@@ -198,12 +197,10 @@ class RNN:
         return h0, c0
 
     def _store_finals(self, finals_h, finals_c):
-        from knetflow.ops.array import stack
-
         if self._h is not None:
-            state().write(self, "_h", stack(finals_h, axis=0), "RNN.h")
+            state.write(self, "_h", stack(finals_h, axis=0), "RNN.h")
         if self.rnn_type == "lstm" and self._c is not None:
-            state().write(self, "_c", stack(finals_c, axis=0), "RNN.c")
+            state.write(self, "_c", stack(finals_c, axis=0), "RNN.c")
 
     def __repr__(self) -> str:
         return (f"RNN({self.input_size}, {self.hidden_size}, rnn_type={self.rnn_type!r}, "
@@ -211,8 +208,6 @@ class RNN:
 
 
 def _spec(shape):
-    from knetflow.ops.base import Spec
-
     return Spec(tuple(shape), "float32")
 
 
@@ -221,9 +216,7 @@ def _state_value(r, which, batch):
 
     Inside a trace an array is an input fed from r.h/r.c at each call (graph/state.py).
     """
-    from knetflow.ops.elementwise import cast
-
-    value = state().read(r, "_" + which, f"RNN.{which}")
+    value = state.read(r, "_" + which, f"RNN.{which}")
     if value is None or (isinstance(value, (int, float)) and value == 0):
         return None
     if isinstance(value, (int, float)):
@@ -243,21 +236,15 @@ def _state_value(r, which, batch):
 
 
 def _layer_state(state, pl):
-    from knetflow.ops.index import getitem
-
     return None if state is None else getitem(state, pl)
 
 
 def _concat(ys):
-    from knetflow.ops.array import concat
-
     return concat(ys, axis=-1)
 
 
 def _as_sequence(x, shape, batch_sizes, out_width):
     """x as (T, B, X) (or packed (N, X)) and the shape to give y at the end (None: as is)."""
-    from knetflow.ops.array import reshape
-
     if batch_sizes is not None:
         n = sum(int(b) for b in batch_sizes)
         rows = None if None in shape[:-1] else math.prod(shape[:-1])
@@ -277,8 +264,6 @@ def _as_sequence(x, shape, batch_sizes, out_width):
 
 
 def _reshape(y, shape):
-    from knetflow.ops.array import reshape
-
     return y if shape is None else reshape(y, shape)
 
 

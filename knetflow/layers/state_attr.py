@@ -1,17 +1,12 @@
 """State attributes of layer objects: an RNN's `h`/`c`, batchnorm's running moments.
 
 Their values live in `_<name>`; reads and writes inside traces go through
-`knetflow.graph.state`, imported lazily (the graph layer imports the ops).
+`knetflow.graph.state`.
 """
 
 from __future__ import annotations
 
-
-def state():
-    """The module `knetflow.graph.state`."""
-    from knetflow.graph import state as module
-
-    return module
+from knetflow.graph import state
 
 
 class StateAttribute:
@@ -36,4 +31,4 @@ class StateAttribute:
         return self if obj is None else getattr(obj, self.private)
 
     def __set__(self, obj, value):
-        state().assign(obj, self.private, value, self.label)
+        state.assign(obj, self.private, value, self.label)

@@ -20,5 +20,4 @@ from knetflow.ops.norm import *  # noqa: F401,F403,E402
 from knetflow.ops.embedding import *  # noqa: F401,F403,E402
 from knetflow.ops.conv import *  # noqa: F401,F403,E402
 from knetflow.ops.rnn_ops import *  # noqa: F401,F403,E402
-from knetflow.ops.rnn import *  # noqa: F401,F403,E402
 from knetflow.ops.pool import *  # noqa: F401,F403,E402

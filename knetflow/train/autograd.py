@@ -29,64 +29,12 @@ from knetflow.devices.base import is_device_array
 from knetflow.errors import TracingError
 from knetflow.graph import pytree, trace
 from knetflow.graph.autodiff import gradients
-from knetflow.graph.build import const, placeholder
-from knetflow.graph.capture import capture, float_dtype
-from knetflow.graph.symbol import Operators, Symbol
+from knetflow.graph.build import const
+from knetflow.graph.capture import capture
+from knetflow.graph.param import Param
+from knetflow.graph.symbol import Symbol
 from knetflow.ops.array import reshape
 from knetflow.train import trace_cache
-
-
-class Param(Operators):
-    """A value to differentiate with respect to (Knet `Param`), with its optimizer in `.opt`.
-
-    Example:
-        >>> import knetflow as kf
-        >>> x = kf.Param([1., 2., 3.])
-        >>> kf.grad(kf.diff(lambda: kf.sum(x * x)), x)
-        array([2., 4., 6.])
-    """
-
-    __slots__ = ("value", "opt", "name")
-    __hash__ = object.__hash__
-    __array_priority__ = 1000
-
-    def __init__(self, value, opt=None, name=None):
-        if not is_device_array(value):  # a GPU's (or sim device's) array stays there
-            value = np.asarray(value)
-        if value.dtype.kind in "iub":
-            value = value.astype("float64")
-        self.value = value
-        self.opt = opt
-        self.name = name
-
-    def __knetflow_trace__(self, tracer):
-        return tracer.leaf(self, lambda: placeholder(f"t{len(tracer.leaves)}", self.value.shape,
-                                                     float_dtype(self.value.dtype)))
-
-    @property
-    def shape(self):
-        return self.value.shape
-
-    @property
-    def dtype(self):
-        return self.value.dtype
-
-    @property
-    def ndim(self):
-        return self.value.ndim
-
-    @property
-    def size(self):
-        return self.value.size
-
-    def __array__(self, dtype=None, copy=None):
-        return self.value if dtype is None else self.value.astype(dtype)
-
-    def __len__(self):
-        return len(self.value)
-
-    def __repr__(self) -> str:
-        return f"Param({self.value!r})"
 
 
 class DiffResult:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 
-from knetflow.ops import batchnorm as _batchnorm
-from knetflow.ops import bnmoments, bnupdates, cast, dropout, mat, relu, reshape, sigm, tanh
+from knetflow.layers import batchnorm as _batchnorm
+from knetflow.layers import bnmoments, bnupdates, dropout
+from knetflow.ops import cast, mat, relu, reshape, sigm, tanh
 from knetflow.ops.loss import log1pexp
 from knetflow.train.layer_symbol import LAYERS, Symbol, auto_name
 

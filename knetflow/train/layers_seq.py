@@ -1,13 +1,14 @@
 """Sequence layers of `kf.sym`: Embedding and RNN (see `knetflow.train.layers`).
 
     Embedding   weight (input_dim, output_dim)
-    RNN         parameters: one flat vector in kf.RNN's layout (see knetflow.ops.rnn)
+    RNN         parameters: one flat vector in kf.RNN's layout (see knetflow.layers.rnn)
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from knetflow.layers.rnn import RNN as LayerRNN
 from knetflow.ops import cast, embedding, transpose
 from knetflow.train.layer_symbol import Symbol
 from knetflow.train.layers import layer, rule, static_dims
@@ -72,10 +73,8 @@ class _RecurrentLayer:
         dtype = b.float_dtype(x)
         if a["layout"] == "NTC":
             x = transpose(x, (1, 0, 2))
-        from knetflow.ops import RNN as RNN_
-
         zeros = _zeros_init(dtype)  # shapes only: the values come from the param
-        r = RNN_(width, a["state_size"], rnn_type=_RNN_MODES[a["mode"]],
+        r = LayerRNN(width, a["state_size"], rnn_type=_RNN_MODES[a["mode"]],
                  num_layers=a["num_layers"], bidirectional=a["bidirectional"],
                  dropout=a["p"] if b.training else 0.0, winit=zeros, binit=zeros, finit=zeros,
                  dtype=dtype)

@@ -8,7 +8,7 @@ import functools
 import numpy as np
 
 from knetflow.devices.base import is_device_array
-from knetflow.train.autograd import Param
+from knetflow.graph.param import Param
 from knetflow.train.optim import SGD, MultiOptimizer, Optimizer, norm_scales, resolve
 from knetflow.train.optimizers import like
 

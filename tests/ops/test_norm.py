@@ -6,8 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import knetflow as kf
-from knetflow.ops import norm_moments
-from knetflow.ops.norm import batchnorm, batchnorm_train, bnmoments
+from knetflow.layers import bn_moments as norm_moments
+from knetflow.layers import batchnorm, bnmoments
+from knetflow.ops.norm import batchnorm_train
 from tests.ops.harness import Arg, Case, check
 from tests.train.traced import one_sim_device, trace_on
 

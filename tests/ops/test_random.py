@@ -5,7 +5,8 @@ import pytest
 
 import knetflow as kf
 from knetflow import rng as kf_rng
-from knetflow.ops.random import DropoutMask, dropout
+from knetflow.layers.dropout import dropout
+from knetflow.ops.random import DropoutMask
 from tests.ops.harness import Arg, Case, check
 
 

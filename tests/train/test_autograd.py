@@ -8,7 +8,7 @@ from hypothesis.extra import numpy as hnp
 
 import knetflow as kf
 from tests.train.traced import counting
-from knetflow.ops.random import dropout
+from knetflow.layers.dropout import dropout
 
 W = kf.Param(np.array([[1.0, -1.0], [0.5, 2.0]]))  # a global Param, found by the rule too
 

@@ -4,7 +4,7 @@ import numpy as np
 
 import knetflow as kf
 from knetflow.graph.passes import eliminate_common_subexpressions as cse
-from knetflow.ops.random import dropout
+from knetflow.layers.dropout import dropout
 from tests.graph.passes.common import assert_same_values, ops_of
 
 X = {"x": np.array([[0.5, -1.0, 2.0], [1.0, 0.0, -0.5]], dtype="float32")}

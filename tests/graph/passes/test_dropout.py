@@ -4,7 +4,7 @@ import numpy as np
 
 import knetflow as kf
 from knetflow.graph.passes import strip_dropout
-from knetflow.ops.random import dropout
+from knetflow.layers.dropout import dropout
 from tests.graph.passes.common import assert_same_values, ops_of
 
 X = np.linspace(1.0, 2.0, 1000, dtype="float32")

@@ -5,7 +5,7 @@ import numpy as np
 import knetflow as kf
 from knetflow.graph.passes import fold_constants
 from knetflow.ops.array import reshape
-from knetflow.ops.random import dropout
+from knetflow.layers.dropout import dropout
 from tests.graph.passes.common import assert_same_values, ops_of
 
 X = {"x": np.array([0.5, -1.0, 2.0], dtype="float32")}
