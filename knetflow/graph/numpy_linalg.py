@@ -76,22 +76,16 @@ def _inner(a, b):
     return contract("np.inner", a, b, (ndim(a) - 1,), (ndim(b) - 1,))
 
 
-def _outer_of_vectors(a, b):
-    if hasattr(ops, "outer"):
-        return ops.outer(a, b)
-    return ops.mul(ops.reshape(a, (-1, 1)), ops.reshape(b, (1, -1)))
-
-
 @numpy_function("outer")
 def _outer(a, b):
-    return _outer_of_vectors(ops.reshape(a, (-1,)), ops.reshape(b, (-1,)))
+    return ops.outer(a, b)  # flattens a and b, as NumPy's
 
 
 @numpy_function("linalg.outer")
 def _linalg_outer(x1, x2):
     if ndim(x1) != 1 or ndim(x2) != 1:
         raise ValueError("np.linalg.outer: input arrays must be one-dimensional")
-    return _outer_of_vectors(x1, x2)
+    return ops.outer(x1, x2)
 
 
 @numpy_function("linalg.matmul")
@@ -105,26 +99,9 @@ def _linalg_vecdot(x1, x2, axis=-1):
     return ops.sum(x1 * x2, axis=axis_index("np.linalg.vecdot", axis, n))
 
 
-def _tensordot_axes(fname, a, b, axes):
-    if isinstance(axes, (int, np.integer)):
-        n = int(axes)
-        if n < 0:
-            raise ValueError(f"{fname}: axes must be a non-negative integer")
-        return tuple(range(ndim(a) - n, ndim(a))), tuple(range(n))
-    a_axes, b_axes = axes
-    a_axes = axes_tuple(fname, a_axes, ndim(a))
-    b_axes = axes_tuple(fname, b_axes, ndim(b))
-    if len(a_axes) != len(b_axes):
-        raise ValueError(f"{fname}: shape-mismatch for sum")
-    return a_axes, b_axes
-
-
 @numpy_function("tensordot")
 def _tensordot(a, b, axes=2):
-    if hasattr(ops, "tensordot"):
-        return ops.tensordot(a, b, axes)
-    a_axes, b_axes = _tensordot_axes("np.tensordot", a, b, axes)
-    return contract("np.tensordot", a, b, a_axes, b_axes)
+    return ops.tensordot(a, b, axes)
 
 
 @numpy_function("linalg.tensordot")
@@ -143,7 +120,7 @@ def trace(fname, a, offset, axis1, axis2, dtype):
     if n < 2:
         raise ValueError(f"{fname}: diag requires an array of at least two dimensions")
     axes = (axis_index(fname, axis1, n), axis_index(fname, axis2, n))
-    if hasattr(ops, "trace") and axes == (0, 1):
+    if axes == (0, 1):
         return ops.trace(a, offset=int(offset))
     return ops.sum(diagonal(fname, a, offset, axis1, axis2), axis=-1)
 
@@ -232,32 +209,27 @@ def _matrix_norm(x, keepdims=False, ord="fro"):  # noqa: A002 - NumPy's name
     return matrix_norm("np.linalg.matrix_norm", x, ord, ndim(x) - 2, ndim(x) - 1, keepdims)
 
 
-# ---- solving and inverting (knetflow ops, where present) ----
+# ---- solving and inverting ----
 
 SlogdetResult = namedtuple("SlogdetResult", ["sign", "logabsdet"])
 
 
-if hasattr(ops, "solve"):
-    @numpy_function("linalg.solve")
-    def _solve(a, b):
-        return ops.solve(a, b)
+@numpy_function("linalg.solve")
+def _solve(a, b):
+    return ops.solve(a, b)
 
 
-if hasattr(ops, "inv"):
-    @numpy_function("linalg.inv")
-    def _inv(a):
-        return ops.inv(a)
+@numpy_function("linalg.inv")
+def _inv(a):
+    return ops.inv(a)
 
 
-if hasattr(ops, "det"):
-    @numpy_function("linalg.det")
-    def _det(a):
-        return ops.det(a)
+@numpy_function("linalg.det")
+def _det(a):
+    return ops.det(a)
 
 
-if hasattr(ops, "slogdet"):
-    @numpy_function("linalg.slogdet")
-    def _slogdet(a):
-        sign, logabsdet = ops.slogdet(a)
-        return SlogdetResult(sign, logabsdet)
-
+@numpy_function("linalg.slogdet")
+def _slogdet(a):
+    sign, logabsdet = ops.slogdet(a)
+    return SlogdetResult(sign, logabsdet)

@@ -173,7 +173,8 @@ class Symbol(Operators):
         return self.node.label()
 
     def __repr__(self) -> str:
-        return f"Symbol({self.node.op} {self.node.spec.dtype}{fmt(self.node.spec)} at {self.node.where})"
+        spec = self.node.spec
+        return f"Symbol({self.node.op} {spec.dtype}{fmt(spec)} at {self.node.where})"
 
     __hash__ = object.__hash__
 
