@@ -1,4 +1,5 @@
-"""Synthetic data sets shaped like the seed benchmarks' (no downloads needed)."""
+"""Data sets that need no download: synthetic ones shaped like the seed benchmarks',
+and the real 8x8 handwritten digits scikit-learn ships in its wheel."""
 
 from __future__ import annotations
 
@@ -32,3 +33,23 @@ def housing_like(n: int = 506, features: int = 13, seed: int = 0, dtype="float32
     w = rs.randn(features, 1)
     y = x @ w + 0.1 * rs.randn(n, 1)
     return x.astype(dtype), y.astype(dtype)
+
+
+def digits(dtype="float32"):
+    """Real handwritten digits: (x of shape (1797, 64) in [0, 1], labels (1797,) in 0..9).
+
+    scikit-learn's bundled copy of the UCI 8x8 digits (in its wheel: nothing is
+    downloaded); needs scikit-learn (`pip install 'knetflow[demo]'`).
+
+    Example:
+        >>> x, y = digits()
+        >>> x.shape, y.shape, float(x.max()), sorted(set(y.tolist())) == list(range(10))
+        ((1797, 64), (1797,), 1.0, True)
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise ImportError("kf.datasets.digits needs scikit-learn, which ships the images: "
+                          "pip install 'knetflow[demo]'") from e
+    data = load_digits()
+    return (data.data / 16.0).astype(dtype), data.target.astype("int64")
