@@ -95,13 +95,6 @@ _SAME_AS_FUNCTION = {
     "diagonal": np.diagonal, "take": np.take, "repeat": np.repeat, "cumsum": np.cumsum,
 }
 
-# methods that need a concrete value: no traced value has one
-REFUSED_METHODS = ("tolist", "item", "tobytes", "tofile", "dump", "dumps", "fill", "itemset",
-                   "resize", "sort", "argsort", "partition", "argpartition", "nonzero",
-                   "searchsorted", "cumprod", "put", "compress", "choose", "view", "byteswap",
-                   "setfield", "getfield", "setflags")
-
-
 def supported_methods() -> list:
     """The ndarray methods and properties knetflow values have (for the docs and tests)."""
     return sorted(set(_SAME_AS_FUNCTION) | {"reshape", "transpose", "flatten", "astype",
