@@ -40,6 +40,27 @@ from knetflow.train import sym  # noqa: F401,E402
 from knetflow.train.feedforward import FeedForward  # noqa: F401,E402
 
 
+def _dask_kvstore(mode):
+    """A DaskKVStore (importing knetflow.distributed, and so Dask, on first use)."""
+    from knetflow.distributed import DaskKVStore
+
+    return DaskKVStore(mode=mode)
+
+
+def _register_kvstores():
+    import functools
+
+    from knetflow.train import fit_loop
+
+    for name, mode in {"dask": "sync", "dist": "sync", "dist_sync": "sync",
+                       "dist_device_sync": "sync", "dask_async": "async",
+                       "dist_async": "async"}.items():
+        fit_loop.register_kvstore(name, functools.partial(_dask_kvstore, mode))
+
+
+_register_kvstores()
+
+
 def __getattr__(name):
     # kf.distributed is imported on first use, so `import knetflow` never loads Dask
     if name == "distributed":

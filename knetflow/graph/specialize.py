@@ -6,9 +6,13 @@ does not fit fails here, naming the input or the op and the user's line.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from knetflow.errors import FeedError, ShapeError
-from knetflow.graph.node import Graph
 from knetflow.ops.base import Spec, fmt, get_op
+
+if TYPE_CHECKING:  # Graph.infer_shapes calls specialize: no import at run time
+    from knetflow.graph.node import Graph
 
 
 def check_feed(node, spec: Spec) -> Spec:

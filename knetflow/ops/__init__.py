@@ -5,6 +5,7 @@ from knetflow.ops.binary import (  # noqa: F401
     add, div, eq, ge, gt, le, lt, maximum, minimum, mul, ne, neg, pow, sub, where)
 from knetflow.ops.elementwise import *  # noqa: F401,F403
 from knetflow.ops import fused as _fused  # noqa: F401  (registers the op)
+from knetflow.ops import cudnn as _cudnn  # noqa: F401,E402  (registers cuDNN's kernels)
 from knetflow.ops.reduce import (  # noqa: F401
     broadcast_like, count, cumsum, max, mean, min, prod, std, sum, sum_to, var)
 from knetflow.ops.linalg import *  # noqa: F401,F403,E402

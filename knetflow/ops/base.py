@@ -199,13 +199,20 @@ def kernel(op: type[Op], xp, attrs: dict, exact=True) -> tuple[Callable, bool]:
     """
     if op.ufunc is not None and not attrs and exact:
         return getattr(xp, op.ufunc), False
-    if xp is not np:   # only a GPU (CuPy) can use cuDNN; imported here, never with NumPy
-        from knetflow.ops import cudnn
-
-        fast = cudnn.pick(op.name, xp, attrs)
+    if xp is not np and _fast_kernels is not None:  # cuDNN's, registered by ops/cudnn.py
+        fast = _fast_kernels(op.name, xp, attrs)
         if fast is not None:
             return fast, True
     return op.forward, True
+
+
+_fast_kernels: Callable | None = None
+
+
+def set_fast_kernels(pick: Callable) -> None:
+    """Install pick(op name, xp, attrs) -> kernel or None, asked for device arrays' ops."""
+    global _fast_kernels
+    _fast_kernels = pick
 
 
 # ---- dispatch: symbolic values build nodes, concrete values run at once ----

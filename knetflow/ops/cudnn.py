@@ -60,17 +60,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from knetflow.ops.base import FLOAT_DTYPES, get_op
+from knetflow.ops import cudnn_cupy
+from knetflow.ops.base import FLOAT_DTYPES, get_op, set_fast_kernels
 from knetflow.ops.conv import conv_size, deconv_size
 from knetflow.ops.pool import MAX_MODES, fit_window, pool_size
 
 __all__ = ["KERNELS", "OPTIONS", "enabled", "library", "pick", "set_enabled",
            "unavailable_reason"]
 
-#: passed to CuPy's convolution wrappers: auto_tune benchmarks algorithms at the first call
-#: of each shape; tensor_core is "auto", "always" or "never"; deterministic applies to the
-#: data and filter gradients
-OPTIONS = {"auto_tune": False, "tensor_core": "auto", "deterministic": False}
+#: options of CuPy's convolution wrappers (see cudnn_cupy.OPTIONS, the same dict)
+OPTIONS = cudnn_cupy.OPTIONS
 
 #: cuDNN's pooling modes by Knet's numbers, and its NaN propagation by maxpoolingNanOpt
 POOL_MODES = {0: "CUDNN_POOLING_MAX", 1: "CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING",
@@ -109,8 +108,6 @@ def library():
     """The cuDNN calls (a `cudnn_cupy.CupyCudnn`), or None; looked for once, then cached."""
     global _library, _reason
     if _library is _UNSET:
-        from knetflow.ops import cudnn_cupy
-
         _library, _reason = cudnn_cupy.load()
     return _library
 
@@ -410,3 +407,6 @@ def batchnorm_grad(lib, xp, gy, x, mean, var, *gamma, eps=1e-5):
         bn_view(xp, gy), _channel_vector(xp, mean, c, pdt, 0), inv_std, float(eps))
     return (dx.reshape(x.shape), dgamma.astype(x.dtype, copy=False),
             dbeta.astype(x.dtype, copy=False))
+
+
+set_fast_kernels(pick)  # ops/base.kernel asks here for CuPy arrays (no import from base)

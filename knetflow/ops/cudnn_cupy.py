@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from knetflow.ops.cudnn import OPTIONS
+#: passed to CuPy's convolution wrappers: auto_tune benchmarks algorithms at the first call
+#: of each shape; tensor_core is "auto", "always" or "never"; deterministic applies to the
+#: data and filter gradients (set them through `knetflow.ops.cudnn.OPTIONS`, the same dict)
+OPTIONS = {"auto_tune": False, "tensor_core": "auto", "deterministic": False}
 
 
 def load() -> tuple:

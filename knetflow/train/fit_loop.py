@@ -1,18 +1,27 @@
-"""Helpers of FeedForward.fit: callbacks and the choice of a distributed kvstore."""
+"""Helpers of FeedForward.fit: callbacks and the choice of a distributed kvstore.
+
+Distributed kvstores register their names here (`register_kvstore`), so the
+training layer never imports knetflow.distributed: the package's top level
+registers Dask's names with a factory that imports it on first use.
+"""
 
 from __future__ import annotations
 
 import inspect
 
-__all__ = ["call_all", "epoch_end_extras", "kvstore_of"]
+__all__ = ["call_all", "epoch_end_extras", "kvstore_of", "register_kvstore"]
 
 #: kvstore names that mean "train in this process" (MXNet's local kinds)
 LOCAL_KVSTORES = (None, "local", "device", "local_update_cpu", "local_allreduce_cpu",
                   "local_allreduce_device")
-#: kvstore names handed to knetflow.distributed, with the DaskKVStore mode they mean
-DISTRIBUTED_KVSTORES = {"dask": "sync", "dist": "sync", "dist_sync": "sync",
-                        "dist_device_sync": "sync", "dask_async": "async",
-                        "dist_async": "async"}
+#: kvstore name -> factory() making the store (registered by distributed layers)
+_FACTORIES: dict = {}
+
+
+def register_kvstore(name: str, factory) -> None:
+    """Make `kvstore=name` in fit create its store with `factory()` (a distributed kvstore
+    with a `train(model=..., ...)` method)."""
+    _FACTORIES[name] = factory
 
 
 def call_all(callbacks, *args) -> None:
@@ -39,23 +48,23 @@ def epoch_end_extras(callback, extras: dict) -> dict:
 
 def kvstore_of(kvstore):
     """None for in-process training, else the store whose `train(model=..., ...)` runs the fit:
-    'dask' / 'dist_sync' / 'dist_async' make a `knetflow.distributed.DaskKVStore`; an
-    object with a `train` method (a DaskKVStore) is used as it is."""
+    a registered name ('dask' / 'dist_sync' / 'dist_async' make a
+    `knetflow.distributed.DaskKVStore`) makes its store; an object with a `train` method
+    (a DaskKVStore) is used as it is."""
     if isinstance(kvstore, str) or kvstore is None:
         if kvstore in LOCAL_KVSTORES:
             return None
-        mode = DISTRIBUTED_KVSTORES.get(kvstore)
-        if mode is None:
+        factory = _FACTORIES.get(kvstore)
+        if factory is None:
             raise ValueError(f"unknown kvstore {kvstore!r}; known: "
-                             f"{[k for k in LOCAL_KVSTORES if k] + sorted(DISTRIBUTED_KVSTORES)}")
+                             f"{[k for k in LOCAL_KVSTORES if k] + sorted(_FACTORIES)}")
         try:
-            from knetflow.distributed import DaskKVStore
+            return factory()
         except ImportError as e:
             raise ImportError(f"kvstore={kvstore!r} trains on Dask through knetflow.distributed, "
                               f"which cannot be imported: {e}") from e
-        return DaskKVStore(mode=mode)
     if callable(getattr(kvstore, "train", None)):
         return kvstore
-    raise TypeError(f"kvstore must be a name ({sorted(DISTRIBUTED_KVSTORES)} or 'local') or a "
+    raise TypeError(f"kvstore must be a name ({sorted(_FACTORIES)} or 'local') or a "
                     f"store with a train() method such as knetflow.distributed.DaskKVStore, "
                     f"got {type(kvstore).__name__}")
