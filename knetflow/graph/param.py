@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from knetflow.devices.base import is_device_array
+from knetflow.errors import TracingError
+from knetflow.graph import trace
 from knetflow.graph.build import placeholder
 from knetflow.graph.capture import float_dtype
 from knetflow.graph.symbol import Operators
@@ -62,6 +64,11 @@ class Param(Operators):
         return self.value.size
 
     def __array__(self, dtype=None, copy=None):
+        if trace.current() is not None:  # the value would be frozen into the trace
+            raise TracingError(
+                f"np.asarray of a kf.Param ({self.shape} {self.dtype}) inside a function being "
+                "differentiated would freeze its current value and lose its gradient; use "
+                "knetflow ops or NumPy functions on the Param itself (np.sum(p), p @ x)")
         return self.value if dtype is None else self.value.astype(dtype)
 
     def __len__(self):

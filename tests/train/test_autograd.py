@@ -253,3 +253,11 @@ def test_grad_of_broadcast_product(shapes, data):
     want_a = want_a.sum(axis=tuple(k for k, d in enumerate(sa) if d == 1), keepdims=True)
     np.testing.assert_allclose(kf.grad(r, a), want_a.reshape(sa), rtol=1e-12, atol=1e-12)
     assert kf.value(r) == pytest.approx(float(np.sum(a.value * b.value)))
+
+
+def test_np_asarray_of_a_param_inside_a_trace_is_refused():
+    p = kf.Param(np.array([1.0, 2.0]))
+    with pytest.raises(kf.TracingError, match=r"np.asarray of a kf.Param \(\(2,\) float64\) "
+                                              r"inside a function being differentiated"):
+        kf.diff(lambda: kf.sum(p * np.asarray(p)))
+    np.testing.assert_array_equal(np.asarray(p), [1.0, 2.0])  # outside a trace: its array
