@@ -22,7 +22,7 @@ from knetflow.devices.discovery import (  # noqa: F401
     cpu, device, devices, gpu, set_cpu_devices, set_sim_devices)
 from knetflow import datasets  # noqa: F401
 
-__version__ = "0.1.0"
+from knetflow.version import __version__  # noqa: F401,E402
 from knetflow.graph.param import Param  # noqa: F401
 from knetflow.train.autograd import (  # noqa: F401
     DiffResult, diff, grad, gradloss, params, value)

@@ -14,6 +14,10 @@ an unpickling error deep inside Dask.
 
 from __future__ import annotations
 
+import importlib
+
+from knetflow.version import __version__
+
 __all__ = ["ClusterError", "Connection", "WorkerSetupError", "check_workers", "connect"]
 
 
@@ -150,8 +154,8 @@ def _make_probe():
     # defined inside a function so Dask pickles it by value: it must load on a
     # worker where importing knetflow fails
     def probe():
-        try:
-            import knetflow
+        try:  # the whole package, as the worker's tasks will import it
+            knetflow = importlib.import_module("knetflow")
         except BaseException as e:  # noqa: BLE001 - reported to the client
             return {"error": f"{type(e).__name__}: {e}"}
         return {"version": getattr(knetflow, "__version__", "?")}
@@ -161,13 +165,11 @@ def _make_probe():
 
 def check_workers(client, workers=None) -> dict:
     """Version of knetflow on each worker; WorkerSetupError naming those that lack it."""
-    import knetflow
-
     found = client.run(_make_probe(), workers=workers)
     broken = {w: r["error"] for w, r in found.items() if "error" in r}
     if broken:
         lines = "; ".join(f"{w}: {e}" for w, e in sorted(broken.items()))
         raise WorkerSetupError(f"knetflow cannot be imported on {len(broken)} worker(s): "
-                               f"{lines}. Install knetflow {knetflow.__version__} in the "
+                               f"{lines}. Install knetflow {__version__} in the "
                                "workers' Python environment.")
     return {w: r["version"] for w, r in found.items()}

@@ -25,6 +25,7 @@ import time
 import warnings
 
 from knetflow import rng
+from knetflow.version import __version__
 from knetflow.distributed import driver
 from knetflow.distributed.cluster import check_workers, connect
 from knetflow.distributed.data import prepare
@@ -367,9 +368,7 @@ def _listed(callbacks) -> list:
 
 
 def _warn_versions(versions: dict) -> None:
-    import knetflow
-
-    other = {w: v for w, v in versions.items() if v != knetflow.__version__}
+    other = {w: v for w, v in versions.items() if v != __version__}
     if other:
-        warnings.warn(f"knetflow {knetflow.__version__} on the client but {other} on workers",
+        warnings.warn(f"knetflow {__version__} on the client but {other} on workers",
                       RuntimeWarning, stacklevel=3)

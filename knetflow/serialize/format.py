@@ -31,6 +31,7 @@ import msgpack
 import numpy as np
 
 from knetflow.errors import FormatError
+from knetflow.version import __version__
 from knetflow.serialize import arrays as _arrays
 from knetflow.serialize import tree as _tree
 from knetflow.serialize.files import read_exactly
@@ -70,9 +71,7 @@ class Container:
 
 
 def _knetflow_version() -> str:
-    import knetflow
-
-    return getattr(knetflow, "__version__", "?")
+    return __version__
 
 
 class _Crc:

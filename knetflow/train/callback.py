@@ -12,6 +12,7 @@ import sys
 import time
 from collections import namedtuple
 
+from knetflow.serialize import save_checkpoint
 from knetflow.train.progress import format_speed, format_time
 
 __all__ = [
@@ -41,9 +42,7 @@ def do_checkpoint(prefix, period=1):
 
     def _callback(iter_no, sym, arg, aux, optimizer_state=None, **extra):
         if (iter_no + 1) % period == 0:
-            import knetflow
-
-            knetflow.save_checkpoint(prefix, iter_no + 1, sym, arg, aux,
+            save_checkpoint(prefix, iter_no + 1, sym, arg, aux,
                                      optimizer_state=optimizer_state, **extra)
 
     return _callback
