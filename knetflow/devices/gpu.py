@@ -144,6 +144,11 @@ class GpuDevice(Device):
         self._caller_waits()
         return out
 
+    def from_dlpack(self, obj):
+        """A CUDA array of another library (DLPack) as this GPU's CuPy array, no copy."""
+        with self.activate():
+            return self.xp.from_dlpack(obj)
+
     def get(self, array) -> np.ndarray:
         """A NumPy copy on the host, read on the owning GPU's stream after the work queued there.
 

@@ -385,10 +385,43 @@ class Plan:
 
 
 def _as_input(a, dtype):
-    """A fed value as an array of `dtype`: device arrays stay where they are."""
+    """A fed value as an array of `dtype`: device arrays stay where they are; any other
+    DLPack-capable array (a PyTorch tensor, a JAX array) is taken without a copy."""
     if is_device_array(a):
         return a if a.dtype == dtype else a.astype(dtype)
+    if type(a) is not np.ndarray and hasattr(a, "__dlpack__"):
+        a = from_dlpack(a)
+        if is_device_array(a):
+            return a if a.dtype == dtype else a.astype(dtype)
     return np.asarray(a, dtype=dtype)
+
+
+#: DLPack's device types knetflow takes (DLDeviceType: 1 CPU, 2 CUDA, 3 pinned CPU memory)
+_DLPACK_CPU, _DLPACK_CUDA, _DLPACK_CUDA_HOST = 1, 2, 3
+
+
+def from_dlpack(obj):
+    """A DLPack-capable array as knetflow's array on the same device, sharing its memory:
+    a NumPy array for host memory, the GPU's (CuPy) array for CUDA memory.
+
+    Example:
+        >>> import numpy as np
+        >>> a = np.arange(3.0)
+        >>> np.shares_memory(from_dlpack(a), a)
+        True
+    """
+    kind, index = obj.__dlpack_device__()
+    if kind in (_DLPACK_CPU, _DLPACK_CUDA_HOST):
+        return np.from_dlpack(obj)
+    if kind == _DLPACK_CUDA:
+        try:
+            device = devmod.device(f"gpu:{int(index)}")
+        except Exception as e:  # noqa: BLE001 - re-raised saying what was fed
+            raise FeedError(f"a CUDA array (DLPack device {int(index)}) was fed, but knetflow "
+                            f"cannot use gpu:{int(index)}: {e}") from None
+        return device.from_dlpack(obj)
+    raise FeedError(f"a {type(obj).__name__} on DLPack device type {kind} was fed; knetflow "
+                    f"takes host (CPU) and CUDA arrays")
 
 
 def _to_host(array) -> np.ndarray:
