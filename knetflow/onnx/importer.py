@@ -3,13 +3,13 @@
 The walk is the ONNX graph's own order (ONNX nodes are topologically
 sorted): graph inputs become placeholders (dynamic dimensions such as the
 batch become None), float initializers become trainable `param` nodes named
-after them (sanitized to letters, digits, `_` and `.`, and made unique), and
-each node is converted by the one small function registered for its op type
-(in `from_onnx.py`, `from_onnx_shape.py` and `from_onnx_nn.py`). The shape
-rules of the knetflow ops run as the graph is built, so a model whose shapes
-do not fit fails here, with the ONNX node named. Finally every node's `where` says which ONNX node it
-came from (`model.onnx:/conv1/Conv`) and the outputs take the ONNX output
-names.
+after them (sanitized to letters, digits, `_` and `.`, and made unique; 0-d
+ones are constants), and each node is converted by the one small function
+registered for its op type (in `from_onnx.py`, `from_onnx_shape.py` and
+`from_onnx_nn.py`). The shape rules of the knetflow ops run as the graph is
+built, so a model whose shapes do not fit fails here, with the ONNX node
+named. Finally every node's `where` says which ONNX node it came from
+(`model.onnx:/conv1/Conv`) and the outputs take the ONNX output names.
 
 The result is an ordinary Graph: it can be compiled, placed on devices,
 differentiated and fine-tuned, and saved with `kf.save`.
@@ -160,7 +160,8 @@ class _Import:
 
     def as_data(self, value):
         if isinstance(value, _Initializer):
-            if value.array.dtype.kind == "f":
+            # scalars (an epsilon, an exponent) are constants: training them makes no sense
+            if value.array.dtype.kind == "f" and value.array.ndim:
                 return self.param_for(value, "", None)
             return value.array
         return value

@@ -128,6 +128,7 @@ def test_elementwise_and_indexing_ops_match_onnxruntime():
              ("idx", np.array([-1, 0, 2], np.int64)), ("two", np.array(2.0, np.float32))]
     model = _model(nodes, [("x", [5, 4])], [("y", None, TensorProto.DOUBLE)], inits)
     _check_against_onnxruntime(model, {"x": _randn(5, 4)})
+    assert not kf.import_onnx(model).params   # integer and 0-d initializers are constants
 
 
 def _lstm_model(direction, layout, with_state, inits, dims):
