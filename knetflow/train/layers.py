@@ -292,6 +292,11 @@ class _Pooling:
         if len(kernel) != nd:
             raise ValueError(f"Pooling {node.name!r}: kernel {kernel} does not match the "
                              f"{nd} spatial dims of its input {x.shape}")
+        for size, k, p in zip(x.shape[2:], kernel, pad):
+            # MXNet refuses a kernel longer than the padded input (Knet's pool cuts it)
+            if size is not None and k > size + 2 * p:
+                raise ValueError(f"Pooling {node.name!r}: kernel {kernel} is larger than the "
+                                 f"padded input {x.shape[2:]} (pad {pad})")
         from knetflow.ops import pool
 
         mode = 0 if a["pool_type"] == "max" else 1

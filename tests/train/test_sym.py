@@ -319,3 +319,11 @@ def test_error_messages():
                                                        data=(None, 2))
     with pytest.raises(ValueError, match="unknown mode 'elman'"):
         sym.RNN(data, 4, mode="elman")
+
+
+def test_pooling_kernel_larger_than_the_padded_input_is_refused():
+    # Knet's pool cuts such a window; MXNet's Pooling refuses it (a sum would be mis-scaled)
+    net = sym.Pooling(sym.Variable("data"), kernel=(5, 5), pool_type="sum", name="p")
+    with pytest.raises(ValueError, match=r"Pooling 'p': kernel \(5, 5\) is larger than the "
+                                         r"padded input \(3, 3\)"):
+        run(net, {}, data=RS.randn(1, 1, 3, 3))
