@@ -38,6 +38,7 @@ from knetflow.train.progress import progress  # noqa: F401
 from knetflow.train.search import goldensection, hyperband  # noqa: F401
 from knetflow.train import sym  # noqa: F401,E402
 from knetflow.train.feedforward import FeedForward  # noqa: F401,E402
+from knetflow.onnx import export_onnx  # noqa: F401,E402
 from knetflow.onnx.importer import import_onnx  # noqa: F401,E402
 
 

@@ -1,4 +1,4 @@
-"""The `knetflow` command: devices, inspect, predict, demo (more come with their layers)."""
+"""The `knetflow` command: devices, inspect, predict, export, demo (more come with their layers)."""
 
 from __future__ import annotations
 
@@ -97,6 +97,25 @@ def _predict(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    """Write a saved model as an ONNX model file (the `onnx` extra)."""
+    from knetflow.errors import FormatError
+    from knetflow.onnx import ExportError, export_onnx
+
+    try:
+        path = export_onnx(args.file, args.onnx, opset=args.opset)
+    except (FormatError, ExportError, ImportError, OSError, ValueError) as e:
+        return _fail(str(e))
+    import onnx
+
+    model = onnx.load(path)
+    inputs = ", ".join(i.name for i in model.graph.input)
+    outputs = ", ".join(o.name for o in model.graph.output)
+    print(f"wrote {path}: ONNX opset {model.opset_import[0].version}, "
+          f"{len(model.graph.node)} nodes, inputs {inputs} -> outputs {outputs}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="knetflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +138,12 @@ def main(argv=None) -> int:
     predict.add_argument("--device", default=None, help="device to run on, e.g. cpu:0")
     predict.add_argument("--batch-size", type=int, default=None)
     predict.set_defaults(fn=_predict)
+    export = sub.add_parser("export", help="write a saved model as an ONNX model file")
+    export.add_argument("file", help="a model file saved by kf.save")
+    export.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
+    export.add_argument("--opset", type=int, default=None,
+                        help="ONNX opset to write (default: 17)")
+    export.set_defaults(fn=_export)
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -72,3 +72,35 @@ def test_predict_reports_a_bad_input(tmp_path, capsys):
     assert cli.main(["predict", str(path), "--input", str(tmp_path / "x.npy"),
                      "--output", str(tmp_path / "y.npy")]) == 1
     assert "expects shape (?, 4)" in capsys.readouterr().err
+
+
+def test_export_writes_an_onnx_model_that_predicts_as_the_file(tmp_path, capsys):
+    import numpy as np
+    import pytest
+
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime (the onnx extra) is not "
+                                                    "installed")
+    path, _ = _saved_mlp(tmp_path)
+    out = tmp_path / "m.onnx"
+    assert cli.main(["export", str(path), "--onnx", str(out), "--opset", "13"]) == 0
+    assert "ONNX opset 13, 2 nodes, inputs x -> outputs output0" in capsys.readouterr().out
+    x = np.array([[1, -1, 0, 2], [0, 0, 0, 0], [3, 1, -2, 1]], dtype="float32")
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    w = np.arange(12, dtype="float32").reshape(4, 3)
+    np.testing.assert_allclose(got[0], np.maximum(x @ w, 0))
+
+
+def test_export_reports_what_it_cannot_write(tmp_path, capsys):
+    import pytest
+
+    import knetflow as kf
+
+    pytest.importorskip("onnx", reason="the onnx package (the onnx extra) is not installed")
+    x = kf.placeholder("x", (None, 4))
+    path = kf.save(tmp_path / "g.kf", kf.digamma(x))
+    assert cli.main(["export", str(path), "--onnx", str(tmp_path / "g.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "knetflow: error:" in err and "digamma" in err and "test_cli.py:" in err
+    assert cli.main(["export", str(tmp_path / "none.kf"), "--onnx", str(tmp_path / "g.onnx")]) == 1
+    assert "none.kf" in capsys.readouterr().err
+    assert not (tmp_path / "g.onnx").exists()
