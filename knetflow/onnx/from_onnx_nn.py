@@ -1,4 +1,5 @@
-"""ONNX layer ops as knetflow ops: Conv, pooling, BatchNormalization, LSTM.
+"""ONNX layer ops as knetflow ops: Conv, pooling, BatchNormalization (recurrent
+layers are in `from_onnx_rnn.py`).
 
 Exact correspondences, and what is refused because it would not be exact:
 
@@ -16,21 +17,14 @@ Exact correspondences, and what is refused because it would not be exact:
 - BatchNormalization in inference mode: y = (x - mean) / sqrt(var + eps) *
   scale + B per channel; scale and B become trainable params, the running
   mean and variance params with `trainable=False`.
-- LSTM runs as `rnn_scan` per direction. ONNX stacks the gate blocks of W, R
-  and B as (i, o, f, c); knetflow's `rnn_scan` takes (i, f, n, o) blocks as
-  columns of wx (X, 4H) and wh (H, 4H), so the initializers are reordered and
-  transposed once, at import. Peepholes, clip, input_forget, other
-  activations and sequence_lens are refused.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from knetflow import ops
-from knetflow.onnx.import_context import Filled, converter
+from knetflow.onnx.import_context import converter
 
 # ---- padding, strides ----
 
@@ -215,104 +209,3 @@ def convert_batchnormalization(ctx):
     shift = beta - mean * factor
     per_channel = (-1,) + (1,) * (len(x.shape) - 2)
     return x * ops.reshape(factor, per_channel) + ops.reshape(shift, per_channel)
-
-
-# ---- LSTM ----
-
-_DIRECTIONS = {"forward": (False,), "reverse": (True,), "bidirectional": (False, True)}
-
-
-def _knet_gates(m):
-    """Rows in ONNX's (i, o, f, c) gate blocks -> knetflow's (i, f, n=c, o) order."""
-    i, o, f, c = np.split(m, 4, axis=0)
-    return np.concatenate([i, f, c, o], axis=0)
-
-
-def _lstm_refusals(ctx, dirs):
-    for name in ("clip", "activation_alpha", "activation_beta"):
-        if name in ctx.attrs:
-            ctx.fail(f"attribute {name!r} is not supported")
-        ctx.attrs.ignore(name)
-    if ctx.attrs.int("input_forget", 0):
-        ctx.fail("input_forget=1 (coupled input and forget gates) is not supported")
-    acts = ctx.attrs.strings("activations")
-    if acts is not None and [a.lower() for a in acts] != ["sigmoid", "tanh", "tanh"] * dirs:
-        ctx.fail(f"activations {list(acts)} are not supported; knetflow's LSTM uses "
-                 "Sigmoid, Tanh, Tanh")
-    if ctx.has(4):
-        ctx.fail("input sequence_lens is not supported (sequences of one length only)")
-    if ctx.has(7):
-        peep = ctx.known(7)
-        if peep is None or np.any(peep):
-            ctx.fail("peephole connections (input P) are not supported")
-
-
-def _lstm_weights(ctx, d, dirs, hidden, x_size):
-    """(wx, wh, bx, bh) of direction d, as params in knetflow's layout."""
-    w, r = ctx.const(1, "W"), ctx.const(2, "R")
-    if w.shape[:2] != (dirs, 4 * hidden) or w.ndim != 3 or (x_size not in (None, w.shape[2])):
-        ctx.fail(f"W {w.shape} must be ({dirs}, {4 * hidden}, {x_size})")
-    if r.shape != (dirs, 4 * hidden, hidden):
-        ctx.fail(f"R {r.shape} must be ({dirs}, {4 * hidden}, {hidden})")
-    tail = "" if dirs == 1 else ("_forward", "_reverse")[d]
-    wx = ctx.param(1, "W", tail, lambda a: _knet_gates(a[d]).T)
-    wh = ctx.param(2, "R", tail, lambda a: _knet_gates(a[d]).T)
-    if not ctx.has(3):
-        zeros = np.zeros(4 * hidden, dtype=w.dtype)
-        return wx, wh, zeros, zeros
-    b = ctx.const(3, "B")
-    if b.shape != (dirs, 8 * hidden):
-        ctx.fail(f"B {b.shape} must be ({dirs}, {8 * hidden})")
-    bx = ctx.param(3, "B", "_wb" + tail, lambda a: _knet_gates(a[d, :4 * hidden]))
-    bh = ctx.param(3, "B", "_rb" + tail, lambda a: _knet_gates(a[d, 4 * hidden:]))
-    return wx, wh, bx, bh
-
-
-def _initial_state(ctx, i, what, d, layout):
-    """Direction d's initial state (B, H), or None for zeros (absent, or ConstantOfShape 0)."""
-    if not ctx.has(i):
-        return None
-    value = ctx.raw(i, what)
-    if isinstance(value, Filled) and not np.any(value.value):
-        return None
-    state = ctx.data(i, what)
-    return state[d] if layout == 0 else state[:, d]
-
-
-@converter("LSTM", 7, 14, 22)
-def convert_lstm(ctx):
-    """One LSTM layer, forward, reverse or bidirectional, as `rnn_scan` per direction."""
-    ctx.require(3, 4, 5, 6, 7, 8)
-    x = ctx.data(0, "X")
-    hidden = ctx.attrs.int("hidden_size")
-    direction = ctx.attrs.string("direction", "forward")
-    layout = ctx.attrs.int("layout", 0)
-    if hidden is None or hidden < 1:
-        ctx.fail(f"attribute 'hidden_size' must be a positive int, got {hidden}")
-    if direction not in _DIRECTIONS or layout not in (0, 1) or len(x.shape) != 3:
-        ctx.fail(f"direction {direction!r}, layout {layout} or X {tuple(x.shape)} is invalid")
-    _lstm_refusals(ctx, len(_DIRECTIONS[direction]))
-    if layout == 1:  # (batch, seq, input) -> (seq, batch, input)
-        x = ops.transpose(x, (1, 0, 2))
-    reverses = _DIRECTIONS[direction]
-    ys, hs, cs = [], [], []
-    for d, reverse in enumerate(reverses):
-        weights = _lstm_weights(ctx, d, len(reverses), hidden, x.shape[2])
-        h0 = _initial_state(ctx, 5, "initial_h", d, layout)
-        c0 = _initial_state(ctx, 6, "initial_c", d, layout)
-        y, h, c = ops.rnn_scan(x, *weights, h0=h0, c0=c0, mode="lstm", reverse=reverse)
-        ys.append(y)
-        hs.append(h)
-        cs.append(c)
-    return _lstm_outputs(ys, hs, cs, layout)
-
-
-def _lstm_outputs(ys, hs, cs, layout):
-    """Y (T, dirs, B, H) and Y_h, Y_c (dirs, B, H); batch first for layout 1."""
-    def join(parts, axis):
-        return ops.expand_dims(parts[0], axis) if len(parts) == 1 else ops.stack(parts, axis)
-    y, h, c = join(ys, 1), join(hs, 0), join(cs, 0)
-    if layout == 1:
-        y = ops.transpose(y, (2, 0, 1, 3))
-        h, c = ops.transpose(h, (1, 0, 2)), ops.transpose(c, (1, 0, 2))
-    return y, h, c

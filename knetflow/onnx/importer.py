@@ -5,10 +5,10 @@ sorted): graph inputs become placeholders (dynamic dimensions such as the
 batch become None), float initializers become trainable `param` nodes named
 after them (sanitized to letters, digits, `_` and `.`, and made unique; 0-d
 ones are constants), and each node is converted by the one small function
-registered for its op type (in `from_onnx.py`, `from_onnx_shape.py` and
-`from_onnx_nn.py`). The shape rules of the knetflow ops run as the graph is
-built, so a model whose shapes do not fit fails here, with the ONNX node
-named. Finally every node's `where` says which ONNX node it came from
+registered for its op type (in `from_onnx.py`, `from_onnx_shape.py`,
+`from_onnx_nn.py` and `from_onnx_rnn.py`). The shape rules of the knetflow
+ops run as the graph is built, so a model whose shapes do not fit fails
+here, with the ONNX node named. Finally every node's `where` says which ONNX node it came from
 (`model.onnx:/conv1/Conv`) and the outputs take the ONNX output names.
 
 The result is an ordinary Graph: it can be compiled, placed on devices,
@@ -31,7 +31,12 @@ from knetflow.errors import FormatError, KnetflowError
 from knetflow.graph.build import const, param, placeholder
 from knetflow.graph.node import Graph
 from knetflow.graph.symbol import Symbol
-from knetflow.onnx import from_onnx, from_onnx_nn, from_onnx_shape  # noqa: F401  (registers)
+from knetflow.onnx import (  # noqa: F401  (they register the converters)
+    from_onnx,
+    from_onnx_nn,
+    from_onnx_rnn,
+    from_onnx_shape,
+)
 from knetflow.onnx.import_context import CONVERTERS, Filled, NodeContext, ShapeValue
 from knetflow.onnx.import_proto import (
     MAX_BYTES,

@@ -79,6 +79,15 @@ def torch_models(tmp_path_factory):
             y, (h, c) = self.lstm(x)
             return y, h
 
+    class GRU(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = nn.GRU(3, 4, num_layers=2)
+            self.rnn = nn.RNN(4, 2, nonlinearity="relu")
+
+        def forward(self, x):
+            return self.rnn(self.gru(x)[0])[0]
+
     bn = BatchNorm()
     for m in (bn.bn1, bn.bn2):   # moments and affine params other than their defaults
         for t in (m.running_mean, m.weight, m.bias):
@@ -91,6 +100,7 @@ def torch_models(tmp_path_factory):
         "batchnorm": (bn, {"x": _randn(4, 3, 4, 4)}, 0),
         "charlm": (CharLM(), {"x": RNG.integers(0, 11, (6, 3))}, 1),
         "bilstm": (BiLSTM(), {"x": _randn(3, 5, 3)}, 0),
+        "gru": (GRU(), {"x": _randn(5, 2, 3)}, 1),
     }
     models = {}
     for name, (module, feed, batch_axis) in specs.items():
@@ -116,7 +126,7 @@ def _torch_predict(module, feed):
     return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
 
-@pytest.mark.parametrize("name", ["mlp", "lenet", "batchnorm", "charlm", "bilstm"])
+@pytest.mark.parametrize("name", ["mlp", "lenet", "batchnorm", "charlm", "bilstm", "gru"])
 def test_exported_model_predicts_as_pytorch(torch_models, name):
     path, module, feed = torch_models[name]
     graph = kf.import_onnx(path)

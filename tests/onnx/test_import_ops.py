@@ -100,69 +100,56 @@ def test_gemm_softmax_reshape_flatten_match_onnxruntime():
     _check_against_onnxruntime(model, {"x": _randn(2, 3, 4)})
 
 
-def _lstm_weights(dirs, hidden, size):
-    return [("W", _randn(dirs, 4 * hidden, size)), ("R", _randn(dirs, 4 * hidden, hidden)),
-            ("B", _randn(dirs, 8 * hidden))]
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
-def test_elementwise_and_indexing_ops_match_onnxruntime():
-    nodes = [
-        helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(_randn(4))),
-        helper.make_node("Add", ["x", "k"], ["a"]),
-        helper.make_node("Slice", ["a", "starts", "ends", "axes", "steps"], ["s"]),
-        helper.make_node("Gather", ["s", "idx"], ["g"], axis=1),
-        helper.make_node("Sigmoid", ["g"], ["e1"]),
-        helper.make_node("Tanh", ["g"], ["e2"]),
-        helper.make_node("Div", ["e1", "e2"], ["e3"]),
-        helper.make_node("Abs", ["e3"], ["e4"]),
-        helper.make_node("Sqrt", ["e4"], ["e5"]),
-        helper.make_node("Pow", ["e5", "two"], ["e6"]),
-        helper.make_node("Exp", ["e2"], ["e7"]),
-        helper.make_node("Concat", ["e6", "e7"], ["c"], axis=1),
-        helper.make_node("Dropout", ["c"], ["d"]),
-        helper.make_node("Identity", ["d"], ["i"]),
-        helper.make_node("Cast", ["i"], ["y"], to=TensorProto.DOUBLE),
-    ]
-    inits = [("starts", np.array([3, 0], np.int64)), ("ends", np.array([-2**63, 9], np.int64)),
-             ("axes", np.array([1, 0], np.int64)), ("steps", np.array([-1, 2], np.int64)),
-             ("idx", np.array([-1, 0, 2], np.int64)), ("two", np.array(2.0, np.float32))]
-    model = _model(nodes, [("x", [5, 4])], [("y", None, TensorProto.DOUBLE)], inits)
-    _check_against_onnxruntime(model, {"x": _randn(5, 4)})
-    assert not kf.import_onnx(model).params   # integer and 0-d initializers are constants
+def _rnn_weights(op, dirs, hidden, size):
+    g = GATES[op]
+    return [("W", _randn(dirs, g * hidden, size)), ("R", _randn(dirs, g * hidden, hidden)),
+            ("B", _randn(dirs, 2 * g * hidden))]
 
 
-def _lstm_model(direction, layout, with_state, inits, dims):
+def _rnn_model(op, attrs, layout, with_state, inits, dims):
     dirs, hidden, size, steps, batch = dims
     def shape(*d):   # layout 1 is batch first
         return list(d) if layout == 0 else [d[1], d[0]] + list(d[2:])
     inputs = [("x", shape(steps, batch, size))]
     names = ["x", "W", "R", "B" if len(inits) == 3 else ""]
+    states = ["h0", "c0"] if op == "LSTM" else ["h0"]
     if with_state:
-        inputs += [("h0", shape(dirs, batch, hidden)), ("c0", shape(dirs, batch, hidden))]
-        names += ["", "h0", "c0"]
-    node = helper.make_node("LSTM", names, ["y", "yh", "yc"], hidden_size=hidden,
-                            direction=direction, layout=layout)
-    return _model([node], inputs, [("y", None), ("yh", None), ("yc", None)], inits, opset=14)
+        inputs += [(name, shape(dirs, batch, hidden)) for name in states]
+        names += [""] + states
+    outputs = ["y", "yh", "yc"] if op == "LSTM" else ["y", "yh"]
+    node = helper.make_node(op, names, outputs, hidden_size=hidden, layout=layout, **attrs)
+    return _model([node], inputs, [(name, None) for name in outputs], inits, opset=14)
 
 
-@pytest.mark.parametrize("direction,layout,with_state,with_bias", [
-    ("reverse", 0, True, True), ("bidirectional", 1, True, False),
-    ("forward", 1, False, True)])
-def test_lstm_matches_onnxruntime(direction, layout, with_state, with_bias):
+@pytest.mark.parametrize("op,attrs,layout,with_state,with_bias", [
+    ("LSTM", {"direction": "reverse"}, 0, True, True),
+    ("LSTM", {"direction": "bidirectional"}, 1, True, False),
+    ("LSTM", {}, 1, False, True),
+    ("GRU", {"direction": "bidirectional", "linear_before_reset": 1}, 0, True, True),
+    ("GRU", {"linear_before_reset": 1}, 1, False, False),
+    ("RNN", {"direction": "reverse"}, 0, True, True),
+    ("RNN", {"activations": ["Relu"]}, 1, False, True)])
+def test_recurrent_layers_match_onnxruntime(op, attrs, layout, with_state, with_bias):
     """Layout 1 (batch first) is checked against onnxruntime's layout 0 (it has no other)."""
-    dims = dirs, hidden, size, steps, batch = 1 + (direction == "bidirectional"), 3, 2, 4, 5
-    inits = _lstm_weights(dirs, hidden, size)[:3 if with_bias else 2]
+    bidirectional = attrs.get("direction") == "bidirectional"
+    dims = dirs, hidden, size, steps, batch = 1 + bidirectional, 3, 2, 4, 5
+    inits = _rnn_weights(op, dirs, hidden, size)[:3 if with_bias else 2]
     feed = {"x": _randn(steps, batch, size)}
     if with_state:
-        feed.update(h0=_randn(dirs, batch, hidden), c0=_randn(dirs, batch, hidden))
-    ref = ort.InferenceSession(_lstm_model(direction, 0, with_state, inits, dims)).run(None, feed)
-    graph = kf.import_onnx(_lstm_model(direction, layout, with_state, inits, dims))
+        feed.update({name: _randn(dirs, batch, hidden)
+                     for name in (["h0", "c0"] if op == "LSTM" else ["h0"])})
+    reference = _rnn_model(op, attrs, 0, with_state, inits, dims)
+    ref = ort.InferenceSession(reference).run(None, feed)
+    graph = kf.import_onnx(_rnn_model(op, attrs, layout, with_state, inits, dims))
     if layout == 1:
         feed = {k: v.transpose(1, 0, 2) for k, v in feed.items()}
-    y, yh, yc = _predict(graph, feed)
+    ours = _predict(graph, feed)
     if layout == 1:
-        y, yh, yc = y.transpose(1, 2, 0, 3), yh.transpose(1, 0, 2), yc.transpose(1, 0, 2)
-    for a, b in zip((y, yh, yc), ref):
+        ours = [ours[0].transpose(1, 2, 0, 3)] + [s.transpose(1, 0, 2) for s in ours[1:]]
+    for a, b in zip(ours, ref):
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
 
 
@@ -241,11 +228,14 @@ def test_inexact_layer_settings_are_refused():
     _refused(_model([pool], [("x", [1, 1, 4, 4])], [("y", None), ("i", None)]), "Indices")
     lstm = helper.make_node("LSTM", ["x", "W", "R", "", "lens"], ["y"], hidden_size=3)
     model = _model([lstm], [("x", [4, 5, 2]), ("lens", [5], TensorProto.INT32)], [("y", None)],
-                   _lstm_weights(1, 3, 2)[:2])
+                   _rnn_weights("LSTM", 1, 3, 2)[:2])
     _refused(model, "sequence_lens")
     lstm = helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=3, clip=1.0)
-    _refused(_model([lstm], [("x", [4, 5, 2])], [("y", None)], _lstm_weights(1, 3, 2)[:2]),
-             "'clip'")
+    _refused(_model([lstm], [("x", [4, 5, 2])], [("y", None)],
+                    _rnn_weights("LSTM", 1, 3, 2)[:2]), "'clip'")
+    gru = helper.make_node("GRU", ["x", "W", "R"], ["y"], hidden_size=3)
+    _refused(_model([gru], [("x", [4, 5, 2])], [("y", None)], _rnn_weights("GRU", 1, 3, 2)[:2]),
+             "linear_before_reset")
 
 
 def test_reshape_needs_a_constant_shape():
