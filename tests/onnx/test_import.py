@@ -217,3 +217,19 @@ def test_truncated_files_raise_format_error(torch_models):
     for cut in range(len(data)):
         with pytest.raises(kf.FormatError):
             kf.import_onnx(data[:cut])
+
+
+def test_round_trip_through_kf_export_onnx(tmp_path):
+    """A knetflow graph exported by kf.export_onnx imports back to the same predictions."""
+    x = kf.placeholder("x", (None, 1, 8, 8))
+    w = kf.param("w", value=_randn(3, 1, 3, 3))
+    h = kf.pool(kf.relu(kf.conv4(w, x, padding=1)), window=3, padding=1, stride=2, mode=2)
+    moments = kf.bnmoments(name="bn", mean=_randn(3), var=RNG.uniform(0.5, 2, 3).astype("f"))
+    h = kf.batchnorm(h, moments, kf.param("bnp", value=kf.bnparams(3)))
+    scores = kf.mat(h) @ kf.param("w2", value=_randn(48, 5))
+    seq = kf.placeholder("seq", (6, None, 5))
+    graph = kf.Graph([kf.softmax(scores, axis=1), kf.RNN(5, 4)(seq)])
+    path = kf.export_onnx(graph, str(tmp_path / "g.onnx"))
+    feed = {"x": _randn(4, 1, 8, 8), "seq": _randn(6, 3, 5)}
+    for a, b in zip(_predict(kf.import_onnx(path), feed), _predict(graph, feed)):
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
