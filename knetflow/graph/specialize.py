@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from knetflow.errors import FeedError, ShapeError
+from knetflow.graph.passes.rewrite import rewrite
 from knetflow.ops.base import Spec, fmt, get_op
 
 if TYPE_CHECKING:  # Graph.infer_shapes calls specialize: no import at run time
@@ -29,26 +30,20 @@ def check_feed(node, spec: Spec) -> Spec:
 
 def specialize(graph: Graph, input_specs: dict) -> Graph:
     """A copy of `graph` with inputs given concrete specs (by input name)."""
-    new = {}
-    for node in graph.nodes:
+
+    def visit(node, original):
         if node.op == "input":
             name = node.attrs["name"]
-            if name in input_specs:
-                spec = check_feed(node, input_specs[name])
-                new[node.id] = node if spec == node.spec else node.replace(spec=spec)
-            else:
-                new[node.id] = node
-            continue
-        if node.is_leaf:
-            new[node.id] = node
-            continue
-        inputs = tuple(new[i.id] for i in node.inputs)
-        if all(a is b for a, b in zip(inputs, node.inputs)):
-            new[node.id] = node
-            continue
+            if name not in input_specs:
+                return node
+            spec = check_feed(node, input_specs[name])
+            return node if spec == node.spec else node.replace(spec=spec)
+        if node is original:  # a leaf, or no input changed: its spec stands
+            return node
         try:
-            spec = get_op(node.op).infer(*[i.spec for i in inputs], **node.attrs)
+            spec = get_op(node.op).infer(*[i.spec for i in node.inputs], **node.attrs)
         except ShapeError as e:
             raise ShapeError(f"{e} (node built at {node.where})") from None
-        new[node.id] = node.replace(inputs=inputs, spec=spec)
-    return graph.remap(new)
+        return node.replace(spec=spec)
+
+    return rewrite(graph, visit, originals=True)

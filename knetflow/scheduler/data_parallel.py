@@ -32,6 +32,7 @@ from knetflow.graph import build
 from knetflow.graph.autodiff import gradients, trainable_params
 from knetflow.graph.build import const, placeholder
 from knetflow.graph.node import Graph
+from knetflow.graph.passes.rewrite import rewrite, rewrite_nodes
 from knetflow.graph.symbol import Symbol
 from knetflow.ops.base import Spec
 from knetflow.ops.binary import where
@@ -114,21 +115,20 @@ def without_empty_replicas(graph: Graph, n_replicas: int, split: list) -> Graph:
         return graph
     owner = {by_name[f"{name}@{r}"].id: r for r in range(n_replicas)
              for name in list(split) + ["weight"] if f"{name}@{r}" in by_name}
-    reads, new = {}, {}
-    for node in graph.nodes:
-        if node.is_leaf:
-            reads[node.id] = {owner[node.id]} if node.id in owner else set()
-            new[node.id] = node
-            continue
-        reads[node.id] = set().union(*(reads[i.id] for i in node.inputs))
+    reads = {}  # original node id -> the replicas whose split inputs it reads
+
+    def visit(node, original):
+        if original.is_leaf:
+            reads[original.id] = {owner[original.id]} if original.id in owner else set()
+            return node
+        reads[original.id] = set().union(*(reads[i.id] for i in original.inputs))
         # a tuple-valued node is left as it is; its `get`s are cut, and it drops out
-        if reads[node.id] and reads[node.id] <= empty and isinstance(node.spec, Spec):
-            new[node.id] = const(np.zeros(node.spec.shape, node.spec.dtype)).node
-            continue
-        inputs = tuple(new[i.id] for i in node.inputs)
-        same = all(a is b for a, b in zip(inputs, node.inputs))
-        new[node.id] = node if same else node.replace(inputs=inputs)
-    return graph.remap(new)  # rebuilt from the results: what only cut nodes read is gone
+        if reads[original.id] and reads[original.id] <= empty and isinstance(node.spec, Spec):
+            return const(np.zeros(node.spec.shape, node.spec.dtype)).node
+        return node
+
+    # rebuilt from the results: what only cut nodes read is gone
+    return rewrite(graph, visit, originals=True)
 
 
 def _replica(graph, r, device, split) -> Symbol:
@@ -141,16 +141,14 @@ def _replica(graph, r, device, split) -> Symbol:
 def replica_nodes(graph, r, device, split, input_of) -> dict:
     """Replica r of every node of `graph` (old id -> node): a split input n becomes
     `input_of(n)` (replica r's input), op nodes are annotated with `device`."""
-    new = {}
-    for n in graph.nodes:
+    def visit(n):
         if n.op == "input" and n.attrs["name"] in split:
-            new[n.id] = input_of(n)
-        elif n.is_leaf:
-            new[n.id] = n
-        else:
-            new[n.id] = n.replace(inputs=tuple(new[i.id] for i in n.inputs),
-                                  device=n.device or device)
-    return new
+            return input_of(n)
+        if n.is_leaf:
+            return n
+        return n.replace(device=n.device or device)
+
+    return rewrite_nodes(graph.nodes, visit)
 
 
 class _annotate:

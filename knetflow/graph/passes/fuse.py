@@ -9,6 +9,7 @@ and carries the same device annotation (a chain runs on one device).
 from __future__ import annotations
 
 from knetflow.graph.node import Graph
+from knetflow.graph.passes.rewrite import rewrite
 from knetflow.ops.base import REGISTRY
 
 
@@ -61,18 +62,18 @@ def fuse_elementwise(graph: Graph) -> Graph:
         return graph
     absorbed = {p.id for p in prev.values()}
     new = {}
-    for node in graph.nodes:
-        if node.id in prev and node.id not in absorbed:
-            chain = [node]
+
+    def visit(node, original):
+        if original.id in prev and original.id not in absorbed:
+            chain = [original]
             while chain[-1].id in prev:
                 chain.append(prev[chain[-1].id])
             chain.reverse()
             program, externals = _program(chain, new)
-            new[node.id] = node.replace(op="fused", inputs=tuple(externals),
-                                        attrs={"program": program, "dtype": node.spec.dtype,
-                                               "wheres": tuple(n.where for n in chain)})
-        else:
-            inputs = tuple(new.get(i.id, i) for i in node.inputs)
-            changed = any(a is not b for a, b in zip(inputs, node.inputs))
-            new[node.id] = node.replace(inputs=inputs) if changed else node
-    return graph.remap(new)
+            node = original.replace(op="fused", inputs=tuple(externals),
+                                    attrs={"program": program, "dtype": original.spec.dtype,
+                                           "wheres": tuple(n.where for n in chain)})
+        new[original.id] = node  # _program reads the chain's inputs as rebuilt so far
+        return node
+
+    return rewrite(graph, visit, originals=True)
