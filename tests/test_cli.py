@@ -19,6 +19,7 @@ def test_demo_trains_on_real_digits_checkpoints_reloads_and_exports(capsys, tmp_
     accuracy = float(out.split("reloaded epoch 3 for inference")[1].split("test accuracy ")[1]
                      .split()[0])
     assert accuracy > 0.85  # held-out digits: chance is 0.1
+    assert "ONNX Runtime agrees on 100.0% of the test digits" in out
 
 
 def _saved_mlp(tmp_path):
