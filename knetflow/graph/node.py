@@ -62,11 +62,16 @@ class Node:
         return f"<Node {self.label()} {self.spec!r}>"
 
 
-def toposort(outputs: Iterable[Node]) -> tuple:
-    """Nodes reachable from outputs, each after its inputs (iterative DFS)."""
+def toposort(outputs: Iterable, key=None) -> tuple:
+    """Nodes reachable from outputs, each after its inputs (iterative DFS).
+
+    Works on anything with `.inputs`; `key(node)` identifies a node (default: its
+    `.id`; kf.sym's layer symbols pass `key=id`).
+    """
+    key = key or _node_id
     order, seen = [], set()
     for root in outputs:
-        if root.id in seen:
+        if key(root) in seen:
             continue
         stack = [(root, False)]
         while stack:
@@ -74,14 +79,18 @@ def toposort(outputs: Iterable[Node]) -> tuple:
             if expanded:
                 order.append(node)
                 continue
-            if node.id in seen:
+            if key(node) in seen:
                 continue
-            seen.add(node.id)
+            seen.add(key(node))
             stack.append((node, True))
             for inp in reversed(node.inputs):
-                if inp.id not in seen:
+                if key(inp) not in seen:
                     stack.append((inp, False))
     return tuple(order)
+
+
+def _node_id(node) -> int:
+    return node.id
 
 
 class Graph:

@@ -32,7 +32,7 @@ import numpy as np
 
 from knetflow.graph.build import param as _param
 from knetflow.graph.build import placeholder
-from knetflow.graph.node import Graph
+from knetflow.graph.node import Graph, toposort
 from knetflow.graph.symbol import Symbol as _GraphSymbol
 
 __all__ = ["LAYERS", "Symbol", "Variable", "auto_name", "load_json", "reset_names"]
@@ -87,19 +87,7 @@ class Symbol:
     # -- structure --
     def topo(self) -> list:
         """Every symbol this one depends on, each after its inputs (inputs in order)."""
-        order, seen = [], set()
-        stack = [(self, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if expanded:
-                order.append(node)
-                continue
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            stack.append((node, True))
-            stack.extend((i, False) for i in reversed(node.inputs) if id(i) not in seen)
-        return order
+        return list(toposort([self], key=id))
 
     def _names(self, aux: bool) -> list:
         out = []
