@@ -23,9 +23,15 @@ The rule, for what is found:
   `static_argnums`); pass `np.asarray(v)` to feed a number that changes;
 - the structure itself (container kinds, lengths, dict keys, which leaves are
   the same object, the code of each function) is part of the key;
-- modules, classes and objects of library code are keyed by identity and not
-  walked; arrays the trace reaches only through them (or past the walk's
-  budget) are fed from the object seen when tracing (mutate them in place).
+- modules, and functions and classes of library code, are keyed by identity and
+  not walked (objects of library classes are: their attributes); arrays the
+  trace reaches only past the walk (or its budget) are fed from the object seen
+  when tracing.
+
+`substitution_sites` says where the captured arrays live, so that tracing can
+put symbols there while the function runs (graph/trace_python.py): NumPy work
+on a captured array is then traced too. docs/TRACING.md states the rule for
+users.
 
 Example:
     >>> import numpy as np
@@ -43,7 +49,6 @@ import types
 import numpy as np
 
 from knetflow.graph import trace
-
 
 _STATIC = (int, float, complex, bool, str, bytes, type(None), type(Ellipsis), range)
 _MAX_ITEMS = 256    # longer containers are keyed by identity, not walked
