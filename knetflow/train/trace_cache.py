@@ -12,7 +12,8 @@ compiles a Plan. Each entry says where every plan input comes from at a call:
   the k-th object of this call's walk (another instance of the same structure
   gets its own state), or the slot's own owner when k is None.
 
-State the function sets flows out of the plan as extra outputs and is stored
+State the function sets, and list or dict items and attributes it replaces
+(graph/trace_python.py), flow out of the plan as extra outputs and are stored
 back after every call (see `Entry.store_states`). A call where a state
 attribute holds another kind of value than when traced traces again; a few
 traces are kept per key.
@@ -29,7 +30,7 @@ from knetflow.devices import discovery, transfers
 from knetflow.errors import ShapeError, TracingError
 from knetflow.graph import state, trace_python
 from knetflow.graph.autodiff import backward
-from knetflow.graph.capture import float_dtype, is_param, substitution_sites
+from knetflow.graph.capture import is_param, substitution_sites
 from knetflow.graph.node import Graph
 from knetflow.graph.symbol import Symbol
 from knetflow.scheduler.plan import Plan
@@ -269,11 +270,6 @@ def _check_inputs(graph, leaves, f):
                 f"{name_of(f)} uses {n.attrs['name']!r} (built at {n.where}), an input of a "
                 f"graph built outside this kf.diff/kf.grad call, which nothing feeds; use "
                 f"arrays or Params inside a differentiated function")
-
-
-def trace_dtype(value):
-    """The dtype a Param traces with (integer values are differentiated as float64)."""
-    return float_dtype(value.dtype)
 
 
 def name_of(f) -> str:
