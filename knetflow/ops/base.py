@@ -142,6 +142,10 @@ class Op:
     nondiff: tuple = ()
     #: forward takes `rng=` (a numpy/cupy Generator owned by the plan)
     random = False
+    #: optional `bind(xp, attrs, in_specs, out_spec)`: a kernel specialized when a plan is
+    #: compiled (shapes are concrete then), called as `fn(*inputs, out=...)` in place of
+    #: forward with its attributes; None from it (or no bind) means forward
+    bind = None
 
     def infer(*specs: Spec, **attrs) -> Spec:  # type: ignore[misc]
         raise NotImplementedError

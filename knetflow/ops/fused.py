@@ -38,6 +38,13 @@ class Fused(Op):
         raise NotImplementedError("fused nodes are made after differentiation; "
                                   "differentiate the graph before fusing it")
 
+    def bind(xp, attrs, in_specs, out_spec):
+        """In a plan: an output too small to block runs the chain as straight-line code
+        (no per-call lookups: a few microseconds less per instruction on small arrays)."""
+        if xp is np and out_spec.nbytes is not None and out_spec.nbytes >= 2 * BLOCK_BYTES:
+            return None  # blocked: forward
+        return _straight(xp, attrs["program"], len(in_specs))
+
 
 class StepError(Exception):
     """Step `step` of a fused chain failed; the cause is the original error."""
@@ -82,6 +89,29 @@ def _kernel(xp, program):
         return out
 
     return blocked
+
+
+@lru_cache(maxsize=4096)
+def _straight(xp, program, n_inputs):
+    """`program` as one generated function chain(a0, a1, ..., out=None), ufuncs prebound."""
+    env = {"xp": xp, "StepError": StepError}
+    lines = []
+    for step, (ufunc_name, refs) in enumerate(program):
+        env[f"f{step}"] = getattr(xp, REGISTRY[ufunc_name].ufunc)
+        args = ", ".join("acc" if r < 0 else f"a{r}" for r in refs)
+        if step == 0:
+            lines += [f"acc = f0({args}, out=out)",
+                      "if out is None:",
+                      "    acc = xp.asarray(acc)  # 0-d results come back as scalars"]
+        else:
+            lines += [f"step = {step}", f"acc = f{step}({args}, out=acc)"]
+    params = "".join(f"a{i}, " for i in range(n_inputs))
+    src = (f"def chain({params}out=None):\n    step = 0\n    try:\n"
+           + "".join(f"        {line}\n" for line in lines)
+           + "    except Exception as e:\n        raise StepError(step) from e\n"
+           + "    return acc\n")
+    exec(compile(src, "<knetflow fused chain>", "exec"), env)  # noqa: S102 - generated names
+    return env["chain"]
 
 
 #: bytes of output per block: what a core's L2 holds alongside the block's inputs

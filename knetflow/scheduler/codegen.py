@@ -104,7 +104,12 @@ def _call(node, names, env, xp, rng, memory) -> str:
         attrs["rng"] = rng
     exact = all(i.spec.dtype == node.spec.dtype for i in node.inputs)
     fn, takes_xp = kernel(op, xp, attrs, exact=exact)
-    if takes_xp:
+    bound = None
+    if takes_xp and fn is op.forward and op.bind is not None:  # no device kernel chosen
+        bound = op.bind(xp, attrs, [i.spec for i in node.inputs], node.spec)
+    if bound is not None:
+        fn = bound
+    elif takes_xp:
         fn = functools.partial(fn, xp, **attrs)
     env[f"k{node.id}"] = fn
     args = [names[i.id] for i in node.inputs]

@@ -1,0 +1,155 @@
+"""One compiled plan per training step for Knet's iterators (`kf.minimize`, `kf.sgd` ...).
+
+Unfused, a step is `kf.diff` (one plan: forward and backward) and then an
+eager `kf.update` of each Param (a few NumPy calls per Param, each through
+the op dispatcher). Fused, the Params' optimizer formulas, written in knetflow
+ops (train/optimizers.py), are added to the traced graph: one plan run
+computes the loss, the gradients and every Param's new value and optimizer
+state, which are then written back (the Param's array in place, as
+`kf.update` does; the state into `p.opt.state`).
+
+The traced graph comes from the `kf.diff` cache (train/trace_cache.py), so
+everything said there about what is fed and what traces again holds; a step
+plan is kept per traced entry and per optimizer signature (the optimizers'
+types and hyperparameters, and which share a gradient-norm group).
+
+Example:
+    >>> import knetflow as kf, numpy as np
+    >>> w = kf.Param(np.array([3.0]), opt=kf.optim.SGD(lr=0.25))
+    >>> step(lambda: kf.sum(w * w), ())
+    9.0
+    >>> w.value
+    array([1.5])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from knetflow.graph import trace
+from knetflow.graph.build import placeholder
+from knetflow.graph.capture import capture
+from knetflow.graph.node import Graph
+from knetflow.graph.symbol import Symbol
+from knetflow.scheduler.plan import Plan
+from knetflow.train import trace_cache
+from knetflow.train.optim import norm_scales
+from knetflow.train.optimizers import Optimizer
+
+__all__ = ["step"]
+
+
+def step(f, args, params=None, optimizer=None):
+    """One training step of `f(*args)` as one plan run; the loss, or None when the step
+    cannot run fused (inside a trace, symbolic arguments, an optimizer that is not a
+    `kf.optim` optimizer): the caller then runs `kf.diff` and `kf.update`.
+
+    Each Param the function uses (or those in `params`) whose `.opt` is unset gets
+    `optimizer.for_param(name)`, as `kf.minimize` does.
+    """
+    if trace.current() is not None:
+        return None
+    cap = capture(f, args, {})
+    if cap.symbol is not None:
+        return None
+    entry, traced = trace_cache.lookup(f, args, {}, cap)
+    found = entry.params(cap)
+    wanted = None if params is None else {id(p) for p in params}
+    targets = [k for k, p in enumerate(found) if wanted is None or id(p) in wanted]
+    for k in targets:
+        p = found[k]
+        if p.opt is None and optimizer is not None:
+            p.opt = optimizer.for_param(p.name)
+    opts = [found[k].opt for k in targets]
+    if not all(isinstance(o, Optimizer) for o in opts):
+        return None
+    plan = _step_plan(entry, targets, opts)
+    device = plan.device
+    on_device = device.kind != "cpu"
+    feed = entry.feed(cap)
+    states = [o.state.get("") or _fresh_state(o, found[k].value) for k, o in zip(targets, opts)]
+    for k, (o, state) in enumerate(zip(opts, states)):
+        for slot in o.all_slots():
+            feed[f"opt{k}:{slot}"] = state[slot]
+    outs = plan.run(feed, keep_on_device=on_device)
+    entry.store_states(cap, outs, device if on_device else None)
+    if traced:
+        trace_cache.remember_after(entry, cap, capture(f, args, {}))
+    _write_back(outs, entry.first_grad, [found[k] for k in targets], opts, states)
+    loss = device.get(outs[0]) if on_device else outs[0]
+    return float(loss) if np.ndim(loss) == 0 else loss
+
+
+def _signature(targets, opts) -> tuple:
+    groups: dict = {}
+    return (tuple(targets),) + tuple(
+        (type(o), tuple(sorted(o.hyper().items())), groups.setdefault(id(o._group), len(groups)))
+        for o in opts)
+
+
+def _step_plan(entry, targets, opts) -> Plan:
+    """The entry's graph with each target Param's optimizer update added (cached)."""
+    key = _signature(targets, opts)
+    plan = entry.steps.get(key)
+    if plan is None:
+        plan = entry.steps[key] = Plan(_step_graph(entry, targets, opts),
+                                 devices=[entry.plan.device], training=True)
+    return plan
+
+
+def _step_graph(entry, targets, opts) -> Graph:
+    """outputs: the traced outputs (loss, state), each target's new value, then its new
+    optimizer state slot by slot; inputs: the traced inputs and the state fed."""
+    source = entry.plan.source
+    first = entry.first_grad
+    kept = list(source.outputs[:first])
+    # the Params' inputs, in the order of their gradients (param_sources' order)
+    param_inputs = [source.input(name) for name, _ in entry.sources
+                    if name in entry.param_names]
+    grads = [Symbol(source.outputs[first + k]) for k in targets]
+    weights = [Symbol(param_inputs[k]) for k in targets]
+    scales = norm_scales(list(zip(opts, grads)))
+    new_values, new_states, fed = [], [], []
+    for k, (o, w, g, scale) in enumerate(zip(opts, weights, grads, scales)):
+        spec = w.node.spec
+        start = o.init_state(spec.shape, spec.dtype)
+        state = {slot: placeholder(f"opt{k}:{slot}", start[slot].shape, spec.dtype)
+                 for slot in o.all_slots()}
+        fed.extend(s.node for s in state.values())
+        new_w, new_state = o.apply(w, g, state, scale)
+        new_values.append(new_w)
+        new_states.extend(new_state[slot] for slot in o.all_slots())
+    return Graph(kept + new_values + new_states, inputs=list(source.inputs) + fed)
+
+
+def _fresh_state(opt, value) -> dict:
+    return opt.init_state(value.shape, value.dtype)
+
+
+def _write_back(outs, first, params, opts, states) -> None:
+    """New values into the Params' arrays (in place, as kf.update) and the optimizers'
+    state."""
+    k = first
+    for p in params:
+        _assign(p, "value", outs[k])
+        k += 1
+    for o, state in zip(opts, states):
+        new = {}
+        for slot in o.all_slots():
+            old = state[slot]
+            if isinstance(old, np.ndarray) and old.flags.writeable and old.shape == np.shape(
+                    outs[k]):
+                old[...] = outs[k]
+                new[slot] = old
+            else:
+                new[slot] = outs[k]
+            k += 1
+        o.state[""] = new
+
+
+def _assign(param, attr, value) -> None:
+    old = getattr(param, attr)
+    if isinstance(old, np.ndarray) and old.flags.writeable and old.shape == np.shape(value):
+        old[...] = value
+    else:
+        setattr(param, attr, value.astype(old.dtype, copy=False))
