@@ -44,8 +44,18 @@ class Connection:
         """Whether knetflow started the cluster (and closes it)."""
         return self.cluster is not None
 
-    def workers(self) -> list:
-        """Addresses of the workers, sorted (the order of ranks)."""
+    def workers(self, wait: float = 60.0) -> list:
+        """Addresses of the workers, sorted (the order of ranks).
+
+        A cluster whose workers are (re)starting has none for a moment: wait up to
+        `wait` seconds for one before answering none."""
+        found = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        if found or wait <= 0:
+            return found
+        try:
+            self.client.wait_for_workers(1, timeout=wait)
+        except TimeoutError:
+            return []
         return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
 
     def dashboard(self):

@@ -188,7 +188,7 @@ class DaskTrainer:
         self.client = conn.client
         workers = conn.workers()
         if not workers:
-            raise RuntimeError("the Dask cluster has no workers")
+            raise RuntimeError("the Dask cluster has no workers (none joined within a minute)")
         versions = check_workers(self.client, workers)
         _warn_versions(versions)
         link = conn.dashboard()
