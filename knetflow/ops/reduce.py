@@ -193,6 +193,36 @@ class BroadcastLike(Op):
             g = xp.expand_dims(g, tuple(range(like.ndim)) if axis is None else axis)
         return xp.broadcast_to(g, like.shape)
 
+    def bind(xp, attrs, in_specs, out_spec):
+        """In a plan: the broadcast view made from strides worked out once (a C-contiguous
+        g; anything else takes forward's path)."""
+        g, like = in_specs
+        if xp is not np or not (g.is_static and like.is_static):
+            return None
+        axis, keepdims = attrs.get("axis"), attrs.get("keepdims", False)
+        shape = list(g.shape)
+        if not keepdims:
+            for a in sorted(range(like.ndim) if axis is None else axis):
+                shape.insert(a, 1)
+        shape = [1] * (like.ndim - len(shape)) + shape  # broadcasting adds leading axes
+        itemsize = np.dtype(g.dtype).itemsize
+        own, step = [], itemsize  # g's C-contiguous strides, on the expanded shape
+        for d in reversed(shape):
+            own.append(step)
+            step *= d
+        own.reverse()
+        strides = tuple(0 if d == 1 and n != 1 else s for d, n, s in zip(shape, like.shape, own))
+        out_shape, dtype, slow = like.shape, np.dtype(g.dtype), BroadcastLike.forward
+
+        def broadcast_like(g, like):
+            if not g.flags.c_contiguous or g.dtype != dtype:
+                return slow(np, g, like, axis=axis, keepdims=keepdims)
+            view = np.ndarray(out_shape, dtype, buffer=g, strides=strides)
+            view.flags.writeable = False  # as np.broadcast_to's: no one writes through it
+            return view
+
+        return broadcast_like
+
     def grad(gout, out, g, like, axis=None, keepdims=False):
         s = sum_to(gout, like)
         if not keepdims:
