@@ -1,12 +1,12 @@
 """The compiled pieces of a replica: a gradient plan and an update plan.
 
-A replica computes its local gradients with one plan (`kf.backward` of the
-loss graph), the gradients of every replica are summed (reduce.py), and the
-same update is applied everywhere with a second plan. The update plan is
-the optimizer's formulas (written once in ops, `kf.optim`) applied to
-gradients fed as inputs, wired as `kf.optim.step_graph` wires them: the same
-state names (`"w:velocity"`), clipping groups and resumption from saved
-state as single-process training.
+A replica computes its local gradients with one plan (the loss and its
+gradients, `knetflow.train.step.gradient_graph`), the gradients of every
+replica are summed (reduce.py), and the same update is applied everywhere
+with a second plan, `knetflow.train.step.update_graph`: the optimizer's
+formulas applied to gradients fed as inputs, wired as every compiled step
+wires them (the same trainable params, state names such as `"w:velocity"`,
+clipping groups and resumption from saved state as single-process training).
 
 Gradients travel in one flat buffer: each trainable param's gradient times
 the replica's rows (for a mean loss), then the running values of auxiliary
@@ -22,52 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from knetflow.graph.autodiff import backward
-from knetflow.graph.build import placeholder
 from knetflow.graph.node import Graph
 from knetflow.scheduler.plan import Plan
-from knetflow.train import optim
+from knetflow.train import step as _step
+from knetflow.train.optimizers import SGD
 
-__all__ = ["TrainingStep", "trainable_names"]
-
-
-def trainable_names(graph: Graph) -> list:
-    """The params an optimizer updates: float params the graph does not update itself
-    (the rule of `kf.optim.step_graph`)."""
-    return [p.attrs["name"] for p in graph.params
-            if p.attrs["name"] not in graph.updates and np.dtype(p.spec.dtype).kind == "f"]
-
-
-def update_graph(graph: Graph, optimizer, names: list, parts: int = 1) -> Graph:
-    """A graph whose run applies `optimizer` to the params `names`, given their
-    gradients fed as `"<param>:grad"` (with `parts` > 1, as `parts` partial sums
-    `"<param>:grad"`, `"<param>:grad@1"`, ... added in that order inside the update).
-
-    The wiring is that of `kf.optim.step_graph` (optimizer state as params
-    `"<param>:<slot>"` starting from the optimizer's own state, gradient-norm
-    clipping groups, MultiOptimizer by name and kind); only the gradients come
-    from the feed instead of a derived backward graph.
-    """
-    targets = [graph.param(name) for name in names]
-    fed, grads = [], []
-    # the fed gradients are sums over rows; `grad:scale` (1/rows for a mean loss) is fused
-    # into the update rather than applied to the buffer, which peers may still be reading
-    per_row = placeholder("grad:scale", (), targets[0].spec.dtype if targets else "float32")
-    for name, p in zip(names, targets):
-        inputs = [placeholder(grad_name(name, k), p.spec.shape, p.spec.dtype)
-                  for k in range(parts)]
-        total = inputs[0]
-        for g in inputs[1:]:
-            total = total + g
-        fed.extend(inputs)
-        grads.append(total * per_row)
-    updates = optim.apply_updates(optimizer, targets, grads)
-    return Graph([], inputs=fed + [per_row], updates=updates)
-
-
-def grad_name(name: str, part: int = 0) -> str:
-    """The feed name of part `part` of a param's gradient."""
-    return f"{name}:grad" if part == 0 else f"{name}:grad@{part}"
+__all__ = ["TrainingStep"]
 
 
 class _Layout:
@@ -97,15 +57,15 @@ class TrainingStep:
         self.graph, self.inputs = graph, [i for i in inputs if i is not None]
         self.mean = loss_reduction == "mean"
         self.pred_output = pred_output
-        self.names = trainable_names(graph)
+        self.names = _step.trainable_names(graph)
         self.aux = list(graph.updates)
-        self.grad_plan = Plan(backward(graph, wrt=self.names), training=True)
+        self.grad_plan = Plan(_step.gradient_graph(graph, wrt=self.names), training=True)
         params = self.grad_plan.params
         self.dtype = np.result_type(*[params[n].dtype for n in self.names + self.aux])
         self.layout = _Layout({n: params[n].shape for n in self.names + self.aux})
-        self.optimizer, self.parts, self.update_plan = optimizer or optim.SGD(), 1, None
+        self.optimizer, self.parts, self.update_plan = optimizer or SGD(), 1, None
         if update:
-            self.update_plan = Plan(update_graph(graph, self.optimizer, self.names))
+            self.update_plan = Plan(_step.update_graph(graph, self.optimizer, self.names))
             self.update_plan.set_params({n: params[n] for n in self.names})
         self._forward = None
 
@@ -114,7 +74,7 @@ class TrainingStep:
         the params and optimizer state carry over."""
         if self.update_plan is None or parts == self.parts:
             return
-        plan = Plan(update_graph(self.graph, self.optimizer, self.names, parts))
+        plan = Plan(_step.update_graph(self.graph, self.optimizer, self.names, parts))
         plan.set_params(self.update_plan.params)
         self.update_plan, self.parts = plan, parts
 
@@ -159,7 +119,7 @@ class TrainingStep:
         for name in self.names:
             where, shape = self.layout.slices[name]
             for k, buf in enumerate(bufs):
-                feed[grad_name(name, k)] = buf[where].reshape(shape)
+                feed[_step.grad_name(name, k)] = buf[where].reshape(shape)
         self.update_plan.run(feed)
         new = {n: self.update_plan.params[n] for n in self.names}
         for name in self.aux:
@@ -204,7 +164,7 @@ class TrainingStep:
 
     def optimizer_state(self, optimizer) -> object:
         """`optimizer.state_dict()` after copying the slots this replica holds into it."""
-        optim.state_from_plan(optimizer, self.update_plan)
+        _step.state_from_plan(optimizer, self.update_plan)
         return optimizer.state_dict()
 
     # -- evaluation --

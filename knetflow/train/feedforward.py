@@ -5,7 +5,7 @@ A FeedForward holds a `kf.sym` symbol, its parameters by name (`arg_params`,
 `aux_params`: NumPy arrays) and an optimizer. `fit` binds the data shape
 (building the training graph and initializing missing params), then runs one
 compiled plan per batch: forward, derived backward and optimizer update
-together (`knetflow.train.ff_step`), on one device or data-parallel over a
+together (`knetflow.train.step.TrainStep`), on one device or data-parallel over a
 `ctx` list. `predict` and `score` run the inference graph on `ctx[0]`.
 Checkpoints are `kf.save_checkpoint` files carrying the symbol's JSON and the
 optimizer state, so `FeedForward.load` resumes training exactly.
@@ -26,10 +26,10 @@ import numpy as np
 from knetflow.train import ff_data, optim
 from knetflow.train import metric as _metric
 from knetflow.train.callback import BatchEndParam, log_metrics
-from knetflow.train.ff_step import TrainStep, host, optimizer_from_state
 from knetflow.train.fit_loop import call_all, epoch_end_extras, kvstore_of
 from knetflow.train.init import Uniform
 from knetflow.train.layer_symbol import Symbol, load_json
+from knetflow.train.step import TrainStep, host
 
 __all__ = ["BatchEndParam", "FeedForward"]
 
@@ -167,7 +167,7 @@ class FeedForward:
         if self._opt is None:
             state, self._optimizer_state = self._optimizer_state, None
             if self.optimizer is None and state is not None:
-                self._opt = optimizer_from_state(state)
+                self._opt = optim.optimizer_from_state(state)
             else:
                 try:
                     self._opt = optim.create(self.optimizer or "sgd", **self.kwargs)

@@ -8,18 +8,24 @@ iterator helpers:
     kf.converge(kf.adam(f, itertools.cycle(data)))     # until the loss stops falling
     kf.sgd(f, itertools.chain.from_iterable([data] * 10))   # 10 epochs
     itertools.islice(kf.sgd(f, itertools.cycle(data)), 1000)  # 1000 steps
+
+`sgd` ... `adam` are made from the optimizer table (`kf.optim.OPTIMIZERS`):
+each takes its optimizer's own hyperparameters with that class's defaults, so
+a default lives in one place. A step is `knetflow.train.step.update_params`,
+the Knet-style update every trainer shares.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
 
 from knetflow import rng
 from knetflow.train.autograd import diff, grad
-from knetflow.train.optim import SGD, Adadelta, Adagrad, Adam, Momentum, Nesterov, Rmsprop
-from knetflow.train.update import update
+from knetflow.train.optimizers import OPTIMIZERS, Adam
+from knetflow.train.step import update_params
 
 __all__ = [
     "Minibatch",
@@ -57,51 +63,46 @@ def minimize(f, data, optimizer=None, params=None):
     for args in data:
         args = args if isinstance(args, tuple) else (args,)
         result = diff(f, *args)
-        targets = result.params if params is None else list(params)
-        for p in targets:
-            if p.opt is None:
-                p.opt = optimizer.for_param(p.name)
-        grads = [grad(result, p) for p in targets]
-        update(targets, grads)
+        update_params(result.params, lambda p, r=result: grad(r, p), optimizer, params)
         yield result.value
 
 
-def sgd(f, data, lr=0.1, gclip=0, params=None, **kw):
-    """`minimize` with SGD (Knet `sgd(func, data; lr=0.1, gclip, params)`)."""
-    return minimize(f, data, SGD(lr=lr, gclip=gclip, **kw), params=params)
+def _iterator(name: str):
+    """Knet's `name(func, data; hyperparameters..., params)`: `minimize` with the optimizer
+    `OPTIMIZERS[name]`, its keywords and defaults read from the class itself."""
+    cls = OPTIMIZERS[name]
+    own = [p for p in inspect.signature(cls).parameters.values()
+           if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    arg = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    signature = inspect.Signature(
+        [inspect.Parameter("f", arg), inspect.Parameter("data", arg), *own,
+         inspect.Parameter("params", arg, default=None),
+         inspect.Parameter("kw", inspect.Parameter.VAR_KEYWORD)])
+
+    def iterator(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        given = dict(bound.arguments)
+        f, data, params = given.pop("f"), given.pop("data"), given.pop("params")
+        return minimize(f, data, cls(**given.pop("kw"), **given), params=params)
+
+    knet = ", ".join(f"{p.name}={p.default!r}" for p in own)
+    iterator.__signature__ = signature
+    iterator.__name__ = iterator.__qualname__ = name
+    iterator.__module__ = __name__
+    iterator.__doc__ = (f"`minimize` with {cls.__name__} (Knet `{name}(func, data; {knet}, "
+                        f"params)`).\n\nOther keywords go to `kf.optim.{cls.__name__}`, the "
+                        f"optimizer: {inspect.getdoc(cls)}")
+    return iterator
 
 
-def momentum(f, data, lr=0.05, gamma=0.95, gclip=0, params=None, **kw):
-    """`minimize` with Momentum (Knet `momentum(func, data; lr=0.05, gamma=0.95)`)."""
-    return minimize(f, data, Momentum(lr=lr, gamma=gamma, gclip=gclip, **kw), params=params)
-
-
-def nesterov(f, data, lr=0.05, gamma=0.95, gclip=0, params=None, **kw):
-    """`minimize` with Nesterov (Knet `nesterov(func, data; lr=0.05, gamma=0.95)`)."""
-    return minimize(f, data, Nesterov(lr=lr, gamma=gamma, gclip=gclip, **kw), params=params)
-
-
-def adagrad(f, data, lr=0.05, eps=1e-6, gclip=0, params=None, **kw):
-    """`minimize` with Adagrad (Knet `adagrad(func, data; lr=0.05, eps=1e-6)`)."""
-    return minimize(f, data, Adagrad(lr=lr, eps=eps, gclip=gclip, **kw), params=params)
-
-
-def rmsprop(f, data, lr=0.01, rho=0.9, eps=1e-6, gclip=0, params=None, **kw):
-    """`minimize` with Rmsprop (Knet `rmsprop(func, data; lr=0.01, rho=0.9, eps=1e-6)`)."""
-    return minimize(f, data, Rmsprop(lr=lr, rho=rho, eps=eps, gclip=gclip, **kw),
-                    params=params)
-
-
-def adadelta(f, data, lr=1.0, rho=0.9, eps=1e-6, gclip=0, params=None, **kw):
-    """`minimize` with Adadelta (Knet `adadelta(func, data; lr=1.0, rho=0.9, eps=1e-6)`)."""
-    return minimize(f, data, Adadelta(lr=lr, rho=rho, eps=eps, gclip=gclip, **kw),
-                    params=params)
-
-
-def adam(f, data, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, gclip=0, params=None, **kw):
-    """`minimize` with Adam (Knet `adam(func, data; lr=0.001, beta1=0.9, beta2=0.999)`)."""
-    return minimize(f, data, Adam(lr=lr, beta1=beta1, beta2=beta2, eps=eps, gclip=gclip, **kw),
-                    params=params)
+sgd = _iterator("sgd")
+momentum = _iterator("momentum")
+nesterov = _iterator("nesterov")
+adagrad = _iterator("adagrad")
+rmsprop = _iterator("rmsprop")
+adadelta = _iterator("adadelta")
+adam = _iterator("adam")
 
 
 def converge(itr, alpha=0.1):

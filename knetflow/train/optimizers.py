@@ -4,7 +4,10 @@ Each optimizer writes its update formula once, in knetflow ops, as
 `rule(w, g, state) -> (new_w, new_state)`. Op functions run at once on arrays
 and build nodes on Symbols, so the same formula serves `kf.update` (eager, in
 place) and compiled training (`kf.optim.step_graph`, where it becomes part of
-the step plan).
+the step plan); `knetflow.train.step` wires it to parameters either way.
+`OPTIMIZERS` is the table by name: `kf.optim.create` reads it, and Knet's
+iterators (`kf.sgd` ... `kf.adam`) are made from it with each class's own
+defaults. `MultiOptimizer` routes parameters to optimizers by name or kind.
 
 State lives per parameter. An optimizer keeps `state[key] = {slot: array}`,
 keyed by the parameter's name in a step graph or a dict, its index in a
@@ -23,6 +26,8 @@ wdecay * w).
 
 from __future__ import annotations
 
+import fnmatch
+
 import numpy as np
 
 from knetflow.devices.base import is_device_array
@@ -37,6 +42,7 @@ __all__ = [
     "Adagrad",
     "Adam",
     "Momentum",
+    "MultiOptimizer",
     "Nesterov",
     "Optimizer",
     "Rmsprop",
@@ -295,6 +301,88 @@ class Adam(Optimizer):
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": Adagrad,
               "rmsprop": Rmsprop, "adadelta": Adadelta, "adam": Adam}
+
+
+
+class MultiOptimizer:
+    """Different optimizers for different parameters (neon `MultiOptimizer`).
+
+    Keys are `'default'`, a layer kind (e.g. `'bias'`, `'FullyConnected'`) or a
+    parameter-name pattern (`'fc2'` matches `fc2_weight` and `fc2_bias`; glob
+    patterns such as `'fc*_weight'` work too). A name match beats a kind match,
+    which beats `'default'`; among name patterns the exact name wins, then the
+    first match in mapping order. A parameter's kinds are its `kind` (given by
+    layer symbols or `kinds=`) and its name's last `_` part (`fc1_bias` -> `bias`).
+
+    Example:
+        >>> import knetflow as kf
+        >>> opt = kf.optim.MultiOptimizer({"default": kf.optim.SGD(),
+        ...                                "bias": kf.optim.Adam(), "fc2": kf.optim.Momentum()})
+        >>> [type(opt.resolve(n)).__name__ for n in ("fc1_weight", "fc1_bias", "fc2_bias")]
+        ['SGD', 'Adam', 'Momentum']
+    """
+
+    def __init__(self, mapping: dict):
+        for key, opt in mapping.items():
+            if not isinstance(opt, Optimizer):
+                raise TypeError(f"MultiOptimizer: {key!r} maps to {type(opt).__name__}, "
+                                "not an optimizer")
+        self.mapping = dict(mapping)
+
+    def resolve(self, name, kind=None) -> Optimizer:
+        """The optimizer for the parameter `name` (of layer kind `kind`)."""
+        name = "" if name is None else str(name)
+        if name in self.mapping and name != "default":
+            return self.mapping[name]
+        for key, opt in self.mapping.items():
+            if key != "default" and name and (fnmatch.fnmatchcase(name, key)
+                                              or name.startswith(key + "_")):
+                return opt
+        kinds = {k.lower() for k in _kinds(name, kind)}
+        for key, opt in self.mapping.items():
+            if key.lower() in kinds:
+                return opt
+        if "default" in self.mapping:
+            return self.mapping["default"]
+        raise ValueError(f"MultiOptimizer has no optimizer for param {name!r} "
+                         f"(kinds {sorted(kinds)}); keys: {list(self.mapping)}; "
+                         "add a 'default'")
+
+    def for_param(self, name=None, kind=None) -> Optimizer:
+        """A copy of the optimizer for this parameter (for `Param.opt`)."""
+        return self.resolve(name, kind).copy()
+
+    def state_dict(self) -> dict:
+        """Every mapped optimizer's state_dict, by key."""
+        return {"type": "MultiOptimizer",
+                "optimizers": {k: o.state_dict() for k, o in self.mapping.items()}}
+
+    def load_state_dict(self, data: dict) -> None:
+        """Restore what `state_dict()` returned."""
+        missing = set(self.mapping) ^ set(data.get("optimizers", {}))
+        if missing:
+            raise ValueError(f"MultiOptimizer keys {sorted(self.mapping)} do not match the "
+                             f"saved keys {sorted(data.get('optimizers', {}))}")
+        for key, opt in self.mapping.items():
+            opt.load_state_dict(data["optimizers"][key])
+
+    def optimizers(self) -> list:
+        """The distinct optimizers, in mapping order."""
+        out: list = []
+        for opt in self.mapping.values():
+            if all(opt is not o for o in out):
+                out.append(opt)
+        return out
+
+    def __repr__(self) -> str:
+        return f"MultiOptimizer({self.mapping!r})"
+
+
+def _kinds(name, kind) -> list:
+    out = [kind] if kind else []
+    if "_" in name:
+        out.append(name.rsplit("_", 1)[1])
+    return out
 
 
 def like(value, w):

@@ -1,16 +1,20 @@
-"""`kf.update`: Knet's `update!` for one array, a Param, a sequence or a dict, in place."""
+"""`kf.update`: Knet's `update!` for one array, a Param, a sequence or a dict, in place.
+
+This module walks the containers and pairs each weight with its gradient, optimizer
+and state key; the update itself (gradient-norm groups, each optimizer's formula on
+the weight's device) is `knetflow.train.step.update_arrays`, as for every trainer.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import numpy as np
 
 from knetflow.devices.base import is_device_array
 from knetflow.graph.param import Param
-from knetflow.train.optim import SGD, MultiOptimizer, Optimizer, norm_scales, resolve
-from knetflow.train.optimizers import like
+from knetflow.train.optimizers import SGD, MultiOptimizer, Optimizer
+from knetflow.train.step import resolve, update_arrays
 
 __all__ = ["update"]
 
@@ -42,8 +46,7 @@ def update(weights, grads, optimizers=None, lr=0.1, gclip=0):
     default = SGD(lr=lr, gclip=gclip)
     items, numbers = [], []
     _collect(weights, grads, optimizers, "", None, default, items, numbers)
-    if items:
-        _apply(items)
+    update_arrays(items)
     for store, array, kind in numbers:  # numbers in lists and dicts get their new values
         store(kind(array[()]))
     return weights
@@ -124,19 +127,3 @@ def _item(w, g, opt, key, default):
                         f"got {type(opt).__name__}")
     return array, g, opt, key
 
-
-def _apply(items) -> None:
-    with _where(items[0][0]):  # eager ops run on the current device: make it the weights'
-        scales = norm_scales([(opt, like(g, w)) for w, g, opt, _ in items])
-    for (w, g, opt, key), scale in zip(items, scales):
-        with _where(w):
-            opt.update(w, g, key=key, norm_scale=scale)
-
-
-def _where(w):
-    """A context making w's device (and a GPU's stream) current; nothing for host arrays."""
-    if not is_device_array(w):
-        return contextlib.nullcontext()
-    from knetflow.devices import transfers
-
-    return transfers.device_of(w).activate()

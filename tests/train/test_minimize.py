@@ -42,6 +42,35 @@ def test_each_optimizer_lowers_the_loss_of_a_linear_regression(train, kw, epochs
     assert np.mean(losses[-4:]) < 0.2 * np.mean(losses[:4])
 
 
+def test_iterators_are_made_from_the_optimizer_table_with_its_defaults():
+    import inspect
+
+    from knetflow.train import minimize
+
+    for name, cls in optim.OPTIMIZERS.items():
+        train = getattr(kf, name)
+        assert train is getattr(minimize, name) and train.__name__ == name
+        params = inspect.signature(train).parameters
+        own = inspect.signature(cls).parameters
+        assert list(params)[:2] == ["f", "data"] and list(params)[-2:] == ["params", "kw"]
+        assert {k: p.default for k, p in params.items() if k in own} == {
+            k: p.default for k, p in own.items() if p.kind is p.POSITIONAL_OR_KEYWORD}
+        assert f"(Knet `{name}(func, data; lr=" in train.__doc__
+    adam = inspect.signature(kf.adam).parameters
+    assert (adam["lr"].default, adam["beta1"].default, adam["eps"].default) == (0.001, 0.9, 1e-8)
+    assert "lr=0.001, beta1=0.9, beta2=0.999" in kf.adam.__doc__
+
+
+def test_iterator_arguments_reach_the_optimizer():
+    w, _b, loss = linreg()
+    next(iter(kf.momentum(loss, batches(), 0.2, gamma=0.5, wdecay=0.01)))
+    assert (w.opt.lr, w.opt.gamma, w.opt.wdecay) == (0.2, 0.5, 0.01)
+    with pytest.raises(TypeError):
+        kf.sgd(loss, batches(), gamma=0.9)  # SGD has no gamma
+    with pytest.raises(TypeError, match="multiple values"):
+        kf.adam(loss, batches(), 0.1, lr=0.2)
+
+
 def test_minimize_reaches_the_solution_and_sets_opt():
     w, b, loss = linreg()
     data = itertools.islice(itertools.cycle(batches()), 400)
