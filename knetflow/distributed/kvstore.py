@@ -4,8 +4,11 @@ MXNet trains a FeedForward on several machines through a distributed
 kvstore (`dist_sync`, `dist_async`); here the kvstore is a Dask cluster and
 the fit runs through `DaskTrainer`: the model binds its data shape, builds
 its training graph (loss, predictions) and its optimizer as for a local fit,
-the trainer trains them on the workers, and the model gets the trained
-params and optimizer state back, ready to predict, score or save.
+the trainer's replicas train them on the workers, driven by the fit loop
+`FeedForward.fit` uses in-process (the same epochs, metrics, callbacks, logs
+and history records). After each epoch the model takes the params, so
+callbacks see it as a local fit's do; at the end it has the optimizer state
+too, ready to predict, score, save or go on training.
 
     model.fit(X, y, kvstore="dask")                           # a local cluster
     model.fit(X, y, kvstore=kf.distributed.DaskKVStore("tcp://scheduler:8786"))
@@ -18,6 +21,7 @@ import numpy as np
 
 from knetflow.distributed.report import LOGGER
 from knetflow.distributed.trainer import DaskTrainer
+from knetflow.train import fit_loop
 
 __all__ = ["DaskKVStore"]
 
@@ -45,7 +49,7 @@ class DaskKVStore:
         self.address, self.mode, self.sync_every = client_or_address, mode, int(sync_every)
         self.n_workers, self.security = n_workers, security
         self.trainer_kwargs = trainer_kwargs
-        self.trainer = None  # the DaskTrainer of the last fit (history, stats)
+        self.trainer = None  # the DaskTrainer of the last fit (stats, recoveries)
 
     @property
     def type(self) -> str:
@@ -79,11 +83,14 @@ class DaskKVStore:
             inputs=(model.data_name, model.label_name), pred_output=1, eval_metric=eval_metric,
             logger=logger or LOGGER, label_shape=label_shape, **options)
         self.trainer = trainer
-        trainer.fit(X, y, batch_size=model.numpy_batch_size, epochs=model.num_epoch,
-                    begin_epoch=model.begin_epoch, eval_data=_eval_pair(eval_data),
-                    work_load_list=work_load_list, partial=True,
-                    epoch_end_callback=_epoch_end(model, epoch_end_callback),
-                    batch_end_callback=batch_end_callback)
+        with trainer.running(X, y, batch_size=model.numpy_batch_size,
+                             eval_data=_eval_pair(eval_data), work_load_list=work_load_list,
+                             partial=True) as session:
+            fit_loop.fit(_ModelSession(session, model),
+                         range(model.begin_epoch, model.num_epoch), metric=trainer.eval_metric,
+                         history=model.history, batch_end_callback=batch_end_callback,
+                         epoch_end_callback=epoch_end_callback, logger=trainer.logger,
+                         progress=trainer.progress)
         _take_params(model, trainer.params)
         model.begin_epoch = max(model.begin_epoch, model.num_epoch)
         return model
@@ -120,28 +127,27 @@ def _take_params(model, params: dict) -> None:
     model.set_params(arg, aux)
 
 
-def _epoch_end(model, callbacks):
-    """The trainer's epoch-end hook: update the model, record history, call the user's
-    callbacks as FeedForward.fit calls them (with the bound layer symbol)."""
-    from knetflow.train.fit_loop import epoch_end_extras
+class _ModelSession(fit_loop.Session):
+    """A DaskTrainer's session training a FeedForward: after each epoch the model takes
+    the params, and epoch-end callbacks get what FeedForward.fit's get (the bound layer
+    symbol, the model's params, its layer symbol's JSON and batch size)."""
 
-    def hook(epoch, graph, arg, aux, optimizer_state=None, record=None):
+    def __init__(self, session, model):
+        self.session, self.model = session, model
+
+    def epoch_steps(self, epoch: int):
+        return self.session.epoch_steps(epoch)
+
+    def train_epoch(self, epoch: int, metric, on_step) -> tuple:
+        return self.session.train_epoch(epoch, metric, on_step)
+
+    def evaluate(self, epoch: int):
+        return self.session.evaluate(epoch)
+
+    def epoch_end(self, epoch: int, record: dict, wanted: bool):
+        model = self.model
+        _graph, arg, aux, extras = self.session.epoch_end(epoch, record, True)
         _take_params(model, {**arg, **aux})
-        record = record or {}
-        entry = {"epoch": epoch, "loss": record.get("loss"), "time": record.get("seconds"),
-                 "train": record.get("metric", {})}
-        if "eval" in record:
-                entry["eval"] = {k: v for k, v in record["eval"].items() if k != "loss"}
-        model.history.append(entry)
-        if callbacks is None:
-            return
-        metrics = {f"train-{k}": v for k, v in entry["train"].items()}
-        metrics.update((f"eval-{k}", v) for k, v in entry.get("eval", {}).items())
-        metrics["train-loss"] = entry["loss"]
-        extras = {"optimizer_state": optimizer_state, "layer_symbol": model.symbol.tojson(),
-                  "numpy_batch_size": model.numpy_batch_size, "metrics": metrics}
-        for cb in callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]:
-            cb(epoch, model.bound_symbol(), dict(model.arg_params), dict(model.aux_params),
-               **epoch_end_extras(cb, extras))
-
-    return hook
+        extras = {**extras, "layer_symbol": model.symbol.tojson(),
+                  "numpy_batch_size": model.numpy_batch_size}
+        return model.bound_symbol(), model.arg_params, model.aux_params, extras

@@ -11,30 +11,31 @@ optimizer. `kf.distributed.DaskKVStore` runs `FeedForward.fit` through it.
 
 One fit: connect (or start a LocalCluster), check knetflow imports on every
 worker, place the data (data.py), start one Replica per worker with the
-graph and initial params (identical everywhere), then per epoch run the
-steps (driver.py), evaluate, log, call back and checkpoint; at the end bring
-the params and optimizer state back and close what was started.
+graph and initial params (identical everywhere: `running`), then hand a
+`Session` to the fit loop every trainer shares (knetflow.train.fit_loop:
+epochs, metric, callbacks, logs, progress, history), which runs each epoch's
+steps (driver.py), evaluates and checkpoints through it; at the end bring the
+params and optimizer state back and close what was started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import inspect
 import sys
-import time
 import warnings
 
 from knetflow import rng
-from knetflow.version import __version__
 from knetflow.distributed import driver
 from knetflow.distributed.cluster import check_workers, connect
 from knetflow.distributed.data import prepare
 from knetflow.distributed.fleet import Fleet
 from knetflow.distributed.reduce import ALGORITHMS
-from knetflow.distributed.report import LOGGER, EpochBar, add_counters
+from knetflow.distributed.report import LOGGER, add_counters
 from knetflow.graph.node import Graph
+from knetflow.train import fit_loop, optim
 from knetflow.train import metric as _metric
-from knetflow.train import optim
+from knetflow.version import __version__
 
 __all__ = ["DaskTrainer"]
 
@@ -70,8 +71,9 @@ class DaskTrainer:
     steps) and `window` set how many steps one call runs and how many calls
     are queued ahead on each replica.
 
-    After `fit`: `params` (name -> array), `history` (per epoch: loss, metric,
-    eval, seconds, steps), `stats` (per step over the last epoch, mean over
+    After `fit`: `params` (name -> array), `history` (one record per epoch:
+    `epoch`, `loss`, `time`, `steps`, `train` metric, `eval` metric and loss;
+    the schema of every trainer, see knetflow.train.fit_loop), `stats` (per step over the last epoch, mean over
     replicas: `compute_ms` local gradients, `sync_ms` reduction and update,
     `wait_ms` of it waiting for the slowest replica on shared memory),
     `recoveries` (per lost-worker recovery: the epoch and step training
@@ -164,12 +166,24 @@ class DaskTrainer:
         """
         if begin_epoch and self.checkpoint:
             self._resume(begin_epoch)
+        with self.running(X, y, batch_size, eval_data, work_load_list, partial) as session:
+            fit_loop.fit(session, range(begin_epoch, epochs), metric=self.eval_metric,
+                         history=self.history, batch_end_callback=batch_end_callback,
+                         epoch_end_callback=epoch_end_callback, logger=self.logger,
+                         progress=self.progress)
+        return self
+
+    @contextlib.contextmanager
+    def running(self, X, y=None, batch_size=100, eval_data=None, work_load_list=None,
+                partial=False):
+        """The replicas started on the cluster for the fit loop: yields the `Session` that
+        runs epochs on them; on leaving, the trained params and optimizer state come back
+        (unless training failed) and what was started is closed."""
         conn = connect(self.address, n_workers=self.n_workers, security=self.security,
                        timeout=self.connect_timeout, **self.cluster_kwargs)
         try:
             self._start(conn, X, y, eval_data, batch_size, work_load_list, partial)
-            for epoch in range(begin_epoch, epochs):
-                self._epoch(epoch, batch_end_callback, epoch_end_callback)
+            yield _Session(self)
             self._finish()
         finally:
             try:
@@ -178,7 +192,6 @@ class DaskTrainer:
             finally:
                 self.fleet = self.data = self.eval = None
                 conn.close()
-        return self
 
     # -- set-up --
     def _start(self, conn, X, y, eval_data, batch_size, work_load_list, partial) -> None:
@@ -223,44 +236,7 @@ class DaskTrainer:
             self.last_optimizer_state = saved.optimizer_state
         self.logger.info("resuming from %s at epoch %d", self.checkpoint, epoch)
 
-    # -- epochs --
-    def _epoch(self, epoch, batch_end_callback, epoch_end_callback) -> None:
-        metric = self.eval_metric
-        if metric is not None:
-            metric.reset()
-        tic = time.perf_counter()
-        bar = EpochBar(epoch, self.data.steps, self.progress,
-                       lambda: f"loss={log.loss:.6g}")
-
-        def on_step(step, log):
-            bar.advance()
-            took = log.steps[step]["compute"] + log.steps[step]["sync"]
-            self.step_seconds = took if not self.step_seconds else (
-                0.8 * self.step_seconds + 0.2 * took)
-            if batch_end_callback is not None:
-                from knetflow.train.callback import BatchEndParam
-
-                for cb in _listed(batch_end_callback):
-                    cb(BatchEndParam(epoch, step, metric, {"trainer": self, "log": log}))
-
-        log = driver.EpochLog(metric, on_step)
-        try:
-            run = driver.sync_epoch if self.mode == "sync" else driver.async_epoch
-            run(self, epoch, log)
-        finally:
-            bar.close()
-        record = {"epoch": epoch, "loss": log.loss, "seconds": time.perf_counter() - tic,
-                  "steps": len(log.steps)}
-        if metric is not None:
-            record["metric"] = dict(metric.get_name_value())
-        self._timings(log)
-        if self.eval is not None:
-            record["eval"] = self._evaluate()
-        self.history.append(record)
-        self._log(record)
-        if epoch_end_callback is not None or self.checkpoint:
-            self._epoch_end(epoch, epoch_end_callback, record)
-
+    # -- for the fit loop's session --
     def _timings(self, log) -> None:
         steps = list(log.steps.values())
         if steps:
@@ -283,38 +259,12 @@ class DaskTrainer:
             out.update(metric.get_name_value())
         return out
 
-    def _log(self, record) -> None:
-        epoch = record["epoch"]
-        self.logger.info("Epoch[%d] Train-loss=%f", epoch, record["loss"])
-        for name, value in record.get("metric", {}).items():
-            self.logger.info("Epoch[%d] Train-%s=%f", epoch, name, value)
-        self.logger.info("Epoch[%d] Time cost=%.3f", epoch, record["seconds"])
-        for name, value in record.get("eval", {}).items():
-            self.logger.info("Epoch[%d] Validation-%s=%f", epoch, name, value)
-
     def _snapshot(self) -> dict:
         if self.mode == "async":
             return self.fleet.wait({self.fleet.ps_worker: self.fleet.ps.snapshot()})[
                 self.fleet.ps_worker]
         first = self.fleet.workers[0]
         return self.fleet.wait({first: self.fleet.actors[first].snapshot()})[first]
-
-    def _epoch_end(self, epoch, callback, record) -> None:
-        snap = self._snapshot()
-        self.last_optimizer_state = snap["optimizer"]
-        arg, aux = self._split(snap["params"])
-        if self.checkpoint:
-            from knetflow.serialize import save_checkpoint
-
-            save_checkpoint(self.checkpoint, epoch + 1, self.graph, arg, aux,
-                            optimizer_state=snap["optimizer"],
-                            metrics={"loss": record["loss"]})
-        metrics = {"train-loss": record["loss"]}
-        metrics.update((f"train-{k}", v) for k, v in record.get("metric", {}).items())
-        metrics.update((f"eval-{k}", v) for k, v in record.get("eval", {}).items())
-        extras = {"optimizer_state": snap["optimizer"], "metrics": metrics}
-        for cb in _listed(callback):
-            cb(epoch, self.graph, arg, aux, **_extras(cb, extras, record))
 
     def _split(self, params) -> tuple:
         aux = {k: v for k, v in params.items() if k in self.graph.updates}
@@ -347,28 +297,51 @@ def _batch_inputs(graph) -> list:
     return names
 
 
-def _extras(callback, extras: dict, record: dict) -> dict:
-    """The keyword arguments of an epoch-end callback: those it accepts of `extras`
-    (FeedForward's rule), and the epoch's `record` when it names that parameter."""
-    from knetflow.train.fit_loop import epoch_end_extras
-
-    out = epoch_end_extras(callback, extras)
-    try:
-        if "record" in inspect.signature(callback).parameters:
-            out["record"] = record
-    except (TypeError, ValueError):
-        pass
-    return out
-
-
-def _listed(callbacks) -> list:
-    if callbacks is None:
-        return []
-    return list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
-
-
 def _warn_versions(versions: dict) -> None:
     other = {w: v for w, v in versions.items() if v != __version__}
     if other:
         warnings.warn(f"knetflow {__version__} on the client but {other} on workers",
                       RuntimeWarning, stacklevel=3)
+
+
+class _Session(fit_loop.Session):
+    """A DaskTrainer's replicas as the fit loop drives them (see `DaskTrainer.running`)."""
+
+    def __init__(self, trainer: DaskTrainer):
+        self.trainer = trainer
+
+    def epoch_steps(self, epoch: int) -> int:
+        return self.trainer.data.steps
+
+    def train_epoch(self, epoch: int, metric, on_step) -> tuple:
+        trainer = self.trainer
+
+        def step_done(step, log):
+            took = log.steps[step]["compute"] + log.steps[step]["sync"]
+            trainer.step_seconds = took if not trainer.step_seconds else (
+                0.8 * trainer.step_seconds + 0.2 * took)
+            on_step(step, log.loss, {"trainer": trainer, "log": log})
+
+        log = driver.EpochLog(metric, step_done)
+        run = driver.sync_epoch if trainer.mode == "sync" else driver.async_epoch
+        run(trainer, epoch, log)
+        trainer._timings(log)
+        return log.loss, len(log.steps)
+
+    def evaluate(self, epoch: int):
+        return None if self.trainer.eval is None else self.trainer._evaluate()
+
+    def epoch_end(self, epoch: int, record: dict, wanted: bool):
+        """The replicas' params and optimizer state (checkpointed with `checkpoint=`)."""
+        trainer = self.trainer
+        if not wanted and not trainer.checkpoint:
+            return None
+        snap = trainer._snapshot()
+        trainer.last_optimizer_state = snap["optimizer"]
+        arg, aux = trainer._split(snap["params"])
+        if trainer.checkpoint:
+            from knetflow.serialize import save_checkpoint
+
+            save_checkpoint(trainer.checkpoint, epoch + 1, trainer.graph, arg, aux,
+                            optimizer_state=snap["optimizer"], metrics={"loss": record["loss"]})
+        return trainer.graph, arg, aux, {"optimizer_state": snap["optimizer"]}

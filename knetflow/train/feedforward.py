@@ -6,7 +6,10 @@ A FeedForward holds a `kf.sym` symbol, its parameters by name (`arg_params`,
 (building the training graph and initializing missing params), then runs one
 compiled plan per batch: forward, derived backward and optimizer update
 together (`knetflow.train.step.TrainStep`), on one device or data-parallel over a
-`ctx` list. `predict` and `score` run the inference graph on `ctx[0]`.
+`ctx` list, through the fit loop every trainer shares (`knetflow.train.fit_loop`,
+with this process's session in `knetflow.train.ff_fit`). `history` holds one
+record per epoch trained (the schema is fit_loop's). `predict` and `score` run
+the inference graph on `ctx[0]`.
 Checkpoints are `kf.save_checkpoint` files carrying the symbol's JSON and the
 optimizer state, so `FeedForward.load` resumes training exactly.
 
@@ -18,18 +21,16 @@ For trainers outside this module (`knetflow.distributed`): `data_name`,
 from __future__ import annotations
 
 import logging
-import sys
-import time
 
 import numpy as np
 
-from knetflow.train import ff_data, optim
+from knetflow.train import ff_data, fit_loop, optim
 from knetflow.train import metric as _metric
-from knetflow.train.callback import BatchEndParam, log_metrics
-from knetflow.train.fit_loop import call_all, epoch_end_extras, kvstore_of
+from knetflow.train.callback import BatchEndParam
+from knetflow.train.ff_fit import LocalFit
 from knetflow.train.init import Uniform
 from knetflow.train.layer_symbol import Symbol, load_json
-from knetflow.train.step import TrainStep, host
+from knetflow.train.step import host
 
 __all__ = ["BatchEndParam", "FeedForward"]
 
@@ -79,12 +80,11 @@ class FeedForward:
         self.aux_params = None if aux_params is None else dict(aux_params)
         self.allow_extra_params = allow_extra_params
         self.begin_epoch = int(begin_epoch)
-        self.history: list = []    # per epoch: {"epoch", "loss", "train", "eval", "time"}
+        self.history: list = []    # per epoch: {"epoch", "loss", "time", "steps", "train", "eval"}
         self._input = None         # (data shape with None batch, dtype) once bound
         self._opt = None
         self._optimizer_state = None
         self._predictor = None
-        self._label_shape = None
         names = symbol.list_inputs()
         labels = symbol.list_labels()
         data = [n for n in names if n not in labels]
@@ -182,29 +182,6 @@ class FeedForward:
         """The (data, label) batches of one pass (shuffled NumPy rows when `epoch` is given)."""
         return ff_data.batches(X, y, self.numpy_batch_size, epoch)
 
-    def _epochs(self, X, y):
-        """For each training epoch, its batches (epoch_size of them from a continuing
-        stream when epoch_size is set)."""
-        if self.epoch_size is None:
-            for epoch in range(self.begin_epoch, self.num_epoch):
-                yield epoch, self.batches(X, y, epoch)
-            return
-        stream = self._stream(X, y)
-        for epoch in range(self.begin_epoch, self.num_epoch):
-            yield epoch, [next(stream) for _ in range(int(self.epoch_size))]
-
-    def _stream(self, X, y):
-        passes = self.begin_epoch
-        while True:
-            got = False
-            for item in self.batches(X, y, passes):
-                got = True
-                yield item
-            if not got:
-                raise ValueError("the training data ran out of batches (an iterator "
-                                 "consumed by an earlier pass?)")
-            passes += 1
-
     def _feed(self, data, label=None) -> dict:
         feed = {self.data_name: data}
         if label is not None and self.label_name is not None:
@@ -223,10 +200,12 @@ class FeedForward:
         draws a progress bar (`progress`; by default when stderr is a terminal), and
         calls `epoch_end_callback(epoch, symbol, arg_params, aux_params)` (with
         `optimizer_state=`, `layer_symbol=` and `metrics=` when it accepts them, as
-        `kf.callback.do_checkpoint` does). `kvstore='dask'` (or a DaskKVStore)
-        hands the whole fit to `knetflow.distributed`.
+        `kf.callback.do_checkpoint` does). Each epoch appends its record to `history`
+        (`epoch`, `loss`, `time`, `steps`, `train`, `eval`: see `knetflow.train.fit_loop`).
+        `kvstore='dask'` (or a DaskKVStore) trains on `knetflow.distributed` instead,
+        through the same fit loop.
         """
-        store = kvstore_of(kvstore)
+        store = fit_loop.kvstore_of(kvstore)
         if store is not None:
             return store.train(model=self, X=X, y=y, eval_data=eval_data,
                                eval_metric=eval_metric, epoch_end_callback=epoch_end_callback,
@@ -237,81 +216,22 @@ class FeedForward:
         if self.label_name is None:
             raise ValueError(f"cannot train {self.symbol!r}: it has no output layer with a "
                              "loss (SoftmaxOutput or LinearRegressionOutput)")
-        logger = logger or LOGGER
         if monitor is not None:
-            logger.warning("FeedForward.fit: monitor is not supported; ignored")
+            (logger or LOGGER).warning("FeedForward.fit: monitor is not supported; ignored")
         if not ff_data.is_array(X) and iter(X) is X:
             X = list(X)  # a one-shot iterator: keep its batches for the epochs to come
         if (eval_data is not None and not isinstance(eval_data, (tuple, list))
                 and not ff_data.is_array(eval_data) and iter(eval_data) is eval_data):
             eval_data = list(eval_data)
-        data, _ = ff_data.first_batch(self.batches(X, y))
-        self.bind(data.shape, data.dtype)
-        opt = self.create_optimizer()
-        graph = self.train_graph()
-        self._label_shape = graph.input(self.label_name).spec.shape
-        step = TrainStep(graph, self.ctx, opt, work_load_list)
-        train_metric = _metric.create(eval_metric)
-        show = sys.stderr.isatty() if progress is None else bool(progress)
-        for epoch, epoch_batches in self._epochs(X, y):
-            tic = time.perf_counter()
-            loss = self._train_epoch(step, epoch, epoch_batches, train_metric,
-                                     batch_end_callback, show)
-            self._pull(step, opt)
-            record = {"epoch": epoch, "loss": loss, "time": time.perf_counter() - tic,
-                      "train": dict(log_metrics(epoch, train_metric, "Train", logger))}
-            logger.info("Epoch[%d] Train-loss=%f", epoch, loss)
-            logger.info("Epoch[%d] Time cost=%.3f", epoch, record["time"])
-            if eval_data is not None:
-                score_metric = _metric.create(eval_metric)
-                self._evaluate(eval_data, score_metric, None, eval_batch_end_callback, epoch)
-                record["eval"] = dict(log_metrics(epoch, score_metric, "Validation", logger))
-            self.history.append(record)
-            self._epoch_end(epoch_end_callback, epoch, opt, record)
+        metric = _metric.create(eval_metric)
+        session = LocalFit(self, X, y, eval_data, eval_metric, eval_batch_end_callback,
+                           work_load_list)
+        fit_loop.fit(session, range(self.begin_epoch, self.num_epoch), metric=metric,
+                     history=self.history, batch_end_callback=batch_end_callback,
+                     epoch_end_callback=epoch_end_callback, logger=logger or LOGGER,
+                     progress=progress)
         self.begin_epoch = max(self.begin_epoch, self.num_epoch)
         return self
-
-    def _train_epoch(self, step, epoch, epoch_batches, train_metric, callback, show) -> float:
-        from knetflow.train.progress import progress
-
-        train_metric.reset()
-        total, count = 0.0, 0
-        last = {"loss": float("nan")}
-        items = progress(epoch_batches, msg=lambda p: f"loss {last['loss']:.5g}") if show \
-            else epoch_batches
-        for nbatch, (data, label) in enumerate(items):
-            if label is None:
-                raise ValueError(f"training batch {nbatch} of epoch {epoch} has no label")
-            label = ff_data.fit_rows(label, self._label_shape)
-            loss, pred = step.run(self._feed(data, label))
-            last["loss"] = loss
-            total, count = total + loss * len(data), count + len(data)
-            train_metric.update([ff_data.label_like(label, pred)], [pred])
-            call_all(callback, BatchEndParam(epoch=epoch, nbatch=nbatch,
-                                             eval_metric=train_metric, locals=locals()))
-        if count == 0:
-            raise ValueError(f"epoch {epoch} had no training batches (an iterator consumed by "
-                             "an earlier epoch? pass a list or a re-iterable object)")
-        return total / count
-
-    def _pull(self, step, opt) -> None:
-        values = step.params()
-        self.arg_params.update((k, v) for k, v in values.items() if k in self.arg_params)
-        self.aux_params.update((k, v) for k, v in values.items() if k in self.aux_params)
-        step.pull_optimizer_state(opt)
-        self._predictor = None
-
-    def _epoch_end(self, callback, epoch, opt, record) -> None:
-        if callback is None:
-            return
-        metrics = {f"train-{k}": v for k, v in record["train"].items()}
-        metrics.update((f"eval-{k}", v) for k, v in record.get("eval", {}).items())
-        metrics["train-loss"] = record["loss"]
-        extras = {"optimizer_state": opt.state_dict(), "layer_symbol": self.symbol.tojson(),
-                  "numpy_batch_size": self.numpy_batch_size, "metrics": metrics}
-        for cb in callback if isinstance(callback, (list, tuple)) else [callback]:
-            cb(epoch, self.bound_symbol(), dict(self.arg_params), dict(self.aux_params),
-               **epoch_end_extras(cb, extras))
 
     # ---- inference ----
     def _predict_plan(self, data):
@@ -366,8 +286,8 @@ class FeedForward:
                 raise ValueError("scoring needs labels: give y, or (data, label) batches")
             pred = host(self._predict_plan(xb).run(self._feed(xb))[0])
             m.update([ff_data.label_like(yb, pred)], [pred])
-            call_all(callback, BatchEndParam(epoch=epoch, nbatch=k, eval_metric=m,
-                                             locals=locals()))
+            fit_loop.call_all(callback, BatchEndParam(epoch=epoch, nbatch=k, eval_metric=m,
+                                                      locals=locals()))
 
     # ---- saving ----
     def bound_symbol(self) -> Symbol:

@@ -9,12 +9,14 @@ Every trainer goes through this module, so there is one answer to each question:
   replicas read this rule; Knet-style training updates the Params the loss
   used, or those given (`update_params`).
 - **The optimizer wiring.** `resolve` gives a param its optimizer (one
-  Optimizer, a MultiOptimizer by name and kind, or a dict of them);
-  `norm_scales` spans neon's gradient-norm clipping over an optimizer's group;
-  `apply_updates` writes each param's new value and optimizer state as graph
-  updates (the state as params `"<param>:<slot>"`), and `update_arrays` applies
-  the same formulas to arrays in place (`kf.update`, Knet's `minimize` and
-  `kf.sgd` ... `kf.adam`).
+  Optimizer, a MultiOptimizer by name and kind, or a dict of them), and
+  `take_optimizers` a Knet Param its own copy in `.opt`; `norm_scales` spans
+  neon's gradient-norm clipping over an optimizer's group, and
+  `optimizer_updates` applies the formulas with it. `apply_updates` writes
+  each param's new value and optimizer state as graph updates (the state as
+  params `"<param>:<slot>"`); `update_arrays` applies the same formulas to
+  arrays in place (`kf.update`, and through `update_params` Knet's
+  `minimize` and `kf.sgd` ... `kf.adam`).
 - **The step.** `step_graph`: forward, gradients and updates in one graph, so
   a step is one plan run. `TrainStep`: a training graph compiled on one device,
   or its data-parallel variant replicated over several in one plan. The
@@ -50,9 +52,11 @@ __all__ = [
     "gradient_graph",
     "host",
     "norm_scales",
+    "optimizer_updates",
     "resolve",
     "state_from_plan",
     "step_graph",
+    "take_optimizers",
     "trainable",
     "trainable_names",
     "update_arrays",
@@ -147,17 +151,27 @@ def apply_updates(optimizers, params, grads, kinds=None) -> dict:
     kinds = kinds or {}
     opts = [resolve(optimizers, p.attrs["name"],
                     kinds.get(p.attrs["name"], p.attrs.get("kind"))) for p in params]
-    scales = norm_scales(list(zip(opts, grads)))
-    updates = {}
-    for p, g, opt, scale in zip(params, grads, opts, scales):
+    states = []
+    for p, opt in zip(params, opts):
         name, spec = p.attrs["name"], p.spec
         start = opt.state.get(name) or opt.init_state(spec.shape, spec.dtype)
-        state = {slot: _param(f"{name}:{slot}", value=np.asarray(start[slot]), dtype=spec.dtype)
-                 for slot in opt.all_slots()}
-        new_w, new_state = opt.apply(Symbol(p), g, state, scale)
+        states.append({slot: _param(f"{name}:{slot}", value=np.asarray(start[slot]),
+                                    dtype=spec.dtype) for slot in opt.all_slots()})
+    updates = {}
+    new = optimizer_updates(opts, [Symbol(p) for p in params], grads, states)
+    for p, (new_w, new_state) in zip(params, new):
+        name = p.attrs["name"]
         updates[name] = new_w
         updates.update((f"{name}:{slot}", value) for slot, value in new_state.items())
     return updates
+
+
+def optimizer_updates(opts, weights, grads, states) -> list:
+    """(new weight, new state) per weight from its optimizer, gradient and state slots (on
+    Symbols or arrays), with neon's gradient-norm groups spanning them all."""
+    scales = norm_scales(list(zip(opts, grads)))
+    return [opt.apply(w, g, state, scale)
+            for opt, w, g, state, scale in zip(opts, weights, grads, states, scales)]
 
 
 def update_arrays(items) -> None:
@@ -190,13 +204,21 @@ def update_params(used, grad_of, optimizer, params=None) -> None:
     to). `grad_of(p)` is p's gradient; None leaves p as it is.
     """
     items = []
-    for p in list(used) if params is None else list(params):
-        if p.opt is None:
-            p.opt = optimizer.for_param(p.name)
+    for p in take_optimizers(used if params is None else params, optimizer):
         g = grad_of(p)
         if g is not None:
             items.append((p.value, g, p.opt, ""))
     update_arrays(items)
+
+
+def take_optimizers(params, optimizer) -> list:
+    """The Params, each with its optimizer in `.opt`: a copy of `optimizer` (for a
+    MultiOptimizer, of the one its name maps to) where unset (Knet's `Param.opt`)."""
+    params = list(params)
+    for p in params:
+        if p.opt is None and optimizer is not None:
+            p.opt = optimizer.for_param(p.name)
+    return params
 
 
 # ---- the step ----

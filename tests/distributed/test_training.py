@@ -47,7 +47,7 @@ def test_sync_equals_single_process(client, workers, options):
     assert_same_params(trainer.params, want)
     for record, (loss, accuracy) in zip(trainer.history, history):
         assert record["loss"] == pytest.approx(loss, rel=1e-10)
-        assert record["metric"]["accuracy"] == accuracy  # summed over both workers
+        assert record["train"]["accuracy"] == accuracy  # summed over both workers
     state = trainer.optimizer.state_dict()["state"]
     assert set(state) == {"w1:velocity", "b1:velocity", "w2:velocity"}
 
@@ -84,6 +84,9 @@ def test_iterable_of_batches_and_eval_data(client, workers):
     loss, scores = plan.run({"x": x, "y": y, **trainer.params})
     assert trainer.history[-1]["eval"]["loss"] == pytest.approx(float(loss), rel=1e-10)
     assert trainer.history[-1]["eval"]["accuracy"] == np.mean(scores.argmax(-1) == y)
+    # the fit loop's record, as FeedForward's
+    assert set(trainer.history[-1]) == {"epoch", "loss", "time", "steps", "train", "eval"}
+    assert [r["steps"] for r in trainer.history] == [4, 4]
 
 
 def test_resume_from_checkpoint_equals_uninterrupted(client, workers, tmp_path):
@@ -154,6 +157,7 @@ def test_feedforward_fit_with_a_dask_kvstore(client, workers, tmp_path):
     assert model.score(x, y) > 0.9
     assert [h["epoch"] for h in model.history] == list(range(6))
     assert model.history[-1]["eval"]["accuracy"] == pytest.approx(model.score(x, y))
+    assert set(model.history[-1]) == {"epoch", "loss", "time", "steps", "train", "eval"}
     resumed = kf.FeedForward.load(prefix, 6, num_epoch=7)  # with its optimizer state
     resumed.fit(x, y, kvstore=DaskKVStore(client, mode="async"))
     assert resumed.score(x, y) > 0.9
