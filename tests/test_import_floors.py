@@ -23,12 +23,8 @@ FLOORS = [
     {"", "cli", "demo"},  # the package's top level wires the floors together
 ]
 
-#: cycles still to break (issue 13: each device kind one plug-in with a registry);
-#: listed so that no other cycle can appear
-KNOWN_CYCLES = [
-    {"knetflow.devices.base", "knetflow.devices.cpu", "knetflow.devices.discovery",
-     "knetflow.devices.gpu", "knetflow.devices.sim", "knetflow.devices.transfers"},
-]
+#: cycles still to break, listed so that no other cycle can appear (none left)
+KNOWN_CYCLES: list = []
 
 
 def _modules() -> dict:

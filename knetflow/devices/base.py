@@ -14,8 +14,10 @@ annotates the symbols built inside it with that device (see annotate.py).
 
 Devices compare and hash by name, and compare equal to their name as a
 string, so a placement table keyed by "cpu:1" finds `kf.cpu(1)` too. One
-file per kind (cpu.py, gpu.py, sim.py) overrides a few hooks; only gpu.py
-imports CuPy, lazily.
+file per kind (cpu.py, gpu.py, sim.py) overrides a few hooks of Device and of
+`registry.DeviceKind`, and registers the kind; only gpu.py (with gpu_cudnn.py)
+imports CuPy, lazily. `is_device_array` is the registry's, named here too
+because the other floors import it from here.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 import numpy as np
 
 from knetflow.devices import annotate
+from knetflow.devices.registry import is_device_array  # noqa: F401  (the registry answers)
 
 
 class Device:
@@ -132,17 +135,3 @@ def _gib(nbytes: int) -> str:
     if nbytes >= 1 << 30:
         return f"{nbytes / (1 << 30):.1f} GiB"
     return f"{nbytes / (1 << 20):.1f} MiB"
-
-
-def is_device_array(array) -> bool:
-    """Whether `array` is a device array (CuPy or sim), as opposed to host data."""
-    module = type(array).__module__
-    return module.startswith("cupy") or module == "knetflow.devices.simarray"
-
-
-def device(name) -> Device:
-    """The device named like "gpu:1" (see `knetflow.devices.discovery.device`)."""
-    # kept here for callers that look devices up through base (the plan does)
-    from knetflow.devices import discovery
-
-    return discovery.device(name)

@@ -10,6 +10,11 @@ cores. OpenBLAS and MKL size their thread pools per process, not per calling
 thread, so the budget is applied process-wide through threadpoolctl (when it
 is installed); all CPU devices have the same share, so that is each device's
 share too.
+
+The kind (`CpuKind`, registered at the end): host data, so NumPy arrays are
+not device arrays and every CPU device reads them; `xp` is numpy, special
+functions come from scipy.special, and devices come from
+`KNETFLOW_CPU_DEVICES` (default 1) or `set_cpu_devices(n)`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import threading
 
 import numpy as np
 
+from knetflow.devices import registry, transfers
 from knetflow.devices.base import Device, is_device_array
 
 
@@ -74,8 +80,6 @@ class CpuDevice(Device):
         if isinstance(array, np.ndarray):
             return array
         if is_device_array(array):
-            from knetflow.devices import transfers
-
             return transfers.copy(array, self)
         return np.asarray(array)
 
@@ -83,8 +87,6 @@ class CpuDevice(Device):
         if isinstance(array, np.ndarray):
             return array
         if is_device_array(array):
-            from knetflow.devices import transfers
-
             return transfers.copy(array, self)
         return np.asarray(array)
 
@@ -169,3 +171,50 @@ def use(cpu_devices: list) -> list:
     n = len(cpu_devices)
     blas.limit(cpu_devices[0].threads if n > 1 else None)
     return cpu_devices
+
+
+def set_cpu_devices(n: int) -> list:
+    """Expose `n` CPU devices cpu:0..n-1, each with an equal share of the cores for BLAS.
+
+    Overrides `KNETFLOW_CPU_DEVICES`. Example: `kf.set_cpu_devices(2)`, then
+    `kf.compile(..., devices=[kf.cpu(0), kf.cpu(1)])`.
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_cpu_devices needs n >= 1, got {n}")
+    return registry.set_found("cpu", use(make_cpu_devices(n)))
+
+
+class CpuKind(registry.DeviceKind):
+    """CPU devices as a kind: host memory, NumPy, scipy.special."""
+
+    name = "cpu"
+    order = 0
+    host = True
+    flops = 2e10
+
+    def discover(self) -> list:
+        return use(make_cpu_devices(registry.env_count("KNETFLOW_CPU_DEVICES", 1, 1)))
+
+    def why_missing(self, found: list) -> str:
+        return " (set KNETFLOW_CPU_DEVICES or call kf.set_cpu_devices(n) for more)"
+
+    def array_types(self) -> tuple:
+        return (np.ndarray,)
+
+    def device_of(self, array):
+        return None  # host memory: on every CPU device at once
+
+    def owns_module(self, xp) -> bool:
+        return xp is np
+
+    def array_module(self, array):
+        return np
+
+    def special(self, xp):
+        from scipy import special  # imported on first use: scipy is slow to import
+
+        return special
+
+
+registry.register(CpuKind())

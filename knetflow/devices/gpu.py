@@ -1,9 +1,10 @@
-"""GPU devices through CuPy: discovery, one stream per device, transfers.
+"""GPU devices through CuPy: discovery, one stream per device, transfers, the GPU kind.
 
-The only module of knetflow that imports CuPy, and only when GPUs are looked
-for. Discovery returns no GPU, quickly and without raising, when CuPy is not
-installed, fails to import (no CUDA runtime libraries), finds no driver, or
-sees no device; `unavailable_reason()` says which.
+With gpu_cudnn.py, the only module of knetflow that imports CuPy, and only
+when GPUs are looked for or CuPy's own modules are needed. Discovery returns
+no GPU, quickly and without raising, when CuPy is not installed, fails to
+import (no CUDA runtime libraries), finds no driver, or sees no device;
+`unavailable_reason()` says which.
 
 Each GpuDevice has its own non-blocking CUDA stream; `activate()` makes its
 CUDA device and stream current for the calling thread, so an executor thread
@@ -25,15 +26,27 @@ before or after them sees the data.
 
 tests/devices/fake_cupy models CuPy closely enough to check this ordering
 on a machine without a GPU (tests/devices/test_gpu_logic.py).
+
+The kind (`GpuKind`, registered at the end) answers for CuPy without
+importing it: an array is a GPU's when it is a `cupy.ndarray` of the CuPy
+that is imported (none can exist before), and an array module is the GPU's
+when it is that CuPy module. Special functions come from cupyx.scipy.special,
+scatter-adds from `ufunc.at` or, before CuPy 13, `cupyx.scatter_add`. Its fast
+kernels are cuDNN's: the op-level code is knetflow/ops/cudnn.py (it needs the
+ops' semantics, a floor above this one) and registers itself for this kind
+with `registry.set_fast_kernels("gpu", ...)`; the cuDNN library calls it
+makes through CuPy are in gpu_cudnn.py, beside this file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 
 import numpy as np
 
+from knetflow.devices import registry, transfers
 from knetflow.devices.base import Device, is_device_array
 
 _reason = "GPUs not looked for yet"
@@ -129,12 +142,8 @@ class GpuDevice(Device):
         if isinstance(array, cp.ndarray):
             if array.device.id == self.index:
                 return array
-            from knetflow.devices import discovery
-
-            return peer_copy(array, self, discovery.gpu(array.device.id))
-        if is_device_array(array):  # a sim array: through the host, explicitly
-            from knetflow.devices import transfers
-
+            return peer_copy(array, self, registry.lookup("gpu", array.device.id))
+        if is_device_array(array):  # another kind's array: through the host, explicitly
             return transfers.copy(array, self)
         host = np.asarray(array, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
         with self.activate():
@@ -160,14 +169,10 @@ class GpuDevice(Device):
         cp = self._cp
         if not isinstance(array, cp.ndarray):
             if is_device_array(array):
-                from knetflow.devices import transfers
-
                 return transfers.copy(array, "cpu:0")
             return np.asarray(array)
         if array.device.id != self.index:
-            from knetflow.devices import discovery
-
-            return discovery.gpu(array.device.id).get(array)
+            return registry.lookup("gpu", array.device.id).get(array)
         self._wait_for_caller()
         with cp.cuda.Device(self.index):
             host = array.get(stream=self.stream)
@@ -278,3 +283,52 @@ def peer_copy(array, dst: GpuDevice, src: GpuDevice):
     src.stream.wait_event(copied)
     dst._caller_waits()
     return out
+
+
+def _imported_cupy():
+    """The CuPy module if it is imported (never importing it), else None."""
+    return sys.modules.get("cupy")
+
+
+class GpuKind(registry.DeviceKind):
+    """GPUs as a kind: CuPy arrays, peer copies, cupyx's special functions (see module doc)."""
+
+    name = "gpu"
+    order = 1
+    flops = 1e13
+
+    def discover(self) -> list:
+        return discover()
+
+    def why_missing(self, found: list) -> str:
+        return "" if found else f" (no GPU: {unavailable_reason()})"
+
+    def array_types(self) -> tuple:
+        ndarray = getattr(_imported_cupy(), "ndarray", None)
+        return (ndarray,) if isinstance(ndarray, type) else ()
+
+    def device_of(self, array):
+        return registry.lookup(self.name, array.device.id)
+
+    def owns_module(self, xp) -> bool:
+        return xp is not None and xp is _imported_cupy()
+
+    def special(self, xp):
+        from cupyx.scipy import special
+
+        return special
+
+    def scatter_add(self, xp, out, where, update) -> None:
+        at = getattr(xp.add, "at", None)
+        if at is not None:
+            at(out, where, update)
+        else:  # CuPy's ufuncs had no .at before v13; cupyx.scatter_add is the same operation
+            import cupyx
+
+            cupyx.scatter_add(out, where, update)
+
+    def peer_copy(self, array, src, dst):
+        return peer_copy(array, dst, src)
+
+
+registry.register(GpuKind())

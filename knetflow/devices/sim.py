@@ -14,6 +14,11 @@ used, peak) and, when given a `memory_budget`, fails allocations past it with
 `SimOutOfMemoryError`, so memory planning can be tested against real use.
 
 `KNETFLOW_SIM_DEVICES=N` or `kf.set_sim_devices(N)` makes N of them.
+
+The kind (`SimKind`, registered at the end): SimArrays of sim devices, the
+device's strict module as `xp` (eager ops on sim arrays run on it too), its
+`xp.special` for special functions, and a copy between two sim devices as
+their peer copy.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import weakref
 
 import numpy as np
 
+from knetflow.devices import registry, transfers
 from knetflow.devices.base import Device, is_device_array
 from knetflow.devices.simarray import (
     DeviceMismatchError,
@@ -33,7 +39,8 @@ from knetflow.devices.simarray import (
     wrap,
 )
 
-__all__ = ["DeviceMismatchError", "SimArray", "SimDevice", "SimOutOfMemoryError"]
+__all__ = ["DeviceMismatchError", "SimArray", "SimDevice", "SimOutOfMemoryError",
+           "set_sim_devices"]
 
 # functions that make arrays from host data or from nothing: host arrays are copied in
 _CREATION = frozenset({
@@ -66,8 +73,6 @@ class SimDevice(Device):
         if type(array) is SimArray and array.device == self:
             return array
         if is_device_array(array):
-            from knetflow.devices import transfers
-
             return transfers.copy(array, self)
         return SimArray._make(np.array(array), self)
 
@@ -76,8 +81,6 @@ class SimDevice(Device):
         if type(array) is SimArray:
             return array._data.copy()
         if is_device_array(array):
-            from knetflow.devices import transfers
-
             return transfers.copy(array, "cpu:0")
         return np.asarray(array)
 
@@ -134,9 +137,6 @@ class SimModule:
     def __init__(self, device):
         self._device = device
         self._cache: dict = {}
-        # op forwards choose NumPy-family helpers (scipy.special) by the module's name,
-        # and a sim device computes with NumPy underneath
-        self.__name__ = "numpy"
         self.ndarray = SimArray
         self.random = _SimRandom(device)
         for sub in _SUBMODULES:
@@ -252,3 +252,51 @@ class _SimGenerator:
         if not callable(value):
             return value
         return _Function(self._device, value, f"random.{name}")
+
+
+def set_sim_devices(n: int, memory_budget: int | None = None) -> list:
+    """Expose `n` strict simulated devices sim:0..n-1 (for tests; see knetflow.devices.sim).
+
+    `memory_budget` (bytes per device) makes allocations past it fail.
+    Overrides `KNETFLOW_SIM_DEVICES`; `set_sim_devices(0)` removes them.
+    """
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"set_sim_devices needs n >= 0, got {n}")
+    return registry.set_found("sim", [SimDevice(i, memory_budget) for i in range(n)])
+
+
+class SimKind(registry.DeviceKind):
+    """Sim devices as a kind: SimArrays whose device is a sim device, the strict module."""
+
+    name = "sim"
+    order = 2
+    flops = 2e10
+
+    def discover(self) -> list:
+        n = registry.env_count("KNETFLOW_SIM_DEVICES", 0, 0)
+        return [SimDevice(i) for i in range(n)]
+
+    def why_missing(self, found: list) -> str:
+        return " (set KNETFLOW_SIM_DEVICES or call kf.set_sim_devices(n) for some)"
+
+    def array_types(self) -> tuple:
+        return (SimArray,)
+
+    def owns(self, array) -> bool:
+        return type(array) is SimArray and array.device.kind == self.name
+
+    def device_of(self, array):
+        return array.device
+
+    def owns_module(self, xp) -> bool:
+        return type(xp) is SimModule and xp._device.kind == self.name
+
+    def special(self, xp):
+        return xp.special
+
+    def peer_copy(self, array, src, dst):
+        return SimArray._make(array._data.copy(), dst)
+
+
+registry.register(SimKind())

@@ -1,25 +1,32 @@
 """Copying arrays between devices, with the bytes moved, for every pair of kinds.
 
-    host/cpu --put--> gpu, sim          gpu, sim --get--> host/cpu
-    gpu --peer_copy--> gpu              sim --copy--> sim
-    gpu <-> sim: through the host
+    host/cpu --put--> any device          any device --get--> host/cpu
+    a kind's device --peer_copy--> another of that kind (the kind's rule:
+                                   gpu: a CUDA peer copy; sim: a copy)
+    two other kinds: through the host
 
 CPU devices share host memory: a transfer between two of them copies by
 default (the source's executor may reuse its buffers while the destination
 still reads), or shares the array with `copy=False` (0 bytes moved).
 `transfer` returns the array on the destination and the bytes that crossed,
 for the scheduler's reports; `copy` returns just the array.
+
+The rules come from the registry (`DeviceKind.host`, `DeviceKind.peer_copy`),
+so this module knows no kind by name and imports none of the kind modules.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from knetflow.devices import discovery
-from knetflow.devices.base import Device
-from knetflow.devices.simarray import SimArray
+from knetflow.devices import registry
+from knetflow.devices.registry import device_of  # noqa: F401  (where the floors above look)
+
+if TYPE_CHECKING:
+    from knetflow.devices.base import Device
 
 
 @dataclass(frozen=True)
@@ -32,15 +39,6 @@ class Moved:
     dst: str
 
 
-def device_of(array) -> Device | None:
-    """The device holding `array`; None for host data (which every CPU device can read)."""
-    if type(array) is SimArray:
-        return array.device
-    if type(array).__module__.startswith("cupy") and hasattr(array, "device"):
-        return discovery.gpu(array.device.id)
-    return None
-
-
 def transfer(array, dst, src=None, copy: bool = True) -> Moved:
     """`array` copied to device `dst` (a Device or a name), with the bytes moved.
 
@@ -48,17 +46,17 @@ def transfer(array, dst, src=None, copy: bool = True) -> Moved:
     default); for a device array it must agree with the array's own device.
     Example: `transfer(x, "sim:1").array` is x on sim:1.
     """
-    dst = discovery.device(dst)
-    here = device_of(array)
+    dst = registry.device(dst)
+    here = registry.device_of(array)
     if here is None:
-        source = discovery.cpu(0) if src is None else discovery.device(src)
-        if source.kind != "cpu":
+        source = _host_device() if src is None else registry.device(src)
+        if not _host(source):
             raise ValueError(f"transfer from {source.name}: the array is host (NumPy) data, "
                              f"not an array on {source.name}")
     else:
         source = here
-        if src is not None and discovery.device(src) != here:
-            raise ValueError(f"transfer from {discovery.device(src).name}: the array lives on "
+        if src is not None and registry.device(src) != here:
+            raise ValueError(f"transfer from {registry.device(src).name}: the array lives on "
                              f"{here.name}")
     return Moved(_move(array, source, dst, copy), _bytes(array, source, dst, copy),
                  source.name, dst.name)
@@ -69,8 +67,18 @@ def copy(array, dst, src=None):
     return transfer(array, dst, src).array
 
 
+def _host(device: Device) -> bool:
+    return registry.kind(device.kind).host
+
+
+def _host_device() -> Device:
+    """Where host data is when the caller does not say: the host kind's first device (cpu:0)."""
+    host = next(k for k in registry.kinds() if k.host)
+    return registry.lookup(host.name, 0)
+
+
 def _bytes(array, src: Device, dst: Device, copy: bool) -> int:
-    if src == dst or (src.kind == dst.kind == "cpu" and not copy):
+    if src == dst or (_host(src) and _host(dst) and not copy):
         return 0
     return int(array.nbytes)
 
@@ -78,17 +86,13 @@ def _bytes(array, src: Device, dst: Device, copy: bool) -> int:
 def _move(array, src: Device, dst: Device, copy: bool):
     if src == dst:
         return array
-    kinds = (src.kind, dst.kind)
-    if kinds == ("cpu", "cpu"):
+    src_host, dst_host = _host(src), _host(dst)
+    if src_host and dst_host:
         return np.array(array) if copy else np.asarray(array)
-    if src.kind == "cpu":
+    if src_host:
         return dst.put(np.asarray(array))
-    if dst.kind == "cpu":
+    if dst_host:
         return src.get(array)
-    if kinds == ("sim", "sim"):
-        return SimArray._make(array._data.copy(), dst)
-    if kinds == ("gpu", "gpu"):
-        from knetflow.devices.gpu import peer_copy
-
-        return peer_copy(array, dst, src)
-    return dst.put(src.get(array))  # gpu <-> sim, through the host
+    if src.kind == dst.kind:
+        return registry.kind(src.kind).peer_copy(array, src, dst)
+    return dst.put(src.get(array))  # e.g. gpu <-> sim, through the host

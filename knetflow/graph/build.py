@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from knetflow import rng
-from knetflow.devices import annotate
+from knetflow.devices import annotate, registry
 from knetflow.devices.base import is_device_array
 from knetflow.errors import ShapeError
 from knetflow.graph import trace
@@ -165,13 +165,9 @@ def dispatch(op, inputs, attrs):
 
 
 def array_module(arrays):
-    """numpy, or cupy when any array is a CuPy array."""
-    for a in arrays:
-        if type(a).__module__.startswith("cupy"):
-            import cupy
-
-            return cupy
-    return np
+    """The array module the op runs with: numpy, or the device kind's of the first device
+    array (cupy for a GPU's, the device's strict module for a sim device's)."""
+    return registry.array_module(arrays)
 
 
 def _concrete(x, like):

@@ -48,6 +48,7 @@ import types
 
 import numpy as np
 
+from knetflow.devices import registry
 from knetflow.graph import trace
 
 _STATIC = (int, float, complex, bool, str, bytes, type(None), type(Ellipsis), range)
@@ -332,8 +333,8 @@ _MISSING = object()
 
 
 def is_device_array_type(t) -> bool:
-    module = t.__module__
-    return module.startswith("cupy") or module == "knetflow.devices.simarray"
+    """Whether values of class `t` are device arrays (the device kinds' registry says)."""
+    return registry.is_device_array_type(t)
 
 
 def _class_members(cls) -> list:
@@ -364,7 +365,5 @@ def _global_names(code) -> tuple:
 def _device(x):
     if type(x) is np.ndarray:
         return None
-    from knetflow.devices import transfers
-
-    d = transfers.device_of(x)
+    d = registry.device_of(x)
     return None if d is None else d.name

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from knetflow.devices import registry
 from knetflow.errors import ShapeError
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
@@ -197,26 +198,17 @@ def kernel(op: type[Op], xp, attrs: dict, exact=True) -> tuple[Callable, bool]:
 
     The plan binds these once at compile time so the hot loop makes one call per op.
     `exact` says the inputs' dtypes give the output's dtype under the bare ufunc;
-    otherwise the op's own forward (which may convert) runs. On CuPy, the heavy
-    ops (convolution, pooling, batchnorm) get cuDNN kernels where cuDNN supports
-    their attributes (`knetflow.ops.cudnn`; KNETFLOW_CUDNN=0 turns it off).
+    otherwise the op's own forward (which may convert) runs. The device kind of
+    `xp` may have faster kernels, registered for it from this floor (on a GPU:
+    cuDNN's for convolution, pooling and batchnorm where cuDNN supports their
+    attributes, `knetflow.ops.cudnn`; KNETFLOW_CUDNN=0 turns it off).
     """
     if op.ufunc is not None and not attrs and exact:
         return getattr(xp, op.ufunc), False
-    if xp is not np and _fast_kernels is not None:  # cuDNN's, registered by ops/cudnn.py
-        fast = _fast_kernels(op.name, xp, attrs)
-        if fast is not None:
-            return fast, True
+    fast = registry.fast_kernel(op.name, xp, attrs)
+    if fast is not None:
+        return fast, True
     return op.forward, True
-
-
-_fast_kernels: Callable | None = None
-
-
-def set_fast_kernels(pick: Callable) -> None:
-    """Install pick(op name, xp, attrs) -> kernel or None, asked for device arrays' ops."""
-    global _fast_kernels
-    _fast_kernels = pick
 
 
 # ---- dispatch: symbolic values build nodes, concrete values run at once ----

@@ -1,8 +1,16 @@
 """cuDNN kernels for the heavy ops on a GPU, through CuPy's cuDNN wrappers.
 
-When a plan is compiled for a GPU device, `base.kernel` asks `pick` for each
-op; for the ops below it binds the function here instead of the op's `xp`
-forward, once, at compile time:
+These are the GPU kind's fast kernels. They translate op semantics (Knet's
+convolution modes, pool's window rule, batchnorm's moments) and fall back on
+the op's own forward, so they live here, on the ops floor, and register
+themselves for the "gpu" device kind (`registry.set_fast_kernels`): the
+devices floor below never imports ops, and the GPU kind needs no change to
+have them. The cuDNN library calls made through CuPy are the GPU device's
+(`knetflow.devices.gpu_cudnn`), so no module here imports CuPy.
+
+When a plan is compiled for a GPU device, `base.kernel` asks the registry,
+and so `pick`, for each op; for the ops below it binds the function here
+instead of the op's `xp` forward, once, at compile time:
 
     conv4, conv4_data, conv4_filter, deconv4   cudnnConvolutionForward / BackwardData / Filter
     pool, pool_grad, pool_select (average)     cudnnPoolingForward / Backward
@@ -27,7 +35,7 @@ The translation, done here and tested on the CPU against a NumPy model of cuDNN:
   so cuDNN sees only windows that fit and computes pool's shapes;
 - batchnorm views x as (N, C, prod(spatial), 1) in cuDNN's spatial mode; cuDNN
   gives 1/sqrt(var + eps), from which the batch variance is recovered.
-The calls themselves are in `knetflow.ops.cudnn_cupy`.
+The calls themselves are in `knetflow.devices.gpu_cudnn`.
 
 Results equal the xp path's up to rounding (cuDNN may pick Winograd or FFT
 algorithms in float32/16, and accumulates float16 in float32), except that
@@ -60,22 +68,25 @@ from collections.abc import Callable
 
 import numpy as np
 
-from knetflow.ops import cudnn_cupy
-from knetflow.ops.base import FLOAT_DTYPES, get_op, set_fast_kernels
+from knetflow.devices import gpu_cudnn, registry
+from knetflow.ops.base import FLOAT_DTYPES, get_op
 from knetflow.ops.conv import conv_size, deconv_size
 from knetflow.ops.pool import MAX_MODES, fit_window, pool_size
 
 __all__ = ["KERNELS", "OPTIONS", "enabled", "library", "pick", "set_enabled",
            "unavailable_reason"]
 
-#: options of CuPy's convolution wrappers (see cudnn_cupy.OPTIONS, the same dict)
-OPTIONS = cudnn_cupy.OPTIONS
+#: options of CuPy's convolution wrappers (see gpu_cudnn.OPTIONS, the same dict)
+OPTIONS = gpu_cudnn.OPTIONS
 
 #: cuDNN's pooling modes by Knet's numbers, and its NaN propagation by maxpoolingNanOpt
 POOL_MODES = {0: "CUDNN_POOLING_MAX", 1: "CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING",
               2: "CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING",
               3: "CUDNN_POOLING_MAX_DETERMINISTIC"}
 NAN_OPTS = {0: "CUDNN_NOT_PROPAGATE_NAN", 1: "CUDNN_PROPAGATE_NAN"}
+
+#: the device kind these kernels are for
+GPU_KIND = "gpu"
 
 #: op name -> (supports(attrs) -> bool, kernel with the op forward's signature)
 KERNELS: dict[str, tuple[Callable, Callable]] = {}
@@ -105,10 +116,10 @@ def enabled() -> bool:
 
 
 def library():
-    """The cuDNN calls (a `cudnn_cupy.CupyCudnn`), or None; looked for once, then cached."""
+    """The cuDNN calls (a `gpu_cudnn.CupyCudnn`), or None; looked for once, then cached."""
     global _library, _reason
     if _library is _UNSET:
-        _library, _reason = cudnn_cupy.load()
+        _library, _reason = gpu_cudnn.load()
     return _library
 
 
@@ -120,16 +131,22 @@ def unavailable_reason() -> str:
 def pick(opname: str, xp, attrs: dict) -> Callable | None:
     """The cuDNN kernel of op `opname` with `attrs` on array module `xp`, or None.
 
-    None unless xp is CuPy, cuDNN is enabled and available, and the kernel
-    supports the attributes; the caller then uses the op's xp forward.
+    None unless xp is the GPU kind's array module (CuPy), cuDNN is enabled and
+    available, and the kernel supports the attributes; the caller then uses the
+    op's xp forward.
     """
     entry = KERNELS.get(opname)
-    if entry is None or getattr(xp, "__name__", None) != "cupy" or not enabled():
+    if entry is None or not _on_gpu(xp) or not enabled():
         return None
     supports, run = entry
     if not supports(attrs) or library() is None:
         return None
     return run
+
+
+def _on_gpu(xp) -> bool:
+    kind = registry.module_kind(xp)
+    return kind is not None and kind.name == GPU_KIND
 
 
 def _kernel(opname: str, supports: Callable = lambda attrs: True):
@@ -409,4 +426,4 @@ def batchnorm_grad(lib, xp, gy, x, mean, var, *gamma, eps=1e-5):
             dbeta.astype(x.dtype, copy=False))
 
 
-set_fast_kernels(pick)  # ops/base.kernel asks here for CuPy arrays (no import from base)
+registry.set_fast_kernels(GPU_KIND, pick)  # base.kernel asks the registry, which asks here

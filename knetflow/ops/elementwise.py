@@ -8,8 +8,8 @@ these ops can be differentiated again. A rule of None means a zero gradient
 (sign, floor, ceil, round, trunc).
 
 Float math functions give float64 for integer and bool inputs (`base.float_dtype`)
-and keep float16/32/64. Special functions (erf, gamma, ...) come from
-`scipy.special` on the CPU and `cupyx.scipy.special` for CuPy arrays (`_special`).
+and keep float16/32/64. Special functions (erf, gamma, ...) come from the device
+kind of `xp` (`_special`): `scipy.special` on the CPU, `cupyx.scipy.special` on a GPU.
 Ops with attributes (polygamma's `n`, cast's `dtype`) are written out as classes.
 
 Compiled plans and the fusion pass call a declared `ufunc` directly, so an op
@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from knetflow.devices import registry
 from knetflow.ops.base import Op, Spec, apply, broadcast_shapes, float_dtype, register
 from knetflow.ops.binary import gt, neg, where
 
@@ -53,15 +54,9 @@ SELU_ALPHA = 1.6732632423543778
 
 
 def _special(xp):
-    """The special-function module for arrays of `xp`: scipy.special or cupyx.scipy.special."""
-    own = getattr(xp, "special", None)  # array modules that bring their own (sim devices)
-    if own is not None:
-        return own
-    if xp.__name__ == "numpy":
-        from scipy import special
-    else:
-        from cupyx.scipy import special
-    return special
+    """The special-function module for arrays of `xp`, as its device kind says
+    (scipy.special on a CPU, cupyx.scipy.special on a GPU, the sim module's own)."""
+    return registry.special(xp)
 
 
 def _as_float(x):

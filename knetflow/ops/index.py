@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from knetflow.devices import registry
 from knetflow.errors import ShapeError
 from knetflow.ops.base import (
     INT_DTYPES,
@@ -222,14 +223,9 @@ class IndexAdd(Op):
 
 
 def _add_at(xp, out, where, update):
-    """out[where] += update, every repeat of an index counted (NumPy's add.at)."""
-    at = getattr(xp.add, "at", None)
-    if at is not None:
-        at(out, where, update)
-    else:  # CuPy's ufuncs had no .at before v13; cupyx.scatter_add is the same operation
-        import cupyx
-
-        cupyx.scatter_add(out, where, update)
+    """out[where] += update, every repeat of an index counted (NumPy's add.at), by the
+    device kind of `xp` (CuPy before v13 has no ufunc.at: the GPU kind knows)."""
+    registry.scatter_add(xp, out, where, update)
 
 
 # ---- public functions ----

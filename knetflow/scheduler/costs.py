@@ -2,7 +2,8 @@
 
 Rough on purpose: they only need to rank choices (this device or that one,
 move this tensor or not). Work is in floating-point operations, from static
-shapes; time is work over a device kind's rate.
+shapes; time is work over a device kind's rate, which each kind declares
+(`DeviceKind.flops`, read from the device registry when a model is made).
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from knetflow.devices import registry
+
 
 @dataclass(frozen=True)
 class CostModel:
-    """Device speeds (flop/s by kind) and the link between devices."""
+    """Device speeds (flop/s by kind; the kinds' own figures by default) and the link
+    between devices."""
 
-    flops: dict = field(default_factory=lambda: {"cpu": 2e10, "sim": 2e10, "gpu": 1e13})
+    flops: dict = field(default_factory=registry.flops)
     bandwidth: float = 1e10      # bytes per second between two devices
     latency: float = 2e-5        # seconds per transfer (hand-off included)
 

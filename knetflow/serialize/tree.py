@@ -24,6 +24,7 @@ import struct
 import msgpack
 import numpy as np
 
+from knetflow.devices import registry
 from knetflow.errors import FormatError
 
 REF_EXT = 2
@@ -93,7 +94,8 @@ class _Encoder:
 
 
 def _is_device_array(value) -> bool:
-    return type(value).__module__.split(".")[0] == "cupy" and hasattr(value, "get")
+    """An array of a device (a GPU's, a sim device's): saved through its host copy."""
+    return registry.is_device_array(value)
 
 
 def _encode_int(value: int):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from knetflow.devices import discovery
+from knetflow.devices import discovery, registry
 
 
 @pytest.fixture(autouse=True)
@@ -12,7 +12,5 @@ def fresh_devices(monkeypatch):
     discovery.rediscover()
     yield
     monkeypatch.undo()  # the environment first, so the lists below are read from it again
-    with discovery._lock:
-        for kind in discovery._found:
-            discovery._found[kind] = None
+    registry.forget()
     discovery.cpu(0)  # re-applies the BLAS limit of the restored CPU devices

@@ -12,7 +12,7 @@ import types
 import pytest
 
 import knetflow as kf
-from knetflow.devices import discovery
+from knetflow.devices import discovery, registry
 from knetflow.devices.gpu import GpuDevice, discover, unavailable_reason
 
 
@@ -105,7 +105,7 @@ def test_gpus_are_listed_after_cpus_without_touching_cuda_further(monkeypatch):
     fake = fake_cupy(count=2)
     monkeypatch.setitem(sys.modules, "cupy", fake)
     kf.set_sim_devices(1)
-    discovery._found["gpu"] = None
+    registry.forget("gpu")
     assert names(kf.devices()) == ["cpu:0", "gpu:0", "gpu:1", "sim:0"]
     g = kf.gpu(1)
     assert isinstance(g, GpuDevice) and g.kind == "gpu" and g.index == 1

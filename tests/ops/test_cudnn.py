@@ -1,31 +1,39 @@
 """Tests of knetflow/ops/cudnn.py: cuDNN kernels for the heavy ops on a GPU.
 
-Without a GPU: the selection (`pick`, `base.kernel`) with a module named
-"cupy" standing in for CuPy; the translation, by running the cuDNN kernels on
+Without a GPU: the selection (`pick`, `base.kernel`, through the device
+registry) with a module standing in for CuPy (put in sys.modules, where the
+GPU device kind finds CuPy); the translation, by running the cuDNN kernels on
 NumPy arrays against `NumpyCudnn` (tests/ops/cudnn_fake.py, cuDNN's semantics)
 and comparing with each op's xp forward, and a plan generated with NumPy under
 CuPy's name. With a GPU: cuDNN against the xp path on CuPy arrays, and the
 gradients of a plan compiled for the GPU. The CuPy calls themselves are tested
-in test_cudnn_cupy.py.
+in tests/devices/test_gpu_cudnn.py.
 """
 
+import sys
 import types
 
 import numpy as np
 import pytest
 
 import knetflow as kf
+from knetflow.devices import gpu_cudnn
 from knetflow.graph.node import Graph
-from knetflow.ops import cudnn, cudnn_cupy
+from knetflow.ops import cudnn
 from knetflow.ops.base import get_op, kernel
 from knetflow.scheduler.codegen import generate
 from tests.ops.cudnn_fake import NumpyCudnn
 
-# stands in for CuPy where only the module's name matters
+# stands in for CuPy where only which module it is matters
 FAKE_CUPY = types.ModuleType("cupy")
-# runs plans with NumPy under CuPy's name, so that they pick cuDNN kernels
+# runs plans with NumPy as CuPy, so that they pick cuDNN kernels
 NUMPY_AS_CUPY = types.ModuleType("cupy")
 NUMPY_AS_CUPY.__getattr__ = lambda name: getattr(np, name)
+
+
+def as_cupy(monkeypatch, module):
+    """Make `module` what `import cupy` gives: the GPU device kind's array module."""
+    monkeypatch.setitem(sys.modules, "cupy", module)
 
 CONV2 = {"padding": (1, 0), "stride": (1, 2), "dilation": (1, 1), "mode": 0, "alpha": 1.0,
          "group": 1}
@@ -37,6 +45,7 @@ POOL2 = {"window": (2, 2), "padding": (0, 0), "stride": (2, 2), "mode": 0,
 def fake(monkeypatch):
     """cuDNN modelled in NumPy as the library, enabled whatever the environment says."""
     lib = NumpyCudnn()
+    as_cupy(monkeypatch, FAKE_CUPY)
     monkeypatch.setattr(cudnn, "_library", lib)
     monkeypatch.delenv("KNETFLOW_CUDNN", raising=False)
     monkeypatch.setattr(cudnn, "_override", None)
@@ -99,6 +108,7 @@ def test_KNETFLOW_CUDNN_0_turns_cudnn_off_and_set_enabled_overrides_it(fake, mon
 
 
 def test_without_the_library_the_xp_forward_runs_and_the_reason_is_kept(monkeypatch):
+    as_cupy(monkeypatch, FAKE_CUPY)
     monkeypatch.setattr(cudnn, "_library", cudnn._UNSET)
     monkeypatch.setattr(cudnn, "_override", None)
     looks = []
@@ -107,7 +117,7 @@ def test_without_the_library_the_xp_forward_runs_and_the_reason_is_kept(monkeypa
         looks.append(1)
         return None, "CuPy is not installed"
 
-    monkeypatch.setattr(cudnn_cupy, "load", load)
+    monkeypatch.setattr(gpu_cudnn, "load", load)
     conv = get_op("conv4")
     assert kernel(conv, FAKE_CUPY, CONV2) == (conv.forward, True)
     assert cudnn.pick("pool", FAKE_CUPY, POOL2) is None
@@ -282,7 +292,7 @@ def test_a_cudnn_error_warns_and_runs_the_xp_forward(fake):
     _close(got, want)
 
 
-def test_a_compiled_plan_on_cupy_runs_the_cudnn_kernels(fake):
+def test_a_compiled_plan_on_cupy_runs_the_cudnn_kernels(fake, monkeypatch):
     """conv -> pool -> batchnorm -> loss and its backward, generated with xp named cupy."""
     x = kf.placeholder("x", (4, 2, 8, 8), dtype="float64")
     w = kf.param("w", value=np.random.RandomState(1).randn(3, 2, 3, 3), dtype="float64")
@@ -291,6 +301,7 @@ def test_a_compiled_plan_on_cupy_runs_the_cudnn_kernels(fake):
     graph = kf.backward(Graph([kf.sum(y * y * h)]))
     feeds = [np.random.RandomState(2).randn(4, 2, 8, 8)]
     params = [w.node.attrs["value"]]
+    as_cupy(monkeypatch, NUMPY_AS_CUPY)
     got = generate(graph, NUMPY_AS_CUPY).fn(feeds, params)
     assert {"convolution_forward", "pooling_forward", "batchnorm_forward",
             "batchnorm_backward", "pooling_backward",
@@ -310,7 +321,7 @@ def gpu(monkeypatch):
 
     if not gpu_devices.discover():
         pytest.skip(f"needs a GPU that CuPy can see; {gpu_devices.unavailable_reason()}")
-    api, reason = cudnn_cupy.load()
+    api, reason = gpu_cudnn.load()
     if api is None:
         pytest.skip(f"needs cuDNN through CuPy: {reason}")
     monkeypatch.setattr(cudnn, "_library", api)
@@ -393,6 +404,7 @@ def test_eager_calls_on_cupy_arrays_use_cudnn_too(fake, monkeypatch):
     rs = np.random.RandomState(0)
     w, x = rs.randn(3, 2, 3, 3), rs.randn(2, 2, 6, 5)
     want = kf.conv4(w, x, padding=1)
+    as_cupy(monkeypatch, NUMPY_AS_CUPY)
     monkeypatch.setattr(build, "array_module", lambda arrays: NUMPY_AS_CUPY)
     got = kf.conv4(w, x, padding=1)
     assert fake.calls == ["convolution_forward"]

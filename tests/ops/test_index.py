@@ -200,19 +200,3 @@ def _canon(index):
     from knetflow.ops.index import _canon_index
 
     return _canon_index(index)
-
-
-def test_index_add_uses_cupyx_scatter_add_where_add_has_no_at(monkeypatch):
-    import sys
-    import types
-
-    from knetflow.ops.index import _add_at
-
-    calls = []
-    fake_cupyx = types.ModuleType("cupyx")
-    fake_cupyx.scatter_add = lambda a, where, v: calls.append(1) or np.add.at(a, where, v)
-    monkeypatch.setitem(sys.modules, "cupyx", fake_cupyx)
-    xp = types.SimpleNamespace(add=types.SimpleNamespace())  # an `add` without `.at`
-    out = np.zeros(4)
-    _add_at(xp, out, (np.array([1, 1, 3]),), np.array([1.0, 2.0, 5.0]))
-    assert calls == [1] and out.tolist() == [0.0, 3.0, 0.0, 5.0]

@@ -79,7 +79,7 @@ def install(monkeypatch, n_devices: int = 2, **options) -> Runtime:
 
     Everything is undone by `monkeypatch` (and tests/devices/conftest.py resets discovery).
     """
-    from knetflow.devices import discovery, gpu
+    from knetflow.devices import gpu, registry
 
     rt = make(n_devices, **options)
     monkeypatch.setitem(sys.modules, "cupy", rt.cupy)
@@ -87,6 +87,5 @@ def install(monkeypatch, n_devices: int = 2, **options) -> Runtime:
     monkeypatch.setitem(sys.modules, "cupyx.scipy", rt.cupyx.scipy)
     monkeypatch.setitem(sys.modules, "cupyx.scipy.special", rt.cupyx.scipy.special)
     monkeypatch.setattr(gpu, "_peers_enabled", set())  # peer access is per CUDA context
-    with discovery._lock:
-        discovery._found["gpu"] = None
+    registry.forget("gpu")
     return rt

@@ -297,7 +297,7 @@ class ndarray(NDArrayOperatorsMixin):
         return repr(self._host()).replace("array(", "cupy.array(", 1)
 
 
-ndarray.__module__ = "cupy"  # knetflow recognizes CuPy arrays by their module
+ndarray.__module__ = "cupy"  # as CuPy's own (knetflow asks `isinstance(x, cupy.ndarray)`)
 
 
 class _Method:

@@ -1,4 +1,4 @@
-"""Tests of knetflow/ops/cudnn_cupy.py: finding CuPy's cuDNN modules, and the calls
+"""Tests of knetflow/devices/gpu_cudnn.py: finding CuPy's cuDNN modules, and the calls
 made through them, against stand-ins for those modules that record each call
 and read its host arguments (ints, scaling factors) through their pointers.
 """
@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from knetflow.ops import cudnn_cupy
+from knetflow.devices import gpu_cudnn
 
 # NumPy under CuPy's name, for the few array calls the wrappers make themselves
 NUMPY_AS_CUPY = types.ModuleType("cupy")
@@ -21,9 +21,9 @@ NUMPY_AS_CUPY.__getattr__ = lambda name: getattr(np, name)
 
 
 def test_looking_for_cudnn_without_cupy_does_not_import_it(monkeypatch):
-    if "cupy" in sys.modules or cudnn_cupy.load()[0] is not None:
+    if "cupy" in sys.modules or gpu_cudnn.load()[0] is not None:
         pytest.skip("CuPy is importable here: nothing to check")
-    assert cudnn_cupy.load() == (None, "CuPy is not installed")
+    assert gpu_cudnn.load() == (None, "CuPy is not installed")
     assert "cupy" not in sys.modules
 
 
@@ -38,7 +38,7 @@ def test_load_reports_a_cupy_without_cudnn(monkeypatch):
     cupy.cuda = cuda
     _packages(monkeypatch, cupy=cupy, cupy_cuda=cuda)
     monkeypatch.delitem(sys.modules, "cupy.cuda.cudnn", raising=False)
-    lib, reason = cudnn_cupy.load()
+    lib, reason = gpu_cudnn.load()
     assert lib is None
     assert reason == "CuPy has no cuDNN support (cupy.cuda.cudnn is missing; CuPy 14 removed it)"
 
@@ -51,7 +51,7 @@ def test_load_finds_cupys_cudnn_modules(monkeypatch, version, min_eps):
     cupy.cuda, cuda.cudnn, cupy.cudnn = cuda, lib, wrappers
     lib.getVersion = lambda: version
     _packages(monkeypatch, cupy=cupy, cupy_cuda=cuda, cupy_cuda_cudnn=lib, cupy_cudnn=wrappers)
-    api, reason = cudnn_cupy.load()
+    api, reason = gpu_cudnn.load()
     assert reason == "" and api.version == version and api.min_bn_epsilon == min_eps
     assert api.wrappers is wrappers and api.lib is lib
 
@@ -123,7 +123,7 @@ class FakeLib(Recorder):
 
 
 def _api(version=8902):
-    return cudnn_cupy.CupyCudnn(NUMPY_AS_CUPY, FakeWrappers(), FakeLib(), version)
+    return gpu_cudnn.CupyCudnn(NUMPY_AS_CUPY, FakeWrappers(), FakeLib(), version)
 
 
 def test_cupys_cudnn_error_is_what_falls_back():
@@ -134,7 +134,7 @@ def test_cupys_cudnn_error_is_what_falls_back():
 
     lib = FakeLib()
     lib.__dict__["CuDNNError"] = CuDNNError
-    assert cudnn_cupy.CupyCudnn(NUMPY_AS_CUPY, FakeWrappers(), lib, 8902).errors == (CuDNNError,)
+    assert gpu_cudnn.CupyCudnn(NUMPY_AS_CUPY, FakeWrappers(), lib, 8902).errors == (CuDNNError,)
 
 
 def test_convolutions_call_cupys_wrappers_with_cupys_signatures():

@@ -1,4 +1,8 @@
-"""The cuDNN calls under `knetflow.ops.cudnn`, made through CuPy (12 and 13).
+"""The GPU device's cuDNN calls, made through CuPy (12 and 13), for `knetflow.ops.cudnn`.
+
+Part of the GPU kind (gpu.py): with it, the only module that imports CuPy.
+It knows cuDNN and CuPy, not ops: `knetflow.ops.cudnn` translates the ops
+into these calls and registers the result as the GPU kind's fast kernels.
 
 `load()` imports CuPy's cuDNN modules, only when a plan is compiled for a
 GPU: `cupy.cudnn` (the wrappers that describe arrays and choose algorithms)
