@@ -33,8 +33,8 @@ from knetflow.graph.node import Graph
 from knetflow.graph.symbol import Symbol
 from knetflow.scheduler.plan import Plan
 from knetflow.train import trace_cache
-from knetflow.train.optim import norm_scales
 from knetflow.train.optimizers import Optimizer
+from knetflow.train.step import norm_scales, take_optimizers
 
 __all__ = ["step"]
 
@@ -54,12 +54,9 @@ def step(f, args, params=None, optimizer=None):
         return None
     entry, traced = trace_cache.lookup(f, args, {}, cap)
     found = entry.params(cap)
-    wanted = None if params is None else {id(p) for p in params}
+    wanted = None if params is None else {id(p) for p in take_optimizers(params, optimizer)}
     targets = [k for k, p in enumerate(found) if wanted is None or id(p) in wanted]
-    for k in targets:
-        p = found[k]
-        if p.opt is None and optimizer is not None:
-            p.opt = optimizer.for_param(p.name)
+    take_optimizers([found[k] for k in targets], optimizer)  # as the unfused step does
     opts = [found[k].opt for k in targets]
     if not all(isinstance(o, Optimizer) for o in opts):
         return None

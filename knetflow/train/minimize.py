@@ -23,6 +23,7 @@ import math
 import numpy as np
 
 from knetflow import rng
+from knetflow.train import knet_step
 from knetflow.train.autograd import diff, grad
 from knetflow.train.optimizers import OPTIMIZERS, Adam
 from knetflow.train.step import update_params
@@ -52,6 +53,10 @@ def minimize(f, data, optimizer=None, params=None):
     so training can stop and restart without losing optimizer state. `params`
     limits the update to these Params (default: every Param f uses).
 
+    Each step runs as one compiled plan (the loss, its gradients and every Param's
+    update: train/knet_step.py) when the Params' optimizers are kf.optim optimizers;
+    otherwise as `kf.diff` followed by the update.
+
     Example:
         >>> import knetflow as kf, numpy as np
         >>> w = kf.Param(np.array([3.0]))
@@ -62,9 +67,13 @@ def minimize(f, data, optimizer=None, params=None):
     optimizer = Adam() if optimizer is None else optimizer
     for args in data:
         args = args if isinstance(args, tuple) else (args,)
-        result = diff(f, *args)
-        update_params(result.params, lambda p, r=result: grad(r, p), optimizer, params)
-        yield result.value
+        # one plan per step (forward, backward, every update) where it can be fused
+        loss = knet_step.step(f, args, params, optimizer)
+        if loss is None:
+            result = diff(f, *args)
+            update_params(result.params, lambda p, r=result: grad(r, p), optimizer, params)
+            loss = result.value
+        yield loss
 
 
 def _iterator(name: str):
