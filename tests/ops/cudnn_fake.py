@@ -1,6 +1,6 @@
 """A NumPy model of the cuDNN calls `knetflow.ops.cudnn` makes, for CPU tests.
 
-`NumpyCudnn` offers the methods of `knetflow.ops.cudnn_cupy.CupyCudnn` with
+`NumpyCudnn` offers the methods of `knetflow.devices.gpu_cudnn.CupyCudnn` with
 cuDNN's documented semantics, written from the definitions with loops over
 kernel offsets and output positions (no knetflow code): convolutions
 cross-correlate, with groups; pooling takes the max (padding never wins, NaN
