@@ -67,6 +67,21 @@ def copy(array, dst, src=None):
     return transfer(array, dst, src).array
 
 
+def to_host(value, copy: bool = False) -> np.ndarray:
+    """`value` as a NumPy array: a device array (of any kind) copied to the host, anything
+    else through np.asarray (a copy when `copy`): the one way knetflow brings values home.
+
+    Example:
+        >>> import numpy as np
+        >>> a = np.arange(3)
+        >>> to_host(a) is a, to_host(a, copy=True) is a
+        (True, False)
+    """
+    if registry.is_device_array(value):
+        return registry.device_of(value).get(value)
+    return np.array(value) if copy else np.asarray(value)
+
+
 def _host(device: Device) -> bool:
     return registry.kind(device.kind).host
 

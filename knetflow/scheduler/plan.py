@@ -171,7 +171,7 @@ class Plan:
             return outs
         if self.xp is np and len(self.devices) == 1:
             return outs
-        return tuple(o if type(o) is np.ndarray else _to_host(o) for o in outs)
+        return tuple(o if type(o) is np.ndarray else transfers.to_host(o) for o in outs)
 
     def __call__(self, feed=None, **kw):
         return self.run(feed, **kw)
@@ -423,7 +423,3 @@ def from_dlpack(obj):
     raise FeedError(f"a {type(obj).__name__} on DLPack device type {kind} was fed; knetflow "
                     f"takes host (CPU) and CUDA arrays")
 
-
-def _to_host(array) -> np.ndarray:
-    """A device array (an output of a multi-device plan may be on any device) as NumPy."""
-    return transfers.copy(array, "cpu:0")

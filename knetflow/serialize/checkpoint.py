@@ -21,7 +21,8 @@ from knetflow.errors import FormatError
 from knetflow.graph.node import Graph
 from knetflow.serialize import format as _format
 from knetflow.serialize.files import atomic_write, fsync_dir, is_temp
-from knetflow.serialize.graph_codec import _host, encode_graph
+from knetflow.devices.transfers import to_host
+from knetflow.serialize.graph_codec import encode_graph
 from knetflow.serialize.params_fit import draw_missing, refuse_extra, refuse_missing
 from knetflow.serialize.saving import _plain_metadata, interpret, to_bytes, write_file
 
@@ -71,7 +72,7 @@ def _named_arrays(params, what: str) -> dict:
     for name in params:
         if not isinstance(name, str):
             raise TypeError(f"{what}: parameter names must be strings, got {name!r}")
-    return {name: _host(value) for name, value in params.items()}
+    return {name: to_host(value) for name, value in params.items()}
 
 
 def symbol_bytes(symbol) -> bytes:

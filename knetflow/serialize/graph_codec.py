@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from knetflow.devices.transfers import to_host
 from knetflow.errors import FormatError
 from knetflow.graph.node import LEAF_OPS, Graph, Node, toposort
 from knetflow.ops.base import DTYPES, REGISTRY, Spec, TupleSpec, fmt, spec_of
@@ -94,20 +95,14 @@ def param_values(graph: Graph, overrides=None) -> dict:
         if value is None:
             value = initializers.initial_value(node.attrs.get("init"), node.spec.shape,
                                                node.spec.dtype)
-        value = _host(value)
+        value = to_host(value)
         if value.shape != node.spec.shape:
             raise ValueError(f"param {name!r} has shape {node.spec.shape}, its value has "
                              f"shape {value.shape}")
         values[name] = value.astype(node.spec.dtype, copy=False)
-    values.update((name, _host(v)) for name, v in overrides.items())
+    values.update((name, to_host(v)) for name, v in overrides.items())
     return values
 
-
-def _host(value) -> np.ndarray:
-    get = getattr(value, "get", None)
-    if not isinstance(value, np.ndarray) and callable(get):
-        return get()
-    return np.asarray(value)
 
 
 # ---- data -> graph ----

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from knetflow.devices.transfers import to_host
+
 __all__ = [
     "F1",
     "MAE",
@@ -35,12 +37,6 @@ __all__ = [
 ]
 
 
-def _host(a) -> np.ndarray:
-    get = getattr(a, "get", None)
-    if not isinstance(a, np.ndarray) and callable(get) and not isinstance(a, dict):
-        return np.asarray(get())
-    return np.asarray(a)
-
 
 def _pairs(labels, preds) -> list:
     if not isinstance(labels, (list, tuple)):
@@ -48,7 +44,7 @@ def _pairs(labels, preds) -> list:
     if not isinstance(preds, (list, tuple)):
         preds = [preds]
     check_label_shapes(labels, preds)
-    return [(_host(lab), _host(p)) for lab, p in zip(labels, preds)]
+    return [(to_host(lab), to_host(p)) for lab, p in zip(labels, preds)]
 
 
 def check_label_shapes(labels, preds, shape=0) -> None:

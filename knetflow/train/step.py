@@ -31,6 +31,7 @@ import contextlib
 import numpy as np
 
 from knetflow.devices.base import is_device_array
+from knetflow.devices.transfers import to_host
 from knetflow.graph.autodiff import backward, trainable_params
 from knetflow.graph.build import param as _param
 from knetflow.graph.build import placeholder
@@ -309,10 +310,7 @@ def _plan_kind(plan, name):
 
 def host(value) -> np.ndarray:
     """A NumPy copy of a plan's array (on any device)."""
-    if isinstance(value, np.ndarray):
-        return np.array(value)
-    get = getattr(value, "get", None)
-    return np.array(get() if callable(get) else value)
+    return to_host(value, copy=True)
 
 
 class TrainStep:
