@@ -1,8 +1,10 @@
 """`kf.callback`: MXNet's training callbacks: checkpoints, speed and progress, metric logs.
 
 Epoch-end callbacks are called as `cb(epoch, symbol, arg_params, aux_params)`
-(0-based epoch; trainers may add `optimizer_state=`); batch-end callbacks as
-`cb(BatchEndParam(epoch, nbatch, eval_metric, locals))`.
+(0-based epoch), with `optimizer_state=`, `metrics=` and the other extras a
+callback takes; batch-end callbacks as `cb(BatchEndParam(epoch, nbatch,
+eval_metric, locals))`. The fit loop every trainer shares calls them
+(`knetflow.train.fit_loop`, whose docstring lists the extras).
 """
 
 from __future__ import annotations
