@@ -72,7 +72,7 @@ def step_time(n_workers, transport, steps, epochs, steps_per_call=1):
                                              transport=transport, steps_per_call=steps_per_call,
                                              timeout=60)
         trainer.fit(x, y, batch_size=ROWS * n_workers, epochs=epochs)
-        per_step = [r["seconds"] / steps for r in trainer.history[1:]]
+        per_step = [r["time"] / steps for r in trainer.history[1:]]
         shared = trainer.stats
     return statistics.median(per_step), shared
 

@@ -10,9 +10,8 @@ the whole global batch, as single-process training would.
 from __future__ import annotations
 
 import logging
-import sys
 
-__all__ = ["LOGGER", "EpochBar", "add_counters", "counters"]
+__all__ = ["LOGGER", "add_counters", "counters"]
 
 LOGGER = logging.getLogger("knetflow.distributed")
 
@@ -52,32 +51,6 @@ def add_counters(metric, values) -> None:
         return
     for name, value in values.items():
         setattr(metric, name, getattr(metric, name) + value)
-
-
-class EpochBar:
-    """A Knet-style progress bar over the steps of one epoch (kf.progress), or nothing."""
-
-    def __init__(self, epoch: int, steps: int, show: bool, message):
-        self.steps, self._message = steps, message
-        self._feed = None
-        if show is None:  # as FeedForward: a bar when someone watches the terminal
-            show = sys.stderr.isatty()
-        if show:
-            from knetflow.train.progress import progress
-
-            self._feed = iter(progress(_Counter(steps), msg=lambda p: message(),
-                                       io=sys.stderr))
-
-    def advance(self, n: int = 1) -> None:
-        if self._feed is None:
-            return
-        for _ in range(n):
-            next(self._feed, None)
-
-    def close(self) -> None:
-        if self._feed is not None:
-            self._feed.close()  # the bar draws its last line
-            self._feed = None
 
 
 class _Counter:

@@ -34,7 +34,7 @@ from knetflow.graph.symbol import Symbol
 from knetflow.scheduler.plan import Plan
 from knetflow.train import trace_cache
 from knetflow.train.optimizers import Optimizer
-from knetflow.train.step import norm_scales, take_optimizers
+from knetflow.train.step import optimizer_updates, take_optimizers
 
 __all__ = ["step"]
 
@@ -105,17 +105,18 @@ def _step_graph(entry, targets, opts) -> Graph:
                     if name in entry.param_names]
     grads = [Symbol(source.outputs[first + k]) for k in targets]
     weights = [Symbol(param_inputs[k]) for k in targets]
-    scales = norm_scales(list(zip(opts, grads)))
-    new_values, new_states, fed = [], [], []
-    for k, (o, w, g, scale) in enumerate(zip(opts, weights, grads, scales)):
+    states, fed = [], []
+    for k, (o, w) in enumerate(zip(opts, weights)):
         spec = w.node.spec
         start = o.init_state(spec.shape, spec.dtype)
         state = {slot: placeholder(f"opt{k}:{slot}", start[slot].shape, spec.dtype)
                  for slot in o.all_slots()}
+        states.append(state)
         fed.extend(s.node for s in state.values())
-        new_w, new_state = o.apply(w, g, state, scale)
-        new_values.append(new_w)
-        new_states.extend(new_state[slot] for slot in o.all_slots())
+    updated = optimizer_updates(opts, weights, grads, states)
+    new_values = [new_w for new_w, _ in updated]
+    new_states = [new_state[slot] for o, (_, new_state) in zip(opts, updated)
+                  for slot in o.all_slots()]
     return Graph(kept + new_values + new_states, inputs=list(source.inputs) + fed)
 
 
