@@ -166,6 +166,17 @@ class Transpose(Op):
     def forward(xp, x, axes=()):
         return xp.transpose(x, axes)
 
+    def bind(xp, attrs, in_specs, out_spec):
+        """In a plan on NumPy: the array's own transpose method (no argument handling)."""
+        if xp is not np:
+            return None
+        axes = tuple(attrs.get("axes", ()))
+
+        def transpose(x):
+            return x.transpose(axes)
+
+        return transpose
+
     def grad(g, out, x, axes=()):
         return (transpose(g, tuple(int(a) for a in np.argsort(axes))),)
 

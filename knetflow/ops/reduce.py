@@ -168,6 +168,22 @@ class Count(Op):
         n = x.size if axis is None else int(_prod([x.shape[a] for a in axis]))
         return xp.asarray(n, dtype=x.dtype if x.dtype.kind == "f" else "float64")
 
+    def bind(xp, attrs, in_specs, out_spec):
+        """In a plan the shapes are known: the count is a constant (read-only, shared
+        by every run)."""
+        (x,) = in_specs
+        if xp is not np or not x.is_static:
+            return None
+        axis = attrs.get("axis")
+        n = _prod(x.shape) if axis is None else _prod(x.shape[a] for a in axis)
+        value = np.asarray(n, dtype=out_spec.dtype)
+        value.flags.writeable = False
+
+        def count(x):
+            return value
+
+        return count
+
 
 @register
 class BroadcastLike(Op):
