@@ -60,14 +60,16 @@ def step(f, args, params=None, optimizer=None):
     opts = [found[k].opt for k in targets]
     if not all(isinstance(o, Optimizer) for o in opts):
         return None
-    plan = _step_plan(entry, targets, opts)
+    plan, slots = _step_plan(entry, targets, opts)
     device = plan.device
     on_device = device.kind != "cpu"
     feed = entry.feed(cap)
-    states = [o.state.get("") or _fresh_state(o, found[k].value) for k, o in zip(targets, opts)]
-    for k, (o, state) in enumerate(zip(opts, states)):
-        for slot in o.all_slots():
-            feed[f"opt{k}:{slot}"] = state[slot]
+    states = []
+    for k, o in zip(targets, opts):
+        state = o.state.get("")
+        states.append(_fresh_state(o, found[k].value) if state is None else state)
+    for name, k, slot in slots:
+        feed[name] = states[k][slot]
     outs = plan.run(feed, keep_on_device=on_device)
     entry.store_states(cap, outs, device if on_device else None)
     if traced:
@@ -78,20 +80,27 @@ def step(f, args, params=None, optimizer=None):
 
 
 def _signature(targets, opts) -> tuple:
+    """What a step plan is specialized to: the Params updated, each optimizer's type and
+    hyperparameters (constants of the plan), and which share a gradient-norm group."""
     groups: dict = {}
     return (tuple(targets),) + tuple(
-        (type(o), tuple(sorted(o.hyper().items())), groups.setdefault(id(o._group), len(groups)))
+        (type(o), tuple([getattr(o, name) for name in o._names]),
+         groups.setdefault(id(o._group), len(groups)))
         for o in opts)
 
 
-def _step_plan(entry, targets, opts) -> Plan:
-    """The entry's graph with each target Param's optimizer update added (cached)."""
+def _step_plan(entry, targets, opts) -> tuple:
+    """(the entry's graph with each target Param's optimizer update added, the state
+    inputs as (input name, target position, slot)); made once per signature."""
     key = _signature(targets, opts)
-    plan = entry.steps.get(key)
-    if plan is None:
-        plan = entry.steps[key] = Plan(_step_graph(entry, targets, opts),
-                                 devices=[entry.plan.device], training=True)
-    return plan
+    found = entry.steps.get(key)
+    if found is None:
+        slots = [(f"opt{k}:{slot}", k, slot) for k, o in enumerate(opts)
+                 for slot in o.all_slots()]
+        plan = Plan(_step_graph(entry, targets, opts), devices=[entry.plan.device],
+                    training=True)
+        found = entry.steps[key] = (plan, slots)
+    return found
 
 
 def _step_graph(entry, targets, opts) -> Graph:
