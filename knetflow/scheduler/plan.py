@@ -76,6 +76,8 @@ class Plan:
         self.rng = self.rng_for(self.device)
         self.input_names = [n.attrs["name"] for n in self.graph.inputs]
         self._input_nodes = self.graph.inputs
+        # dtype objects compare with an array's dtype faster than their names do
+        self._input_dtypes = [np.dtype(n.spec.dtype) for n in self._input_nodes]
         self.param_names = [n.attrs["name"] for n in self.graph.params]
         self._param_index = {name: k for k, name in enumerate(self.param_names)}
         self._values = [self._initial(n) for n in self.graph.params]
@@ -145,8 +147,8 @@ class Plan:
             missing = [n for n in self.input_names if n not in feed]
             raise FeedError(f"feed is missing input(s) {missing}; the graph's inputs are "
                             f"{self.input_names}") from None
-        arrays = [a if type(a) is np.ndarray and a.dtype == n.spec.dtype
-                  else _as_input(a, n.spec.dtype) for a, n in zip(arrays, self._input_nodes)]
+        arrays = [a if type(a) is np.ndarray and a.dtype == dtype else _as_input(a, dtype)
+                  for a, dtype in zip(arrays, self._input_dtypes)]
         params = self._values
         if len(feed) != len(arrays):
             params = self._overrides(feed)
