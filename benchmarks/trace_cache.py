@@ -19,7 +19,7 @@ import numpy as np
 
 import knetflow as kf
 from knetflow.graph.capture import capture
-from knetflow.train import trace_cache
+from knetflow.train.knet import trace_cache
 
 
 def _per_call(fn, calls, repeat) -> float:

@@ -24,18 +24,18 @@ from knetflow import datasets  # noqa: F401
 
 from knetflow.version import __version__  # noqa: F401,E402
 from knetflow.graph.param import Param  # noqa: F401
-from knetflow.train.autograd import (  # noqa: F401
+from knetflow.train.knet.autograd import (  # noqa: F401
     DiffResult, diff, grad, gradloss, params, value)
-from knetflow.train.gradcheck import gradcheck  # noqa: F401
+from knetflow.train.knet.gradcheck import gradcheck  # noqa: F401
 from knetflow import serialize  # noqa: F401,E402
 from knetflow.serialize import (  # noqa: F401,E402
     load, load_checkpoint, load_model, save, save_checkpoint)
 from knetflow.train import callback, init, metric, optim  # noqa: F401
-from knetflow.train.update import update  # noqa: F401
-from knetflow.train.minimize import (  # noqa: F401
+from knetflow.train.knet.update import update  # noqa: F401
+from knetflow.train.knet.minimize import (  # noqa: F401
     adadelta, adagrad, adam, converge, minibatch, minimize, momentum, nesterov, rmsprop, sgd)
 from knetflow.train.progress import progress  # noqa: F401
-from knetflow.train.search import goldensection, hyperband  # noqa: F401
+from knetflow.train.knet.search import goldensection, hyperband  # noqa: F401
 from knetflow.train import sym  # noqa: F401,E402
 from knetflow.train.feedforward import FeedForward  # noqa: F401,E402
 from knetflow.onnx import export_onnx  # noqa: F401,E402

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import knetflow as kf
-from knetflow.train import trace_cache
+from knetflow.train.knet import trace_cache
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 NAMES = ["linreg", "softmax", "mlp", "lenet", "charlm", "mlp_mxnet", "lenet_mxnet"]

@@ -6,7 +6,7 @@ import pytest
 
 import knetflow as kf
 from tests.ops.test_rnn import _rnn, ref_rnn
-from tests.train.traced import TraceLog, one_sim_device, trace_on
+from tests.train.knet.traced import TraceLog, one_sim_device, trace_on
 
 CHUNKS = [np.random.RandomState(20 + k).randn(4, 3, 3) for k in range(4)]
 

@@ -10,7 +10,7 @@ from knetflow.layers import bn_moments as norm_moments
 from knetflow.layers import batchnorm, bnmoments
 from knetflow.ops.norm import batchnorm_train
 from tests.ops.harness import Arg, Case, check
-from tests.train.traced import one_sim_device, trace_on
+from tests.train.knet.traced import one_sim_device, trace_on
 
 # ---- NumPy references, written from the formulas ----
 

@@ -329,7 +329,7 @@ def test_diff_gradients_against_central_differences(mode):
 
 
 def test_diff_of_a_long_sequence_is_a_small_plan():
-    from knetflow.train import trace_cache
+    from knetflow.train.knet import trace_cache
 
     r = kf.RNN(3, 4, num_layers=2, bidirectional=True)
     sizes = {}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from knetflow.train import trace_cache
+from knetflow.train.knet import trace_cache
 
 
 @pytest.fixture(autouse=True)

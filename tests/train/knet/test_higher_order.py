@@ -1,5 +1,5 @@
 """Gradients of gradients: kf.grad, kf.gradloss and kf.diff called inside a traced
-function trace into the outer graph (train/autograd.py), checked against finite
+function trace into the outer graph (train/knet/autograd.py), checked against finite
 differences in float64 and against PyTorch's `create_graph=True`."""
 
 import numpy as np

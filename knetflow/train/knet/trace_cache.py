@@ -54,7 +54,7 @@ class Entry:
         self.guards = guards    # [(slot, kind)]: the state values the trace read, by kind
         self.keep = keep        # objects whose ids are in the key stay alive with the entry
         self.first_grad = 1 + sum(how == "out" for _, (how, _), _ in states)
-        self.steps: dict = {}   # fused training-step plans built on this trace (knet_step)
+        self.steps: dict = {}   # fused training-step plans built on this trace (fused_step)
         # feed() reads arguments and walked values first: most inputs are those
         self._walked = [(name, src[1]) for name, src in sources if src[0] == "walk"]
         self._params = [name for name, src in sources if src[0] == "walk" and name in param_names]

@@ -1,4 +1,4 @@
-"""goldensection and hyperband (train/search.py) on simple functions."""
+"""goldensection and hyperband (train/knet/search.py) on simple functions."""
 
 import math
 import random
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import knetflow as kf
-from knetflow.train.search import GOLDEN, halving
+from knetflow.train.knet.search import GOLDEN, halving
 
 
 def test_goldensection_finds_the_minimum_of_a_quadratic_bowl():

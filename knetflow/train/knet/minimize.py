@@ -23,8 +23,8 @@ import math
 import numpy as np
 
 from knetflow import rng
-from knetflow.train import knet_step
-from knetflow.train.autograd import diff, grad
+from knetflow.train.knet import fused_step
+from knetflow.train.knet.autograd import diff, grad
 from knetflow.train.optimizers import OPTIMIZERS, Adam
 from knetflow.train.step import update_params
 
@@ -54,7 +54,7 @@ def minimize(f, data, optimizer=None, params=None):
     limits the update to these Params (default: every Param f uses).
 
     Each step runs as one compiled plan (the loss, its gradients and every Param's
-    update: train/knet_step.py) when the Params' optimizers are kf.optim optimizers;
+    update: train/knet/fused_step.py) when the Params' optimizers are kf.optim optimizers;
     otherwise as `kf.diff` followed by the update.
 
     Example:
@@ -68,7 +68,7 @@ def minimize(f, data, optimizer=None, params=None):
     for args in data:
         args = args if isinstance(args, tuple) else (args,)
         # one plan per step (forward, backward, every update) where it can be fused
-        loss = knet_step.step(f, args, params, optimizer)
+        loss = fused_step.step(f, args, params, optimizer)
         if loss is None:
             result = diff(f, *args)
             update_params(result.params, lambda p, r=result: grad(r, p), optimizer, params)

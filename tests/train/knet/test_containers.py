@@ -1,4 +1,4 @@
-"""Gradients of functions of weight containers (graph/pytree.py, train/autograd.py):
+"""Gradients of functions of weight containers (graph/pytree.py, train/knet/autograd.py):
 the seeds' `w = [W, b]`, tuples, dicts, nesting; gradients of the same structure."""
 
 from collections import namedtuple
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import knetflow as kf
-from tests.train.traced import counting
+from tests.train.knet.traced import counting
 
 RS = np.random.RandomState(5)
 X, Y = RS.randn(13, 20), RS.randn(1, 20)

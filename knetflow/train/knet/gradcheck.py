@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from knetflow.train.autograd import diff, grad, params
+from knetflow.train.knet.autograd import diff, grad, params
 
 
 def gradcheck(f, *args, nsample=10, eps=None, rtol=0.05, atol=0.01, verbose=False,

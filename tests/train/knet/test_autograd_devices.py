@@ -41,7 +41,7 @@ def test_a_param_on_a_device_trains_there_like_on_the_host(sim, make_opt):
 
 
 def test_gradients_stay_on_the_device_and_one_trace_serves_every_call(sim):
-    from knetflow.train import trace_cache
+    from knetflow.train.knet import trace_cache
 
     x, y, w0 = _data()
     w = kf.Param(sim.put(w0))

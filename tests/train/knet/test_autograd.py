@@ -1,4 +1,4 @@
-"""The Knet-style front end (train/autograd.py): Param, diff, grad, gradloss, params, value."""
+"""The Knet-style front end (train/knet/autograd.py): Param, diff, grad, gradloss, params, value."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import knetflow as kf
-from tests.train.traced import counting
+from tests.train.knet.traced import counting
 from knetflow.layers.dropout import dropout
 
 W = kf.Param(np.array([[1.0, -1.0], [0.5, 2.0]]))  # a global Param, found by the rule too

@@ -1,11 +1,11 @@
-"""One compiled plan per training step (train/knet_step.py): the same weights and
+"""One compiled plan per training step (train/knet/fused_step.py): the same weights and
 optimizer state as kf.diff followed by kf.update, and the cases that fall back."""
 
 import numpy as np
 import pytest
 
 import knetflow as kf
-from knetflow.train import knet_step
+from knetflow.train.knet import fused_step
 
 RS = np.random.RandomState(3)
 X, Y = RS.randn(20, 5), RS.randn(20, 1)
@@ -39,7 +39,7 @@ def test_a_fused_step_equals_diff_then_update(opt_class, options):
         r = kf.diff(loss, unfused, X, Y)
         losses.append(r.value)
         kf.update(unfused, [kf.grad(r, p) for p in unfused])
-    fused_losses = [knet_step.step(loss, (fused, X, Y), optimizer=opt) for _ in range(4)]
+    fused_losses = [fused_step.step(loss, (fused, X, Y), optimizer=opt) for _ in range(4)]
     # float64 all the way, the same formulas in the same order: equal to rounding
     np.testing.assert_allclose(fused_losses, losses, rtol=1e-13)
     for a, b in zip(unfused, fused):
@@ -53,7 +53,7 @@ def test_arrays_are_updated_in_place_and_params_limit_the_update():
     w = _weights()
     arrays = [p.value for p in w]
     before = w[1].value.copy()
-    knet_step.step(loss, (w, X, Y), params=[w[0]], optimizer=kf.optim.SGD(lr=0.5))
+    fused_step.step(loss, (w, X, Y), params=[w[0]], optimizer=kf.optim.SGD(lr=0.5))
     assert all(p.value is a for p, a in zip(w, arrays))  # the same arrays, changed in place
     np.testing.assert_array_equal(w[1].value, before)   # not among params: left alone
     assert w[1].opt is None
@@ -61,6 +61,6 @@ def test_arrays_are_updated_in_place_and_params_limit_the_update():
 
 def test_steps_that_cannot_be_fused_say_so():
     w = kf.Param(np.ones(2), opt="not an optimizer")
-    assert knet_step.step(lambda: kf.sum(w * w), ()) is None
+    assert fused_step.step(lambda: kf.sum(w * w), ()) is None
     x = kf.placeholder("x", (2,), "float64")
-    assert knet_step.step(lambda x: kf.sum(x * x), (x,)) is None
+    assert fused_step.step(lambda x: kf.sum(x * x), (x,)) is None

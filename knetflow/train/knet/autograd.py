@@ -2,7 +2,7 @@
 
 `kf.diff(f, *args)` traces `f` into a Graph once per signature, derives the
 backward graph with `kf.backward`, compiles it (training mode: dropout on) and
-runs the cached plan (train/trace_cache.py). There is one engine: no separate
+runs the cached plan (train/knet/trace_cache.py). There is one engine: no separate
 eager tape.
 
 What a call feeds and what traces again is said by graph/capture.py: arrays
@@ -34,7 +34,7 @@ from knetflow.graph.capture import capture
 from knetflow.graph.param import Param
 from knetflow.graph.symbol import Symbol
 from knetflow.ops.array import reshape
-from knetflow.train import trace_cache
+from knetflow.train.knet import trace_cache
 
 
 class DiffResult:

@@ -8,7 +8,7 @@ computes the loss, the gradients and every Param's new value and optimizer
 state, which are then written back (the Param's array in place, as
 `kf.update` does; the state into `p.opt.state`).
 
-The traced graph comes from the `kf.diff` cache (train/trace_cache.py), so
+The traced graph comes from the `kf.diff` cache (train/knet/trace_cache.py), so
 everything said there about what is fed and what traces again holds; a step
 plan is kept per traced entry and per optimizer signature (the optimizers'
 types and hyperparameters, and which share a gradient-norm group).
@@ -32,7 +32,7 @@ from knetflow.graph.capture import capture
 from knetflow.graph.node import Graph
 from knetflow.graph.symbol import Symbol
 from knetflow.scheduler.plan import Plan
-from knetflow.train import trace_cache
+from knetflow.train.knet import trace_cache
 from knetflow.train.optimizers import Optimizer
 from knetflow.train.step import optimizer_updates, take_optimizers
 

@@ -1,4 +1,4 @@
-"""The trace cache never answers for other inputs (train/trace_cache.py, graph/capture.py).
+"""The trace cache never answers for other inputs (train/knet/trace_cache.py, graph/capture.py).
 
 Everything a traced function reads is an input of the plan (arrays, Params) or
 part of the key (shapes, dtypes, structure, static values); each test changes
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import knetflow as kf
-from knetflow.train import trace_cache
-from tests.train.traced import counting
+from knetflow.train.knet import trace_cache
+from tests.train.knet.traced import counting
 
 SCALE = np.full(3, 2.0)       # a global array the tests rebind
 HELPER_SCALE = np.full(3, 3.0)

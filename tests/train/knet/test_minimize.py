@@ -1,4 +1,4 @@
-"""minimize, sgd ... adam, converge and minibatch (train/minimize.py)."""
+"""minimize, sgd ... adam, converge and minibatch (train/knet/minimize.py)."""
 
 import itertools
 
@@ -45,7 +45,7 @@ def test_each_optimizer_lowers_the_loss_of_a_linear_regression(train, kw, epochs
 def test_iterators_are_made_from_the_optimizer_table_with_its_defaults():
     import inspect
 
-    from knetflow.train import minimize
+    from knetflow.train.knet import minimize
 
     for name, cls in optim.OPTIMIZERS.items():
         train = getattr(kf, name)

@@ -1,14 +1,14 @@
-"""State outputs of kf.diff (train/autograd.py with graph/state.py): values after
+"""State outputs of kf.diff (train/knet/autograd.py with graph/state.py): values after
 traced and cached calls, retracing on another kind of state, devices, errors."""
 
 import numpy as np
 import pytest
 
 import knetflow as kf
-from tests.train.traced import counting
+from tests.train.knet.traced import counting
 from knetflow.devices.sim import SimArray
 from knetflow.graph import state
-from tests.train.traced import feed_of, one_sim_device, trace_on
+from tests.train.knet.traced import feed_of, one_sim_device, trace_on
 
 
 class Accumulator:

@@ -1,4 +1,4 @@
-"""kf.update (train/update.py): Knet's update! forms, in place."""
+"""kf.update (train/knet/update.py): Knet's update! forms, in place."""
 
 import numpy as np
 import pytest

@@ -12,7 +12,7 @@ import contextlib
 import knetflow as kf
 from knetflow.scheduler.plan import Plan
 from knetflow.graph.capture import capture
-from knetflow.train import trace_cache
+from knetflow.train.knet import trace_cache
 
 
 @contextlib.contextmanager
