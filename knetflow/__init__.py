@@ -36,8 +36,8 @@ from knetflow.train.knet.minimize import (  # noqa: F401
     adadelta, adagrad, adam, converge, minibatch, minimize, momentum, nesterov, rmsprop, sgd)
 from knetflow.train.progress import progress  # noqa: F401
 from knetflow.train.knet.search import goldensection, hyperband  # noqa: F401
-from knetflow.train import sym  # noqa: F401,E402
-from knetflow.train.feedforward import FeedForward  # noqa: F401,E402
+from knetflow.train.mxnet import sym  # noqa: F401,E402
+from knetflow.train.mxnet.feedforward import FeedForward  # noqa: F401,E402
 from knetflow.onnx import export_onnx  # noqa: F401,E402
 from knetflow.onnx.importer import import_onnx  # noqa: F401,E402
 

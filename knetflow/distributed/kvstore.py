@@ -60,7 +60,7 @@ class DaskKVStore:
               epoch_end_callback=None, batch_end_callback=None, logger=None,
               work_load_list=None):
         """Fit `model` (a FeedForward) on the cluster; its params are updated in place."""
-        from knetflow.train import ff_data
+        from knetflow.train.mxnet import batches
 
         if model.num_epoch is None:
             raise ValueError("FeedForward.fit needs num_epoch (the number of epochs to train)")
@@ -75,7 +75,7 @@ class DaskKVStore:
         graph = model.train_graph()
         label_shape = graph.input(model.label_name).spec.shape
         if y is not None and not hasattr(y, "chunks"):
-            y = ff_data.fit_rows(np.asarray(y), label_shape)
+            y = batches.fit_rows(np.asarray(y), label_shape)
         options = {"progress": None, "shuffle": True, **self.trainer_kwargs}
         trainer = DaskTrainer(
             graph, optimizer, client_or_address=self.address, mode=self.mode,
@@ -102,12 +102,12 @@ class DaskKVStore:
 
 def _bind(model, X, y) -> None:
     """Bind the model's data shape without pulling data to the client."""
-    from knetflow.train import ff_data
+    from knetflow.train.mxnet import batches
 
-    if ff_data.is_array(X):
+    if batches.is_array(X):
         model.bind(tuple(X.shape), np.dtype(X.dtype))
         return
-    data, _ = ff_data.first_batch(model.batches(X, y))
+    data, _ = batches.first_batch(model.batches(X, y))
     model.bind(data.shape, data.dtype)
 
 

@@ -1,6 +1,6 @@
 """The one fit loop: epochs, metrics, callbacks, logs, progress bars and history.
 
-`FeedForward.fit` in this process (`knetflow.train.ff_fit`) and
+`FeedForward.fit` in this process (`knetflow.train.mxnet.local_fit`) and
 `knetflow.distributed.DaskTrainer` (which `FeedForward.fit(kvstore='dask')` goes
 through) give `fit` a `Session`, the part that differs between them: how an
 epoch's steps run, how the model is evaluated, what epoch-end callbacks get.

@@ -7,7 +7,7 @@ A FeedForward holds a `kf.sym` symbol, its parameters by name (`arg_params`,
 compiled plan per batch: forward, derived backward and optimizer update
 together (`knetflow.train.step.TrainStep`), on one device or data-parallel over a
 `ctx` list, through the fit loop every trainer shares (`knetflow.train.fit_loop`,
-with this process's session in `knetflow.train.ff_fit`). `history` holds one
+with this process's session in `knetflow.train.mxnet.local_fit`). `history` holds one
 record per epoch trained (the schema is fit_loop's). `predict` and `score` run
 the inference graph on `ctx[0]`.
 Checkpoints are `kf.save_checkpoint` files carrying the symbol's JSON and the
@@ -24,12 +24,13 @@ import logging
 
 import numpy as np
 
-from knetflow.train import ff_data, fit_loop, optim
+from knetflow.train import fit_loop, optim
 from knetflow.train import metric as _metric
 from knetflow.train.callback import BatchEndParam
-from knetflow.train.ff_fit import LocalFit
 from knetflow.train.init import Uniform
-from knetflow.train.layer_symbol import Symbol, load_json
+from knetflow.train.mxnet import batches
+from knetflow.train.mxnet.layer_symbol import Symbol, load_json
+from knetflow.train.mxnet.local_fit import LocalFit
 from knetflow.train.step import host
 
 __all__ = ["BatchEndParam", "FeedForward"]
@@ -180,7 +181,7 @@ class FeedForward:
 
     def batches(self, X, y=None, epoch=None):
         """The (data, label) batches of one pass (shuffled NumPy rows when `epoch` is given)."""
-        return ff_data.batches(X, y, self.numpy_batch_size, epoch)
+        return batches.batches(X, y, self.numpy_batch_size, epoch)
 
     def _feed(self, data, label=None) -> dict:
         feed = {self.data_name: data}
@@ -218,10 +219,10 @@ class FeedForward:
                              "loss (SoftmaxOutput or LinearRegressionOutput)")
         if monitor is not None:
             (logger or LOGGER).warning("FeedForward.fit: monitor is not supported; ignored")
-        if not ff_data.is_array(X) and iter(X) is X:
+        if not batches.is_array(X) and iter(X) is X:
             X = list(X)  # a one-shot iterator: keep its batches for the epochs to come
         if (eval_data is not None and not isinstance(eval_data, (tuple, list))
-                and not ff_data.is_array(eval_data) and iter(eval_data) is eval_data):
+                and not batches.is_array(eval_data) and iter(eval_data) is eval_data):
             eval_data = list(eval_data)
         metric = _metric.create(eval_metric)
         session = LocalFit(self, X, y, eval_data, eval_metric, eval_batch_end_callback,
@@ -253,7 +254,7 @@ class FeedForward:
         returns (outputs, data, labels). `reset` is accepted for MXNet's signature (each
         call starts at the first batch)."""
         outs, datas, labels = [], [], []
-        for k, (data, label) in enumerate(ff_data.predict_batches(X, self.numpy_batch_size)):
+        for k, (data, label) in enumerate(batches.predict_batches(X, self.numpy_batch_size)):
             if num_batch is not None and k >= num_batch:
                 break
             outs.append(host(self._predict_plan(data).run(self._feed(data))[0]))
@@ -279,13 +280,13 @@ class FeedForward:
 
     def _evaluate(self, data, m, num_batch, callback, epoch) -> None:
         m.reset()
-        for k, (xb, yb) in enumerate(ff_data.eval_batches(data, self.numpy_batch_size)):
+        for k, (xb, yb) in enumerate(batches.eval_batches(data, self.numpy_batch_size)):
             if num_batch is not None and k >= num_batch:
                 break
             if yb is None:
                 raise ValueError("scoring needs labels: give y, or (data, label) batches")
             pred = host(self._predict_plan(xb).run(self._feed(xb))[0])
-            m.update([ff_data.label_like(yb, pred)], [pred])
+            m.update([batches.label_like(yb, pred)], [pred])
             fit_loop.call_all(callback, BatchEndParam(epoch=epoch, nbatch=k, eval_metric=m,
                                                       locals=locals()))
 

@@ -12,7 +12,7 @@ taken from one stream of passes continuing from epoch to epoch.
 
 from __future__ import annotations
 
-from knetflow.train import ff_data
+from knetflow.train.mxnet import batches
 from knetflow.train import metric as _metric
 from knetflow.train.fit_loop import Session
 from knetflow.train.step import TrainStep
@@ -29,7 +29,7 @@ class LocalFit(Session):
 
     def __init__(self, model, X, y=None, eval_data=None, eval_metric="acc",
                  eval_batch_end_callback=None, work_load_list=None):
-        data, _ = ff_data.first_batch(model.batches(X, y))
+        data, _ = batches.first_batch(model.batches(X, y))
         model.bind(data.shape, data.dtype)
         self.model, self.X, self.y = model, X, y
         self.optimizer = model.create_optimizer()
@@ -69,11 +69,11 @@ class LocalFit(Session):
         for nbatch, (data, label) in enumerate(self._batches):
             if label is None:
                 raise ValueError(f"training batch {nbatch} of epoch {epoch} has no label")
-            label = ff_data.fit_rows(label, self.label_shape)
+            label = batches.fit_rows(label, self.label_shape)
             loss, pred = self.step.run(self.model._feed(data, label))
             total, count, steps = total + loss * len(data), count + len(data), steps + 1
             if metric is not None:
-                metric.update([ff_data.label_like(label, pred)], [pred])
+                metric.update([batches.label_like(label, pred)], [pred])
             on_step(nbatch, total / count, locals())
         if count == 0:
             raise ValueError(f"epoch {epoch} had no training batches (an iterator consumed by "

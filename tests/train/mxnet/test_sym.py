@@ -1,4 +1,4 @@
-"""Layer symbols (train/layer_symbol.py, layers.py, heads.py): names, deferred shapes,
+"""Layer symbols (train/mxnet/layer_symbol.py, layers.py, outputs.py): names, deferred shapes,
 values against direct op calls, training graphs, saving."""
 
 import pickle

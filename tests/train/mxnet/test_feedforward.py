@@ -1,4 +1,4 @@
-"""FeedForward (train/feedforward.py): fit, predict, score, checkpoints and resuming,
+"""FeedForward (train/mxnet/feedforward.py): fit, predict, score, checkpoints and resuming,
 callbacks, data parallelism over CPU devices, parameter checks, kvstore hand-off."""
 
 import logging

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 
 from knetflow.ops import nll, softmax
-from knetflow.train.layer_symbol import Symbol, Variable, auto_name
-from knetflow.train.layers import layer, rule, static_dims
+from knetflow.train.mxnet.layer_symbol import Symbol, Variable, auto_name
+from knetflow.train.mxnet.layers import layer, rule, static_dims
 
 __all__ = ["LinearRegressionOutput", "SoftmaxOutput"]
 

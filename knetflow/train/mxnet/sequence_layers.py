@@ -1,4 +1,4 @@
-"""Sequence layers of `kf.sym`: Embedding and RNN (see `knetflow.train.layers`).
+"""Sequence layers of `kf.sym`: Embedding and RNN (see `knetflow.train.mxnet.layers`).
 
     Embedding   weight (input_dim, output_dim)
     RNN         parameters: one flat vector in kf.RNN's layout (see knetflow.layers.rnn)
@@ -10,8 +10,8 @@ import numpy as np
 
 from knetflow.layers.rnn import RNN as LayerRNN
 from knetflow.ops import cast, embedding, transpose
-from knetflow.train.layer_symbol import Symbol
-from knetflow.train.layers import layer, rule, static_dims
+from knetflow.train.mxnet.layer_symbol import Symbol
+from knetflow.train.mxnet.layers import layer, rule, static_dims
 
 __all__ = ["RNN", "Embedding"]
 

@@ -8,13 +8,13 @@
     net.list_arguments()      # ['data', 'fc1_weight', 'fc1_bias', ..., 'softmax_label']
     graph = net.to_graph(data=(None, 784))   # the knetflow Graph (inference)
 
-Parameters get MXNet's names and layouts (see `knetflow.train.layers`) and
+Parameters get MXNet's names and layouts (see `knetflow.train.mxnet.layers`) and
 their shapes from the data shape when the graph is built.
 """
 
-from knetflow.train.heads import LinearRegressionOutput, SoftmaxOutput
-from knetflow.train.layer_symbol import Symbol, Variable, load_json, reset_names
-from knetflow.train.layers import (
+from knetflow.train.mxnet.outputs import LinearRegressionOutput, SoftmaxOutput
+from knetflow.train.mxnet.layer_symbol import Symbol, Variable, load_json, reset_names
+from knetflow.train.mxnet.layers import (
     Activation,
     BatchNorm,
     Convolution,
@@ -25,7 +25,7 @@ from knetflow.train.layers import (
     Pooling,
     Reshape,
 )
-from knetflow.train.layers_seq import RNN, Embedding
+from knetflow.train.mxnet.sequence_layers import RNN, Embedding
 
 __all__ = [
     "RNN",

@@ -1,6 +1,6 @@
 """The MXNet layer symbols of `kf.sym`, each a function and the rule that builds it.
 
-Every function returns a `Symbol` (see `knetflow.train.layer_symbol`); its
+Every function returns a `Symbol` (see `knetflow.train.mxnet.layer_symbol`); its
 rule creates the parameters, with MXNet's names and layouts, once the input's
 shape is known, and the ops that compute the layer:
 
@@ -22,7 +22,7 @@ from knetflow.layers import batchnorm as _batchnorm
 from knetflow.layers import bnmoments, bnupdates, dropout
 from knetflow.ops import cast, mat, relu, reshape, sigm, tanh
 from knetflow.ops.loss import log1pexp
-from knetflow.train.layer_symbol import LAYERS, Symbol, auto_name
+from knetflow.train.mxnet.layer_symbol import LAYERS, Symbol, auto_name
 
 __all__ = [
     "Activation",
