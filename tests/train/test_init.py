@@ -1,4 +1,4 @@
-"""kf.init (train/init.py, initializers.py): Knet's functions and MXNet's classes."""
+"""kf.init (train/init.py, initializer_classes.py, initializers.py): both kinds of initializer."""
 
 import numpy as np
 import pytest

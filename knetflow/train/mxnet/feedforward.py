@@ -27,7 +27,7 @@ import numpy as np
 from knetflow.train import fit_loop, optim
 from knetflow.train import metric as _metric
 from knetflow.train.callback import BatchEndParam
-from knetflow.train.init import Uniform
+from knetflow.train.initializer_classes import Uniform
 from knetflow.train.mxnet import batches
 from knetflow.train.mxnet.layer_symbol import Symbol, load_json
 from knetflow.train.mxnet.local_fit import LocalFit

@@ -317,7 +317,7 @@ class Builder:
 
     def _initializer(self):
         if self.initializer is None:
-            from knetflow.train.init import Uniform
+            from knetflow.train.initializer_classes import Uniform
 
             self.initializer = Uniform(0.01)
         return self.initializer
