@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from knetflow.distributed.steps import TrainingStep
+from knetflow.distributed.steps import ReplicaStep
 
 __all__ = ["ParameterServer"]
 
@@ -31,7 +31,7 @@ class ParameterServer:
 
         graph = loads(model).graph
         self.optimizer = config["optimizer"]
-        self.step = TrainingStep(graph, self.optimizer, config["inputs"],
+        self.step = ReplicaStep(graph, self.optimizer, config["inputs"],
                                  config["loss_reduction"], None, update=True)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="knetflow-ps")
         self.pushes = 0

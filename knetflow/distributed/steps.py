@@ -27,7 +27,7 @@ from knetflow.scheduler.plan import Plan
 from knetflow.train import step as _step
 from knetflow.train.optimizers import SGD
 
-__all__ = ["TrainingStep"]
+__all__ = ["ReplicaStep"]
 
 
 class _Layout:
@@ -42,7 +42,7 @@ class _Layout:
         self.size = start
 
 
-class TrainingStep:
+class ReplicaStep:
     """Gradient and update plans of one replica, and the flat buffers between them.
 
     `graph`'s first output is the loss (mean over the batch when

@@ -37,7 +37,7 @@ import numpy as np
 from knetflow.distributed.data import LocalData, fetch
 from knetflow.distributed.reduce import ALGORITHMS, Aborted, Mailbox
 from knetflow.distributed.report import counters
-from knetflow.distributed.steps import TrainingStep
+from knetflow.distributed.steps import ReplicaStep
 from knetflow.distributed.turns import Turns
 
 __all__ = ["PeerLost", "Replica"]
@@ -115,7 +115,7 @@ class Replica:
         if config.get("seed") is not None:  # dropout masks differ between replicas
             rng.seed(int(config["seed"]) + config["rank"])
         graph = loads(model).graph
-        self.step = TrainingStep(graph, config["optimizer"], config["inputs"],
+        self.step = ReplicaStep(graph, config["optimizer"], config["inputs"],
                                  config["loss_reduction"], config["pred_output"],
                                  update=config["mode"] == "sync")
         self.optimizer = config["optimizer"]

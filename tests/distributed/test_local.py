@@ -15,7 +15,7 @@ from knetflow.distributed.faults import split_block
 from knetflow.distributed.reduce import Mailbox
 from knetflow.distributed.report import add_counters, counters
 from knetflow.distributed.shm import SharedGroup, create_segment
-from knetflow.distributed.steps import TrainingStep
+from knetflow.distributed.steps import ReplicaStep
 
 
 def mlp_graph(seed=0, dtype="float64"):
@@ -94,7 +94,7 @@ def reference_step(graph, optimizer, batches):
 def replicated_steps(graph_fn, optimizer_fn, batches, work, sync_every=1, fused=False):
     """Replicas in one process: accumulate, sum the buffers (or let the update add them,
     `fused`, as on shared memory), apply everywhere."""
-    reps = [TrainingStep(graph_fn(), optimizer_fn(), ("x", "y"), pred_output=1) for _ in work]
+    reps = [ReplicaStep(graph_fn(), optimizer_fn(), ("x", "y"), pred_output=1) for _ in work]
     bufs = [r.new_buffer() for r in reps]
     if fused:
         for r in reps:
@@ -153,7 +153,7 @@ def test_update_resumes_from_the_optimizer_state():
     plan = kf.compile(kf.optim.step_graph(mlp_graph(), opt), training=True)
     plan.run({"x": batches[0][0], "y": batches[0][1]})
     kf.optim.state_from_plan(opt, plan)
-    step = TrainingStep(mlp_graph(), opt, ("x", "y"))
+    step = ReplicaStep(mlp_graph(), opt, ("x", "y"))
     step.set_params({k: v for k, v in plan.params.items() if ":" not in k})
     plan.run({"x": batches[1][0], "y": batches[1][1]})
     buf = step.new_buffer()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import knetflow as kf
-from knetflow.distributed.steps import TrainingStep
+from knetflow.distributed.steps import ReplicaStep
 from knetflow.train import optim, step
 
 C = np.array([1.0, 2.0, 0.5, 4.0])
@@ -80,7 +80,7 @@ def test_every_trainer_trains_the_same_params(fix_gamma):
     assert not {"bn1_moving_mean", "bn1_moving_var"} & set(names)
     one = step.TrainStep(graph, ["cpu:0"], optim.Momentum())
     assert {n.split(":")[0] for n in one.plan.params if n.endswith(":velocity")} == set(names)
-    assert TrainingStep(graph, optim.Momentum(), ("data", "softmax_label")).names == names
+    assert ReplicaStep(graph, optim.Momentum(), ("data", "softmax_label")).names == names
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ compiles a Plan. Each entry says where every plan input comes from at a call:
 
 State the function sets, and list or dict items and attributes it replaces
 (graph/trace_python.py), flow out of the plan as extra outputs and are stored
-back after every call (see `Entry.store_states`). A call where a state
+back after every call (see `TraceEntry.store_states`). A call where a state
 attribute holds another kind of value than when traced traces again; a few
 traces are kept per key.
 """
@@ -42,7 +42,7 @@ _cache: OrderedDict = OrderedDict()
 _traces: dict = {}  # code object -> number of traces (for the warning)
 
 
-class Entry:
+class TraceEntry:
     """A traced function: its plan, where each graph input's value comes from, its state."""
 
     def __init__(self, plan, sources, param_sources, states, guards, keep, param_names):
@@ -121,7 +121,7 @@ class Entry:
         guards = [(slot, token, owner(at)) for slot, token, at in self.guards]
         if any(at == -1 for *_, at in states + guards):
             return None
-        return Entry(self.plan, sources, param_sources, states, guards, self.keep + other.keep,
+        return TraceEntry(self.plan, sources, param_sources, states, guards, self.keep + other.keep,
                      self.param_names)
 
     def store_states(self, cap, outs, device=None) -> None:
@@ -191,7 +191,7 @@ def _count_trace(f):
             f"every call as an array (np.asarray(v))", RuntimeWarning, stacklevel=4)
 
 
-def trace_call(f, args, kwargs, cap) -> Entry:
+def trace_call(f, args, kwargs, cap) -> TraceEntry:
     """Trace f(*args, **kwargs) into a compiled plan of its value and gradients."""
     watch = [o for o in cap.objects if type(o) is list or type(o) is dict]
     sites = substitution_sites(f, args, kwargs)
@@ -223,7 +223,7 @@ def trace_call(f, args, kwargs, cap) -> Entry:
     device = _device_of_values([_value(src, cap) for _, src in sources], f)
     plan = Plan(backward(graph, wrt=param_nodes), devices=[device], training=True)
     keep = list(cap.keep) + [src[1] for _, src in sources if src[0] in ("obj", "state")]
-    return Entry(plan, sources, param_sources, states, guards, keep, param_names)
+    return TraceEntry(plan, sources, param_sources, states, guards, keep, param_names)
 
 
 def check_loss(out, f) -> None:

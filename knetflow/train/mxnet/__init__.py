@@ -2,7 +2,7 @@
 
 Modules, one job each:
     sym.py              the `kf.sym` namespace (MXNet's `mx.sym`)
-    layer_symbol.py     `kf.sym.Symbol`: a layer call, its names
+    layer_symbol.py     `LayerSymbol` (`kf.sym.Symbol`): a layer call, its names
                         and JSON, built into a graph once shapes are known
     layers.py           FullyConnected, Convolution, Pooling, BatchNorm, ...
     sequence_layers.py  Embedding and RNN

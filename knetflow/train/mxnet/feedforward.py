@@ -29,7 +29,7 @@ from knetflow.train import metric as _metric
 from knetflow.train.callback import BatchEndParam
 from knetflow.train.initializer_classes import Uniform
 from knetflow.train.mxnet import batches
-from knetflow.train.mxnet.layer_symbol import Symbol, load_json
+from knetflow.train.mxnet.layer_symbol import LayerSymbol, load_json
 from knetflow.train.mxnet.local_fit import LocalFit
 from knetflow.train.step import host
 
@@ -69,7 +69,7 @@ class FeedForward:
     def __init__(self, symbol, ctx=None, num_epoch=None, epoch_size=None, optimizer="sgd",
                  initializer=DEFAULT_INITIALIZER, numpy_batch_size=128, arg_params=None,
                  aux_params=None, allow_extra_params=False, begin_epoch=0, **kwargs):
-        if not isinstance(symbol, Symbol):
+        if not isinstance(symbol, LayerSymbol):
             raise TypeError(f"FeedForward needs a kf.sym symbol, got {type(symbol).__name__}")
         self.symbol = symbol
         self.ctx = _devices(ctx)
@@ -291,7 +291,7 @@ class FeedForward:
                                                       locals=locals()))
 
     # ---- saving ----
-    def bound_symbol(self) -> Symbol:
+    def bound_symbol(self) -> LayerSymbol:
         """The symbol with the bound data shape and dtype set on its data Variable."""
         if self._input is None:
             raise ValueError("the model has no data shape yet: fit or predict first")

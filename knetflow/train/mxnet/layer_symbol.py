@@ -35,7 +35,7 @@ from knetflow.graph.build import placeholder
 from knetflow.graph.node import Graph, toposort
 from knetflow.graph.symbol import Symbol as _GraphSymbol
 
-__all__ = ["LAYERS", "Symbol", "Variable", "auto_name", "load_json", "reset_names"]
+__all__ = ["LAYERS", "LayerSymbol", "Variable", "auto_name", "load_json", "reset_names"]
 
 #: layer kind -> rule object with `params(attrs)`, `build(builder, node, inputs)` and, for
 #: output layers, `loss(builder, node, inputs)` and `label(data_symbol, attrs)`
@@ -55,8 +55,8 @@ def reset_names() -> None:
     _counters.clear()
 
 
-class Symbol:
-    """One layer of a network description (MXNet `Symbol`); see the module docstring.
+class LayerSymbol:
+    """One layer of a network description (MXNet `Symbol`; `kf.sym.Symbol`); see the module docstring.
 
     Not a graph node: `kf.Symbol` is the symbolic value of a built Graph, this
     is the layer-level description `kf.sym` functions create.
@@ -80,7 +80,7 @@ class Symbol:
         self.inputs = tuple(inputs)
         self.attrs = dict(attrs or {})
         for i in self.inputs:
-            if not isinstance(i, Symbol):
+            if not isinstance(i, LayerSymbol):
                 raise TypeError(f"{kind} {name!r}: inputs must be kf.sym symbols, got "
                                 f"{type(i).__name__}")
 
@@ -156,7 +156,7 @@ class Symbol:
                           shape_only)
         return builder.build(self)
 
-    def with_shapes(self, dtypes=None, **shapes) -> Symbol:
+    def with_shapes(self, dtypes=None, **shapes) -> LayerSymbol:
         """A copy whose Variables carry these shapes (and dtypes), so it builds with no
         arguments: `net.with_shapes(data=(None, 784)).to_graph()`."""
         dtypes = dtypes or {}
@@ -167,11 +167,11 @@ class Symbol:
                 attrs["shape"] = tuple(shapes[node.name])
             if node.kind == "Variable" and node.name in dtypes:
                 attrs["dtype"] = str(np.dtype(dtypes[node.name]))
-            return Symbol(node.kind, node.name, inputs, attrs)
+            return LayerSymbol(node.kind, node.name, inputs, attrs)
 
         return self._rebuild(change)
 
-    def _rebuild(self, change) -> Symbol:
+    def _rebuild(self, change) -> LayerSymbol:
         new: dict = {}
         for node in self.topo():
             new[id(node)] = change(node, tuple(new[id(i)] for i in node.inputs))
@@ -193,7 +193,7 @@ class Symbol:
                 "metadata": {"layer_symbol": self.tojson()}}
 
     def __repr__(self) -> str:
-        return f"<Symbol {self.kind} {self.name}>"
+        return f"<LayerSymbol {self.kind} {self.name}>"
 
     def __getstate__(self):
         return {"json": self.tojson()}
@@ -210,22 +210,22 @@ def _check_unique(names, what):
         raise ValueError(f"duplicate {what} names {dup}: give the layers distinct names")
 
 
-def load_json(text: str) -> Symbol:
-    """The symbol `Symbol.tojson()` wrote (MXNet `load_json`)."""
+def load_json(text: str) -> LayerSymbol:
+    """The symbol `LayerSymbol.tojson()` wrote (MXNet `load_json`)."""
     data = json.loads(text)
     if not isinstance(data, dict) or data.get("knetflow_sym") != 1:
-        raise ValueError("not a knetflow layer-symbol description (from Symbol.tojson())")
+        raise ValueError("not a knetflow layer-symbol description (from LayerSymbol.tojson())")
     built: list = []
     for item in data["nodes"]:
         if item["op"] not in LAYERS and item["op"] != "Variable":
             raise ValueError(f"unknown layer kind {item['op']!r}; known: {sorted(LAYERS)}")
         attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in item["attrs"].items()}
         inputs = [built[k] for k in item["inputs"]]
-        built.append(Symbol(item["op"], item["name"], inputs, attrs))
+        built.append(LayerSymbol(item["op"], item["name"], inputs, attrs))
     return built[data["heads"][0]]
 
 
-def Variable(name: str, shape=None, dtype=None, **attrs) -> Symbol:
+def Variable(name: str, shape=None, dtype=None, **attrs) -> LayerSymbol:
     """A named input of the network (MXNet `Variable`): data or a label.
 
     `shape` may hold None for a dynamic batch dim; by default the shape is given
@@ -233,7 +233,7 @@ def Variable(name: str, shape=None, dtype=None, **attrs) -> Symbol:
     the fed data's (float32 when unknown).
     """
     shape = None if shape is None else tuple(None if d is None else int(d) for d in shape)
-    return Symbol("Variable", name, (), {"shape": shape,
+    return LayerSymbol("Variable", name, (), {"shape": shape,
                                          "dtype": None if dtype is None else str(np.dtype(dtype)),
                                          **attrs})
 
@@ -253,7 +253,7 @@ class Builder:
         self.env: dict = {}
         self.shapes_made: dict = {}  # name -> shape of every input and param created
 
-    def build(self, head: Symbol) -> Graph:
+    def build(self, head: LayerSymbol) -> Graph:
         for node in head.topo():
             if node.kind == "Variable":
                 continue

@@ -1,6 +1,6 @@
 """The MXNet layer symbols of `kf.sym`, each a function and the rule that builds it.
 
-Every function returns a `Symbol` (see `knetflow.train.mxnet.layer_symbol`); its
+Every function returns a `LayerSymbol` (see `knetflow.train.mxnet.layer_symbol`); its
 rule creates the parameters, with MXNet's names and layouts, once the input's
 shape is known, and the ops that compute the layer:
 
@@ -22,7 +22,7 @@ from knetflow.layers import batchnorm as _batchnorm
 from knetflow.layers import bnmoments, bnupdates, dropout
 from knetflow.ops import cast, mat, relu, reshape, sigm, tanh
 from knetflow.ops.loss import log1pexp
-from knetflow.train.mxnet.layer_symbol import LAYERS, Symbol, auto_name
+from knetflow.train.mxnet.layer_symbol import LAYERS, LayerSymbol, auto_name
 
 __all__ = [
     "Activation",
@@ -37,8 +37,8 @@ __all__ = [
 ]
 
 
-def layer(kind, inputs, name, attrs) -> Symbol:
-    return Symbol(kind, auto_name(kind) if name is None else name, inputs, attrs)
+def layer(kind, inputs, name, attrs) -> LayerSymbol:
+    return LayerSymbol(kind, auto_name(kind) if name is None else name, inputs, attrs)
 
 
 def _ints(value, n=None) -> tuple:
@@ -70,7 +70,7 @@ def _bias_params(attrs):
 # ---- dense and activations ----
 
 
-def FullyConnected(data, num_hidden, no_bias=False, flatten=True, name=None) -> Symbol:
+def FullyConnected(data, num_hidden, no_bias=False, flatten=True, name=None) -> LayerSymbol:
     """A dense layer y = x @ weight.T + bias (MXNet `FullyConnected`); weight is
     (num_hidden, in). With `flatten` an (N, ...) input becomes (N, in) first."""
     return layer("FullyConnected", (data,), name, {"num_hidden": int(num_hidden),
@@ -100,7 +100,7 @@ class _FullyConnected:
 _ACTIVATIONS = {"relu": relu, "sigmoid": sigm, "tanh": tanh, "softrelu": log1pexp}
 
 
-def Activation(data, act_type="relu", name=None) -> Symbol:
+def Activation(data, act_type="relu", name=None) -> LayerSymbol:
     """An elementwise activation (MXNet `Activation`): 'relu', 'sigmoid', 'tanh' or
     'softrelu' (log(1 + exp(x)))."""
     if act_type not in _ACTIVATIONS:
@@ -118,7 +118,7 @@ class _Activation:
         return _ACTIVATIONS[node.attrs["act_type"]](inputs[0])
 
 
-def Flatten(data, name=None) -> Symbol:
+def Flatten(data, name=None) -> LayerSymbol:
     """(N, ...) -> (N, prod(...)) (MXNet `Flatten`, Knet `mat`)."""
     return layer("Flatten", (data,), name, {})
 
@@ -132,7 +132,7 @@ class _Flatten:
         return mat(inputs[0])
 
 
-def Reshape(data, shape, name=None) -> Symbol:
+def Reshape(data, shape, name=None) -> LayerSymbol:
     """x reshaped (MXNet `Reshape`): in `shape`, 0 copies the input's dim, -1 is inferred."""
     return layer("Reshape", (data,), name, {"shape": _ints(shape)})
 
@@ -147,7 +147,7 @@ class _Reshape:
         return reshape(inputs[0], tuple(None if d == 0 else d for d in node.attrs["shape"]))
 
 
-def Dropout(data, p=0.5, mode="training", name=None) -> Symbol:
+def Dropout(data, p=0.5, mode="training", name=None) -> LayerSymbol:
     """Zero each element with probability p and scale the rest by 1/(1-p) (MXNet
     `Dropout`): in training graphs only, or always with mode='always'."""
     if mode not in ("training", "always"):
@@ -178,7 +178,7 @@ def _conv_attrs(kernel, num_filter, stride, pad, dilate, num_group, no_bias) -> 
 
 
 def Convolution(data, kernel, num_filter, stride=1, pad=0, dilate=1, num_group=1,
-                no_bias=False, name=None) -> Symbol:
+                no_bias=False, name=None) -> LayerSymbol:
     """Convolution over NCHW (or NCW, NCDHW) data (MXNet `Convolution`): cross-correlation
     with weight (num_filter, C/num_group, *kernel) plus bias (num_filter,)."""
     return layer("Convolution", (data,), name,
@@ -186,7 +186,7 @@ def Convolution(data, kernel, num_filter, stride=1, pad=0, dilate=1, num_group=1
 
 
 def Deconvolution(data, kernel, num_filter, stride=1, pad=0, dilate=1, adj=0, num_group=1,
-                  no_bias=True, name=None) -> Symbol:
+                  no_bias=True, name=None) -> LayerSymbol:
     """Transposed convolution (MXNet `Deconvolution`), the adjoint of Convolution with
     weight (C, num_filter/num_group, *kernel); no bias by default, as MXNet.
     Output size (X - 1)*stride - 2*pad + dilate*(K - 1) + 1; `adj` must be 0."""
@@ -253,7 +253,7 @@ class _Deconvolution:
 
 
 def Pooling(data, kernel=(), pool_type="max", stride=None, pad=0, global_pool=False,
-            pooling_convention="valid", name=None) -> Symbol:
+            pooling_convention="valid", name=None) -> LayerSymbol:
     """Max, average or sum pooling over NCHW data (MXNet `Pooling`).
 
     As MXNet: `stride` defaults to 1 in each dim, average pooling counts the
@@ -308,7 +308,7 @@ class _Pooling:
 
 
 def BatchNorm(data, eps=1e-3, momentum=0.9, fix_gamma=True, use_global_stats=False,
-              name=None) -> Symbol:
+              name=None) -> LayerSymbol:
     """Batch normalization over axis 1 (MXNet `BatchNorm`).
 
     Params gamma and beta (C,); auxiliary moving_mean and moving_var updated in

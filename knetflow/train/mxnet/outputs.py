@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 
 from knetflow.ops import nll, softmax
-from knetflow.train.mxnet.layer_symbol import Symbol, Variable, auto_name
+from knetflow.train.mxnet.layer_symbol import LayerSymbol, Variable, auto_name
 from knetflow.train.mxnet.layers import layer, rule, static_dims
 
 __all__ = ["LinearRegressionOutput", "SoftmaxOutput"]
 
 def SoftmaxOutput(data, label=None, grad_scale=1.0, ignore_label=-1, use_ignore=False,
-                  name="softmax") -> Symbol:
+                  name="softmax") -> LayerSymbol:
     """Softmax over the last axis, trained with cross-entropy (MXNet `SoftmaxOutput`).
 
     The forward result (predict) is the class probabilities; the training loss
@@ -47,7 +47,7 @@ class _SoftmaxOutput:
         return loss * a["grad_scale"] if a["grad_scale"] != 1.0 else loss
 
 
-def LinearRegressionOutput(data, label=None, grad_scale=1.0, name=None) -> Symbol:
+def LinearRegressionOutput(data, label=None, grad_scale=1.0, name=None) -> LayerSymbol:
     """Identity forward, trained with the squared error (MXNet `LinearRegressionOutput`).
 
     The loss is `grad_scale * 0.5 * sum((data - label)**2) / N` over a batch of N, so

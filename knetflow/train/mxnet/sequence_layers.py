@@ -10,13 +10,13 @@ import numpy as np
 
 from knetflow.layers.rnn import RNN as LayerRNN
 from knetflow.ops import cast, embedding, transpose
-from knetflow.train.mxnet.layer_symbol import Symbol
+from knetflow.train.mxnet.layer_symbol import LayerSymbol
 from knetflow.train.mxnet.layers import layer, rule, static_dims
 
 __all__ = ["RNN", "Embedding"]
 
 
-def Embedding(data, input_dim, output_dim, dtype="float32", name=None) -> Symbol:
+def Embedding(data, input_dim, output_dim, dtype="float32", name=None) -> LayerSymbol:
     """Rows of weight (input_dim, output_dim) at the integer ids in data (MXNet `Embedding`);
     float ids are cast to integers."""
     return layer("Embedding", (data,), name, {"input_dim": int(input_dim),
@@ -41,7 +41,7 @@ _RNN_MODES = {"rnn_relu": "relu", "rnn_tanh": "tanh", "relu": "relu", "tanh": "t
 
 
 def RNN(data, state_size, num_layers=1, mode="lstm", bidirectional=False, p=0.0,
-        layout="TNC", name=None) -> Symbol:
+        layout="TNC", name=None) -> LayerSymbol:
     """A multi-layer recurrent layer (MXNet `RNN`): mode 'rnn_relu', 'rnn_tanh', 'gru' or
     'lstm', zero initial states, output (T, N, state_size * directions).
 

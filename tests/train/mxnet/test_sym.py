@@ -327,3 +327,9 @@ def test_pooling_kernel_larger_than_the_padded_input_is_refused():
     with pytest.raises(ValueError, match=r"Pooling 'p': kernel \(5, 5\) is larger than the "
                                          r"padded input \(3, 3\)"):
         run(net, {}, data=RS.randn(1, 1, 3, 3))
+
+
+def test_symbol_is_the_layer_symbol_class_by_mxnets_name():
+    net = kf.sym.FullyConnected(kf.sym.Variable("data"), num_hidden=3, name="fc")
+    assert kf.sym.Symbol is kf.sym.LayerSymbol
+    assert isinstance(net, kf.sym.Symbol) and not isinstance(net, kf.Symbol)
