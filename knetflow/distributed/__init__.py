@@ -7,20 +7,21 @@ in async mode a parameter server applies each replica's gradients as they
 come. Losing a worker mid-training does not lose the run.
 
 Modules, one job each:
-    cluster.py   connect to a cluster or start a LocalCluster on 127.0.0.1
-    data.py      blocks of rows on the workers (NumPy, dask.array, batches)
-    steps.py     a replica's gradient and update plans, the flat buffer
-    reduce.py    ring and tree all-reduce over a small transport
-    worker.py    the Replica actor: plans, data, mailbox, local steps
-    async_ps.py  the parameter server of mode='async'
-    fleet.py     the client's view of the replicas: start, call, wait
-    driver.py    the client's loop over an epoch's steps
-    faults.py    detecting and recovering from lost workers
-    shm.py       the same sums through shared memory, for workers on one host
-    report.py    metrics summed over workers, progress bars
-    trainer.py   DaskTrainer: fit a kf.Graph loss with a kf.optim optimizer
-    knet.py      a Knet-style loss function of kf.Params traced into such a graph
-    kvstore.py   DaskKVStore: FeedForward.fit(kvstore='dask')
+    cluster.py        connect to a cluster or start a LocalCluster on 127.0.0.1
+    data.py           blocks of rows on the workers (NumPy, dask.array, batches)
+    replica_step.py   ReplicaStep: a replica's gradient and update plans, the flat buffer
+    reduce.py         ring and tree all-reduce over a small transport
+    worker.py         the Replica actor: plans, data, mailbox, local steps
+    call_order.py     Turns: a replica runs its numbered calls in the client's order
+    async_ps.py       the parameter server of mode='async'
+    replica_calls.py  Fleet, the client's view of the replicas: start, call, wait
+    driver.py         the client's loop over an epoch's steps
+    faults.py         detecting and recovering from lost workers
+    shm.py            the same sums through shared memory, for workers on one host
+    report.py         metrics summed over workers, progress bars
+    trainer.py        DaskTrainer: fit a kf.Graph loss with a kf.optim optimizer
+    traced_loss.py    a Knet-style loss function of kf.Params traced into such a graph
+    kvstore.py        DaskKVStore: FeedForward.fit(kvstore='dask')
 
 Nothing here imports Dask until it is used.
 """

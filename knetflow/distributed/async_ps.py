@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from knetflow.distributed.steps import ReplicaStep
+from knetflow.distributed.replica_step import ReplicaStep
 
 __all__ = ["ParameterServer"]
 

@@ -2,7 +2,7 @@
 
 Sync mode: the client asks every replica for the same steps (a few at a
 time, `window` calls ahead, so no replica idles while the client reads
-results; numbered, so each replica runs them in order, see turns.py) and
+results; numbered, so each replica runs them in order, see call_order.py) and
 accepts a range once every replica has run it. Async mode:
 each replica gets its own calls and runs ahead at its own pace; a step
 counts as done once every live replica has run it.

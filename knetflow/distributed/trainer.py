@@ -29,7 +29,7 @@ from knetflow import rng
 from knetflow.distributed import driver
 from knetflow.distributed.cluster import check_workers, connect
 from knetflow.distributed.data import prepare
-from knetflow.distributed.fleet import Fleet
+from knetflow.distributed.replica_calls import Fleet
 from knetflow.distributed.reduce import ALGORITHMS
 from knetflow.distributed.report import LOGGER, add_counters
 from knetflow.graph.node import Graph
@@ -146,7 +146,7 @@ class DaskTrainer:
             >>> w.value.round(1)  # doctest: +SKIP
             array([ 1. , -2. ,  0.5])
         """
-        from knetflow.distributed.knet import trace_loss
+        from knetflow.distributed.traced_loss import trace_loss
 
         graph, params = trace_loss(f, x, y)
         trainer = cls(graph, optimizer, inputs=["x"] if y is None else ["x", "y"], **kwargs)
@@ -276,7 +276,7 @@ class DaskTrainer:
         if snap["optimizer"] is not None:
             self.optimizer.load_state_dict(snap["optimizer"])
         if self.knet_params:  # Knet-style: the Params and state objects themselves
-            from knetflow.distributed.knet import store_back
+            from knetflow.distributed.traced_loss import store_back
 
             store_back(self.knet_params, self.params)
 

@@ -13,7 +13,7 @@ replica applies the same update. Async mode: the replica pushes its buffer
 to the parameter server (async_ps.py) and takes back the current params.
 
 `run_steps` calls are numbered by the client and run in that order, on a
-thread of the replica's own (turns.py: Dask may deliver two queued calls in
+thread of the replica's own (call_order.py: Dask may deliver two queued calls in
 either order); the replica's other methods run on Dask's actor thread, and
 none of them changes the replica while steps run.
 
@@ -34,11 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from knetflow.distributed.call_order import Turns
 from knetflow.distributed.data import LocalData, fetch
 from knetflow.distributed.reduce import ALGORITHMS, Aborted, Mailbox
 from knetflow.distributed.report import counters
-from knetflow.distributed.steps import ReplicaStep
-from knetflow.distributed.turns import Turns
+from knetflow.distributed.replica_step import ReplicaStep
 
 __all__ = ["PeerLost", "Replica"]
 
@@ -134,7 +134,7 @@ class Replica:
         self.generation, self.transport, self.ps = 0, None, None
         self.group = self._segment = None  # shared-memory ring (shm.py), when on one host
         self.timeout = float(config.get("timeout", 120))
-        self.turns = Turns()  # the order of run_steps calls (turns.py)
+        self.turns = Turns()  # the order of run_steps calls (call_order.py)
         self._busy = threading.Lock()  # held while steps run, and by methods changing state
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="knetflow-replica")
 

@@ -15,7 +15,7 @@ from knetflow.distributed.faults import split_block
 from knetflow.distributed.reduce import Mailbox
 from knetflow.distributed.report import add_counters, counters
 from knetflow.distributed.shm import SharedGroup, create_segment
-from knetflow.distributed.steps import ReplicaStep
+from knetflow.distributed.replica_step import ReplicaStep
 
 
 def mlp_graph(seed=0, dtype="float64"):
@@ -306,7 +306,7 @@ def test_connection_closes_what_knetflow_opened():
 
 
 def test_fleet_close_never_raises_and_lets_go_of_the_actors():
-    from knetflow.distributed.fleet import Fleet
+    from knetflow.distributed.replica_calls import Fleet
 
     class LostActor:
         def close(self):

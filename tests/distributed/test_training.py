@@ -229,7 +229,7 @@ def test_calls_arriving_out_of_order_run_in_order(client, workers, transport, mo
     until its timeout; in the order the client numbered them, training is unchanged."""
     import asyncio
 
-    from knetflow.distributed.fleet import Fleet
+    from knetflow.distributed.replica_calls import Fleet
 
     def late_run_steps(fleet, worker, epoch, start, stop, sync_at):
         ticket = fleet.tickets[worker]

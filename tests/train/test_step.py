@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import knetflow as kf
-from knetflow.distributed.steps import ReplicaStep
+from knetflow.distributed.replica_step import ReplicaStep
 from knetflow.train import optim, step
 
 C = np.array([1.0, 2.0, 0.5, 4.0])

@@ -56,7 +56,7 @@ def reset_names() -> None:
 
 
 class LayerSymbol:
-    """One layer of a network description (MXNet `Symbol`; `kf.sym.Symbol`); see the module docstring.
+    """One layer of a network description (`kf.sym.Symbol`, MXNet's `Symbol`).
 
     Not a graph node: `kf.Symbol` is the symbolic value of a built Graph, this
     is the layer-level description `kf.sym` functions create.
