@@ -22,7 +22,7 @@ as data. Ops read and set state through three functions:
 
 When the trace ends every touched attribute is restored (graph/trace.py) and
 `Tracer.finals` lists what the trace left in each attribute it set. The front
-end (train/autograd.py) makes the symbols among them extra outputs of the plan
+end (train/knet/trace_cache.py) makes the symbols among them extra outputs of the plan
 and stores the values it computes, after every call, with each slot's `store`.
 """
 

@@ -1,8 +1,8 @@
 """Tracing a Python function into a graph: the one tracer.
 
 Every front end that turns Python code into graphs goes through
-`trace_function`: `kf.diff`/`kf.grad` (train/trace_cache.py) and Knet-style
-losses trained on Dask (distributed/knet.py). graph/trace.py holds the
+`trace_function`: `kf.diff`/`kf.grad` (train/knet/trace_cache.py) and Knet-style
+losses trained on Dask (distributed/traced_loss.py). graph/trace.py holds the
 context it runs in; graph/capture.py says which of the function's inputs are
 fed and which are part of a cache key.
 """
