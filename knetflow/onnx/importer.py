@@ -30,6 +30,7 @@ import numpy as np
 from knetflow.errors import FormatError, KnetflowError
 from knetflow.graph.build import const, param, placeholder
 from knetflow.graph.node import Graph
+from knetflow.graph.passes.rewrite import rewrite
 from knetflow.graph.symbol import Symbol
 from knetflow.onnx import (  # noqa: F401  (they register the converters)
     from_onnx,
@@ -271,10 +272,9 @@ class _Import:
         for sym, name in outputs:
             if not sym.node.is_leaf:
                 names.setdefault(sym.node.id, name)
-        new = {}
-        for node in sorted(graph.nodes, key=lambda n: n.id):
-            new[node.id] = node.replace(
-                inputs=tuple(new[i.id] for i in node.inputs),
-                where=f"{self.label}:{self.origin.get(node.id, '?')}",
-                name=names.get(node.id, node.name))
-        return graph.remap(new)
+
+        def visit(node, original):
+            return node.replace(where=f"{self.label}:{self.origin.get(original.id, '?')}",
+                                name=names.get(original.id, node.name))
+
+        return rewrite(graph, visit, originals=True)
