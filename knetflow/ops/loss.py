@@ -91,6 +91,24 @@ class PickLabel(Op):
         got = xp.take_along_axis(x, xp.expand_dims(idx, axis), axis=axis)
         return xp.where(keep, xp.squeeze(got, axis=axis), 0).astype(x.dtype, copy=False)
 
+    def bind(xp, attrs, in_specs, out_spec):
+        """In a plan, for (N, C) scores with classes last: one fancy index by rows (the
+        general forward takes the slow path, and its error, for labels out of range)."""
+        rows = _rows_of(xp, in_specs[0], in_specs[1], attrs)
+        if rows is None:
+            return None
+        classes, ignore = in_specs[0].shape[1], attrs.get("ignore_index", -1)
+        forward, where = PickLabel.forward, np.where
+
+        def pick_label(x, labels):
+            keep = labels != ignore
+            idx = where(keep, labels, 0)
+            if idx.min() < 0 or idx.max() >= classes:
+                return forward(np, x, labels, axis=1, ignore_index=ignore)  # raises
+            return where(keep, x[rows, idx], 0)
+
+        return pick_label
+
     def grad(g, out, x, labels, axis=-1, ignore_index=-1):
         return unpick_label(g, x, labels, axis=axis, ignore_index=ignore_index), None
 
@@ -115,8 +133,37 @@ class UnpickLabel(Op):
         hit = (xp.expand_dims(labels, axis) == classes) & kept
         return xp.where(hit, xp.expand_dims(g, axis), 0).astype(g.dtype, copy=False)
 
+    def bind(xp, attrs, in_specs, out_spec):
+        """In a plan, for (N, C) with classes last: zeros, and g put at each row's label."""
+        rows = _rows_of(xp, in_specs[1], in_specs[2], attrs)
+        if rows is None:
+            return None
+        shape, dtype = out_spec.shape, np.dtype(out_spec.dtype)
+        classes, ignore = shape[1], attrs.get("ignore_index", -1)
+        forward, where, zeros = UnpickLabel.forward, np.where, np.zeros
+
+        def unpick_label(g, like, labels):
+            keep = labels != ignore
+            idx = where(keep, labels, 0)
+            if idx.min() < 0 or idx.max() >= classes:  # as forward: such rows get nothing
+                return forward(np, g, like, labels, axis=1, ignore_index=ignore)
+            out = zeros(shape, dtype)
+            out[rows, idx] = where(keep, g, 0)
+            return out
+
+        return unpick_label
+
     def grad(gout, out, g, like, labels, axis=-1, ignore_index=-1):
         return pick_label(gout, labels, axis=axis, ignore_index=ignore_index), None, None
+
+
+def _rows_of(xp, scores: Spec, labels: Spec, attrs):
+    """arange(N) for the bound kernels of (N, C) scores with classes on the last axis and
+    N > 0 labels, on NumPy; None for any other case (the general forward runs)."""
+    if (xp is not np or scores.ndim != 2 or labels.ndim != 1 or not scores.is_static
+            or attrs.get("axis", -1) not in (-1, 1) or not scores.shape[0]):
+        return None
+    return np.arange(scores.shape[0])
 
 
 @register

@@ -9,6 +9,8 @@ second derivatives (Hessian-vector products) work.
 
 from __future__ import annotations
 
+import numpy as np
+
 from knetflow.ops.base import Op, Spec, apply, float_dtype, norm_axis, register
 from knetflow.ops.reduce import broadcast_like, sum
 
@@ -40,6 +42,44 @@ def _log_normalizer(xp, z, axis):
     return xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
 
+def _bound(xp, in_specs, axis, finish):
+    """A plan's kernel for a normalization over `axis` of a float x of known size:
+    m = max clamped to the finite range (as `_shifted`'s zeroing, the same results for
+    +-inf and NaN), then `finish(z = x - m)`, through ufuncs only."""
+    (x,) = in_specs
+    if xp is not np or not x.is_float or not x.is_static or not x.size:
+        return None
+    big = float(np.finfo(x.dtype).max)
+    top, low, sub = np.maximum.reduce, np.minimum, np.subtract
+
+    def kernel(x):
+        m = top(x, axis=axis, keepdims=True, initial=-big)
+        low(m, big, out=m)
+        return finish(sub(x, m))
+
+    return kernel
+
+
+def _softmax_of(axis):
+    exp, total, divide = np.exp, np.add.reduce, np.divide
+
+    def finish(z):
+        e = exp(z, out=z)
+        return divide(e, total(e, axis=axis, keepdims=True), out=e)
+
+    return finish
+
+
+def _logsoftmax_of(axis):
+    exp, total, log, sub = np.exp, np.add.reduce, np.log, np.subtract
+
+    def finish(z):
+        s = total(exp(z), axis=axis, keepdims=True)
+        return sub(z, log(s, out=s), out=z)
+
+    return finish
+
+
 @register
 class Softmax(Op):
     """exp(x) / sum(exp(x)) over `axis` (all of x when None)."""
@@ -54,6 +94,10 @@ class Softmax(Op):
         e = xp.exp(z, out=z)
         e /= xp.sum(e, axis=axis, keepdims=True)
         return e
+
+    def bind(xp, attrs, in_specs, out_spec):
+        axis = attrs.get("axis")
+        return _bound(xp, in_specs, axis, _softmax_of(axis))
 
     def grad(g, out, x, axis=None):
         return (out * (g - sum(g * out, axis=axis, keepdims=True)),)
@@ -72,6 +116,10 @@ class LogSoftmax(Op):
         z, _ = _shifted(xp, x, axis)
         z -= _log_normalizer(xp, z, axis)
         return z
+
+    def bind(xp, attrs, in_specs, out_spec):
+        axis = attrs.get("axis")
+        return _bound(xp, in_specs, axis, _logsoftmax_of(axis))
 
     def grad(g, out, x, axis=None):
         from knetflow.ops.elementwise import exp

@@ -320,3 +320,20 @@ def test_nll_matches_reference_over_shapes_and_axes(shape, data):
     want_total, want_count = ref_nll(scores, labels, axis=axis, average=False)
     assert float(count) == want_count
     assert float(total) == pytest.approx(want_total, rel=1e-10, abs=1e-10)
+
+
+def test_a_plan_checks_labels_and_skips_ignored_ones_as_eager_calls_do():
+    # plans run pick_label/unpick_label kernels bound to (N, C) shapes
+    scores = kf.placeholder("s", (4, 3), "float64")
+    labels = kf.placeholder("y", (4,), "int64")
+    graph = kf.backward(kf.Graph([kf.nll(scores, labels)]), wrt=["s"])
+    plan = kf.compile(graph)
+    s = np.random.RandomState(0).randn(4, 3)
+    y = np.array([0, 2, -1, 1])
+    loss, grad = plan.run({"s": s, "y": y})
+    want = kf.grad(lambda s: kf.nll(s, y))(s)
+    assert float(loss) == pytest.approx(float(kf.nll(s, y)), rel=1e-12)
+    np.testing.assert_allclose(grad, want, rtol=1e-12)
+    assert not grad[2].any()  # the ignored row gets no gradient
+    with pytest.raises(kf.ExecutionError, match="label 3 is out of range for 3 classes"):
+        plan.run({"s": s, "y": np.array([0, 3, 1, 1])})

@@ -190,3 +190,16 @@ def test_softmax_sums_to_one(data):
                                rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(logsumexp(x, axis=axis), special.logsumexp(x, axis=axis),
                                rtol=1e-12)
+
+
+@pytest.mark.parametrize("fn", [kf.softmax, kf.logsoftmax])
+@pytest.mark.parametrize("axis", [None, 1, (0, 1)])
+def test_a_plan_gives_the_eager_values_at_infinities_and_nan(fn, axis):
+    # plans run a kernel bound to the shapes (Softmax/LogSoftmax.bind); eager calls forward
+    x = np.array([[1.0, 2.0, 3.0], [-np.inf] * 3, [np.inf, 0.0, 1.0], [np.nan, 0.0, 1.0],
+                  [1e30, -1e30, 0.0]])
+    ph = kf.placeholder("x", x.shape, "float64")
+    with np.errstate(all="ignore"):
+        planned = kf.compile([fn(ph, axis=axis)]).run({"x": x})[0]
+        eager = fn(x, axis=axis)
+    np.testing.assert_array_equal(planned, eager)
