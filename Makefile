@@ -17,9 +17,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# every benchmark script; run.py, lenet.py and charlm.py time PyTorch and JAX beside knetflow
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/breakdown.py
+	$(PY) benchmarks/gemm.py
+	$(PY) benchmarks/trace_cache.py
+	$(PY) benchmarks/trace_cache_compat.py
+	$(PY) benchmarks/lenet.py
+	$(PY) benchmarks/charlm.py
+	$(PY) benchmarks/scheduler.py
+	$(PY) benchmarks/serialize.py
+	$(PY) benchmarks/distributed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
