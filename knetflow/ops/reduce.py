@@ -54,6 +54,17 @@ class Sum(Op):
     infer = _reduce_infer("sum")
     forward = _reduce_forward("sum")
 
+    def bind(xp, attrs, in_specs, out_spec):
+        """On NumPy, a float sum is the add ufunc's reduce (np.sum without its wrapper)."""
+        if xp is not np or not in_specs[0].is_float:
+            return None
+        axis, keepdims, reduce = attrs.get("axis"), attrs.get("keepdims", False), np.add.reduce
+
+        def sum(x, out=None):  # noqa: A001 - the op's name
+            return reduce(x, axis=axis, keepdims=keepdims, out=out)
+
+        return sum
+
     def grad(g, out, x, axis=None, keepdims=False):
         return (broadcast_like(g, x, axis=axis, keepdims=keepdims),)
 

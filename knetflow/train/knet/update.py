@@ -43,13 +43,23 @@ def update(weights, grads, optimizers=None, lr=0.1, gclip=0):
         >>> kf.update(w, [np.ones(2), 1.0], lr=0.5)
         [array([0.5, 0.5]), 0.0]
     """
-    default = SGD(lr=lr, gclip=gclip)
+    try:
+        default = _default_sgd(lr, gclip)
+    except TypeError:  # an unhashable learning rate (a 0-d array): a fresh SGD
+        default = SGD(lr=lr, gclip=gclip)
     items, numbers = [], []
     _collect(weights, grads, optimizers, "", None, default, items, numbers)
     update_arrays(items)
     for store, array, kind in numbers:  # numbers in lists and dicts get their new values
         store(kind(array[()]))
     return weights
+
+
+@functools.lru_cache(maxsize=64)
+def _default_sgd(lr, gclip) -> SGD:
+    """The SGD of `kf.update(w, g, lr=..., gclip=...)`: made once per setting (SGD keeps no
+    state, so one serves every call with those settings)."""
+    return SGD(lr=lr, gclip=gclip)
 
 
 def _collect(w, g, opt, key, store, default, items, numbers) -> None:
