@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/breakdown.py
 	$(PY) benchmarks/gemm.py
+	$(PY) benchmarks/large_mlp.py
 	$(PY) benchmarks/trace_cache.py
 	$(PY) benchmarks/trace_cache_compat.py
 	$(PY) benchmarks/lenet.py
