@@ -83,12 +83,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     counts = args.threads.split(",")
     if len(counts) > 1:
-        rest = list(argv if argv is not None else sys.argv[1:])
-        if "--threads" in rest:
-            k = rest.index("--threads")
-            del rest[k:k + 2]
-        rest = [a for a in rest if not a.startswith("--threads=")]
-        P.per_thread_count(os.path.abspath(__file__), counts, rest)
+        P.per_thread_count(os.path.abspath(__file__), counts, argv)
     else:
         run_one(args)
 

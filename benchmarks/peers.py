@@ -129,9 +129,14 @@ def paired_ratio(a: list, b: list) -> float:
     return statistics.median(pairs) if pairs else float("nan")
 
 
-def per_thread_count(script: str, counts: list, argv: list) -> None:
+def per_thread_count(script: str, counts: list, argv) -> None:
     """Run `script` once per thread count in a fresh process (XLA fixes its thread pools
-    when its backend starts), passing argv and `--threads n`."""
+    when its backend starts), passing argv (less its own --threads) and `--threads n`."""
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if "--threads" in argv:
+        k = argv.index("--threads")
+        del argv[k:k + 2]
+    argv = [a for a in argv if not a.startswith("--threads=")]
     for n in counts:
         print(f"==== {n} thread(s): a fresh process ====", flush=True)
         subprocess.run([sys.executable, script, *argv, "--threads", str(n)], check=True)

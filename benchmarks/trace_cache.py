@@ -12,26 +12,13 @@ values to feed), and the plan's own run: the rest is the front end's overhead.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
+from trace_cache_compat import per_call as _per_call  # the script's folder is on sys.path
 
 import knetflow as kf
 from knetflow.graph.capture import capture
 from knetflow.train.knet import trace_cache
-
-
-def _per_call(fn, calls, repeat) -> float:
-    """Median microseconds per call of fn() over `repeat` rounds of `calls` calls."""
-    fn()
-    rounds = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        rounds.append((time.perf_counter() - t0) / calls * 1e6)
-    return statistics.median(rounds)
 
 
 def predict(w, x):

@@ -23,7 +23,8 @@ def loss(w, b, x, y):
     return kf.mean((predict(w, b, x) - y) ** 2)
 
 
-def _per_call(fn, calls, repeat) -> float:
+def per_call(fn, calls, repeat) -> float:
+    """Median microseconds per call of fn() over `repeat` rounds of `calls` calls."""
     fn()
     rounds = []
     for _ in range(repeat):
@@ -48,7 +49,7 @@ def main(argv=None) -> None:
              ("kf.diff(lambda: loss(W, b, x, y))", lambda: kf.diff(lambda: loss(W, b, x, y))),
              ("kf.diff(loss, W, b, x, y), Params", lambda: kf.diff(loss, W, b, x, y))]
     for name, fn in forms:
-        print(f"{name:40s} {_per_call(fn, args.calls, args.repeat):7.1f} us/call")
+        print(f"{name:40s} {per_call(fn, args.calls, args.repeat):7.1f} us/call")
 
 
 if __name__ == "__main__":

@@ -54,13 +54,6 @@ class Tree:
             return tuple(items)
         return self.kind(*items)  # a namedtuple
 
-    def __eq__(self, other):
-        return (isinstance(other, Tree) and self.kind is other.kind and self.keys == other.keys
-                and self.children == other.children)
-
-    def __hash__(self):
-        return hash((self.kind, self.keys, self.children))
-
     def __repr__(self) -> str:
         if self.kind is None:
             return "*"
@@ -76,10 +69,10 @@ def is_container(x) -> bool:
     return type(x) in (list, tuple, dict) or (isinstance(x, tuple) and hasattr(x, "_fields"))
 
 
-def flatten(x, depth: int = 0) -> tuple:
+def flatten(x) -> tuple:
     """(leaves in order, Tree) of a container; anything else is one leaf."""
     leaves: list = []
-    return leaves, _flatten(x, leaves, depth)
+    return leaves, _flatten(x, leaves, 0)
 
 
 def _flatten(x, leaves, depth):

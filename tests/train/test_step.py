@@ -7,21 +7,7 @@ import pytest
 import knetflow as kf
 from knetflow.distributed.replica_step import ReplicaStep
 from knetflow.train import optim, step
-
-C = np.array([1.0, 2.0, 0.5, 4.0])
-D = np.array([0.3, -1.0, 2.0, 0.0])
-W0 = np.array([1.0, -2.0, 0.5, 3.0])
-
-
-def compiled(opt, steps):
-    w = kf.param("w", value=W0, dtype="float64")
-    loss = kf.sum(0.5 * C * w * w + D * w)
-    plan = kf.compile(optim.step_graph(kf.Graph([loss]), opt))
-    out = []
-    for _ in range(steps):
-        plan.run({})
-        out.append(np.array(plan.params["w"]))
-    return out, plan
+from tests.train.test_optim import C, D, W0, compiled  # the quadratic both files train
 
 
 # ---- which params train ----

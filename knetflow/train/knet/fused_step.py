@@ -138,25 +138,20 @@ def _write_back(outs, first, params, opts, states) -> None:
     state."""
     k = first
     for p in params:
-        _assign(p, "value", outs[k])
+        p.value = _kept(p.value, outs[k])
         k += 1
     for o, state in zip(opts, states):
         new = {}
         for slot in o.all_slots():
-            old = state[slot]
-            if isinstance(old, np.ndarray) and old.flags.writeable and old.shape == np.shape(
-                    outs[k]):
-                old[...] = outs[k]
-                new[slot] = old
-            else:
-                new[slot] = outs[k]
+            new[slot] = _kept(state[slot], outs[k])
             k += 1
         o.state[""] = new
 
 
-def _assign(param, attr, value) -> None:
-    old = getattr(param, attr)
+def _kept(old, value):
+    """`old` holding `value` (written in place, so references to it see the update), or
+    `value` in old's dtype where old cannot take it (read-only, another shape, a device's)."""
     if isinstance(old, np.ndarray) and old.flags.writeable and old.shape == np.shape(value):
         old[...] = value
-    else:
-        setattr(param, attr, value.astype(old.dtype, copy=False))
+        return old
+    return value.astype(old.dtype, copy=False)
