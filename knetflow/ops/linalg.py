@@ -67,6 +67,20 @@ class Matmul(Op):
         out = xp.matmul(a, b, out=out)
         return out if out.ndim else xp.asarray(out)  # vector . vector gives a NumPy scalar
 
+    def bind(xp, attrs, in_specs, out_spec):
+        """In a plan, matrix by matrix of one BLAS dtype is `np.dot` (the same BLAS call
+        as np.matmul, without the ufunc machinery: about 0.3 us less per product)."""
+        a, b = in_specs
+        if (xp is not np or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype
+                or np.dtype(a.dtype) not in (np.float32, np.float64)):
+            return None
+        dot = np.dot
+
+        def matmul(a, b, out=None):
+            return dot(a, b, out=out)
+
+        return matmul
+
     def grad(g, out, a, b):
         from knetflow.ops.array import expand_dims, squeeze
 

@@ -21,7 +21,7 @@ from knetflow.ops.base import (
     INT_DTYPES, Op, Spec, apply, fail, float_dtype, fmt, norm_axis, register, spec_of)
 from knetflow.ops.binary import div, mul, ne, neg, sub
 from knetflow.ops.elementwise import cast
-from knetflow.ops.reduce import mean, sum
+from knetflow.ops.reduce import count, mean, sum
 from knetflow.ops.softmax import logsoftmax
 
 __all__ = ["accuracy", "bce", "logistic", "nll"]
@@ -92,20 +92,19 @@ class PickLabel(Op):
         return xp.where(keep, xp.squeeze(got, axis=axis), 0).astype(x.dtype, copy=False)
 
     def bind(xp, attrs, in_specs, out_spec):
-        """In a plan, for (N, C) scores with classes last: one fancy index by rows (the
-        general forward takes the slow path, and its error, for labels out of range)."""
-        rows = _rows_of(xp, in_specs[0], in_specs[1], attrs)
-        if rows is None:
+        """In a plan, for (N, C) scores with classes last: when every label is a class
+        (one unsigned comparison), one `take` at row * C + label; otherwise the general
+        forward (skipped instances, and the error for labels out of range)."""
+        at = _label_offsets(xp, in_specs[0], in_specs[1], attrs)
+        if at is None:
             return None
-        classes, ignore = in_specs[0].shape[1], attrs.get("ignore_index", -1)
-        forward, where = PickLabel.forward, np.where
+        forward, ignore, take = PickLabel.forward, attrs.get("ignore_index", -1), np.take
 
         def pick_label(x, labels):
-            keep = labels != ignore
-            idx = where(keep, labels, 0)
-            if idx.min() < 0 or idx.max() >= classes:
-                return forward(np, x, labels, axis=1, ignore_index=ignore)  # raises
-            return where(keep, x[rows, idx], 0)
+            idx = at(labels)
+            if idx is None:
+                return forward(np, x, labels, axis=1, ignore_index=ignore)
+            return take(x, idx)
 
         return pick_label
 
@@ -134,21 +133,21 @@ class UnpickLabel(Op):
         return xp.where(hit, xp.expand_dims(g, axis), 0).astype(g.dtype, copy=False)
 
     def bind(xp, attrs, in_specs, out_spec):
-        """In a plan, for (N, C) with classes last: zeros, and g put at each row's label."""
-        rows = _rows_of(xp, in_specs[1], in_specs[2], attrs)
-        if rows is None:
+        """In a plan, for (N, C) with classes last: zeros, and g put at row * C + label
+        when every label is a class; otherwise the general forward."""
+        at = _label_offsets(xp, in_specs[1], in_specs[2], attrs)
+        if at is None:
             return None
         shape, dtype = out_spec.shape, np.dtype(out_spec.dtype)
-        classes, ignore = shape[1], attrs.get("ignore_index", -1)
-        forward, where, zeros = UnpickLabel.forward, np.where, np.zeros
+        forward, ignore, zeros, put = UnpickLabel.forward, attrs.get("ignore_index", -1), \
+            np.zeros, np.put
 
         def unpick_label(g, like, labels):
-            keep = labels != ignore
-            idx = where(keep, labels, 0)
-            if idx.min() < 0 or idx.max() >= classes:  # as forward: such rows get nothing
+            idx = at(labels)
+            if idx is None:
                 return forward(np, g, like, labels, axis=1, ignore_index=ignore)
             out = zeros(shape, dtype)
-            out[rows, idx] = where(keep, g, 0)
+            put(out, idx, g)
             return out
 
         return unpick_label
@@ -157,13 +156,26 @@ class UnpickLabel(Op):
         return pick_label(gout, labels, axis=axis, ignore_index=ignore_index), None, None
 
 
-def _rows_of(xp, scores: Spec, labels: Spec, attrs):
-    """arange(N) for the bound kernels of (N, C) scores with classes on the last axis and
-    N > 0 labels, on NumPy; None for any other case (the general forward runs)."""
+def _label_offsets(xp, scores: Spec, labels: Spec, attrs):
+    """For (N, C) scores with classes on the last axis and N > 0 integer labels, on
+    NumPy: a function labels -> the flat offsets row * C + label, or None when a label
+    is not a class (skipped instances, labels out of range: the general forward's
+    cases). None instead of the function for any other shape or device."""
     if (xp is not np or scores.ndim != 2 or labels.ndim != 1 or not scores.is_static
             or attrs.get("axis", -1) not in (-1, 1) or not scores.shape[0]):
         return None
-    return np.arange(scores.shape[0])
+    classes = scores.shape[1]
+    starts = np.arange(0, scores.shape[0] * classes, classes)
+    kind, size = np.dtype(labels.dtype).kind, np.dtype(labels.dtype).itemsize
+    unsigned = np.dtype(f"u{size}")  # a negative label viewed unsigned is huge: one test
+    top, add = np.maximum.reduce, np.add
+
+    def offsets(labels):
+        if top(labels.view(unsigned) if kind == "i" else labels) >= classes:
+            return None
+        return add(starts, labels)
+
+    return offsets
 
 
 @register
@@ -235,6 +247,9 @@ def log1pexp(x):
 
 def _count(labels, ignore_index, dtype):
     """Number of instances not skipped, as a 0-d `dtype` value."""
+    kind = np.dtype(_spec(labels).dtype)
+    if not np.iinfo(kind).min <= ignore_index <= np.iinfo(kind).max:
+        return cast(count(labels), dtype)  # e.g. uint8 labels: no label can be -1
     return sum(cast(ne(labels, ignore_index), dtype))
 
 
@@ -294,8 +309,6 @@ def _binary_inputs(opname, scores, labels):
 
 
 def _reduce(loss, average):
-    from knetflow.ops.reduce import count
-
     return mean(loss) if average else (sum(loss), count(loss))
 
 

@@ -19,6 +19,7 @@ from knetflow.ops.base import (
     norm_axis,
     register,
 )
+from knetflow.ops.small_reduce import dot_sum
 
 
 def _reduced_shape(x: Spec, axis, keepdims) -> tuple:
@@ -55,10 +56,14 @@ class Sum(Op):
     forward = _reduce_forward("sum")
 
     def bind(xp, attrs, in_specs, out_spec):
-        """On NumPy, a float sum is the add ufunc's reduce (np.sum without its wrapper)."""
+        """On NumPy, a float sum is the add ufunc's reduce (np.sum without its wrapper), or
+        for short rows or columns of a known shape a BLAS product with ones (`dot_sum`)."""
         if xp is not np or not in_specs[0].is_float:
             return None
         axis, keepdims, reduce = attrs.get("axis"), attrs.get("keepdims", False), np.add.reduce
+        blas = dot_sum(in_specs[0], axis, out_spec.shape)
+        if blas is not None:
+            return blas
 
         def sum(x, out=None):  # noqa: A001 - the op's name
             return reduce(x, axis=axis, keepdims=keepdims, out=out)
@@ -88,6 +93,10 @@ class Mean(Op):
         if n == 0:
             return None
         reduce, divide = np.add.reduce, np.true_divide
+        blas = dot_sum(x, axis, out_spec.shape)
+        if blas is not None:
+            def reduce(x, axis, keepdims, out):
+                return blas(x, out)
 
         def mean(x, out=None):
             total = reduce(x, axis=axis, keepdims=keepdims, out=out)
@@ -287,6 +296,12 @@ class SumTo(Op):
         if not axes:
             return _first
         shape, reduce = like.shape, np.add.reduce
+        blas = dot_sum(g, axes, shape)  # like.shape: the kept axes in order, 1s between
+        if blas is not None:
+            def sum_to(g, like):
+                return blas(g)
+
+            return sum_to
 
         def sum_to(g, like):
             return reduce(g, axis=axes, keepdims=True).reshape(shape)

@@ -13,6 +13,7 @@ import numpy as np
 
 from knetflow.ops.base import Op, Spec, apply, float_dtype, norm_axis, register
 from knetflow.ops.reduce import broadcast_like, sum
+from knetflow.ops.small_reduce import dot_sum, row_max
 
 __all__ = ["logp", "logsoftmax", "logsumexp", "softmax"]
 
@@ -45,39 +46,40 @@ def _log_normalizer(xp, z, axis):
 def _bound(xp, in_specs, axis, finish):
     """A plan's kernel for a normalization over `axis` of a float x of known size:
     m = max clamped to the finite range (as `_shifted`'s zeroing, the same results for
-    +-inf and NaN), then `finish(z = x - m)`, through ufuncs only."""
+    +-inf and NaN), then `finish(z = x - m, total)` with `total(e)` the keepdims sum of
+    e over `axis`, through ufuncs only. Over the last axis the max is `row_max` and the
+    sum `dot_sum` (BLAS), the short rows of a (batch, classes) score matrix."""
     (x,) = in_specs
     if xp is not np or not x.is_float or not x.is_static or not x.size:
         return None
     big = float(np.finfo(x.dtype).max)
-    top, low, sub = np.maximum.reduce, np.minimum, np.subtract
+    top, low, sub, reduce = np.maximum.reduce, np.minimum, np.subtract, np.add.reduce
+    keep = tuple(1 if axis is None or i in axis else d for i, d in enumerate(x.shape))
+    rows = row_max(x) if axis == (x.ndim - 1,) else None
+    total = dot_sum(x, axis, keep) if rows is not None else None
+    if rows is None:
+        def rows(x):
+            return top(x, axis=axis, keepdims=True, initial=-big)
+    if total is None:
+        def total(e):
+            return reduce(e, axis=axis, keepdims=True)
 
     def kernel(x):
-        m = top(x, axis=axis, keepdims=True, initial=-big)
+        m = rows(x)
         low(m, big, out=m)
-        return finish(sub(x, m))
+        return finish(sub(x, m), total)
 
     return kernel
 
 
-def _softmax_of(axis):
-    exp, total, divide = np.exp, np.add.reduce, np.divide
-
-    def finish(z):
-        e = exp(z, out=z)
-        return divide(e, total(e, axis=axis, keepdims=True), out=e)
-
-    return finish
+def _softmax(z, total):
+    e = np.exp(z, out=z)
+    return np.divide(e, total(e), out=e)
 
 
-def _logsoftmax_of(axis):
-    exp, total, log, sub = np.exp, np.add.reduce, np.log, np.subtract
-
-    def finish(z):
-        s = total(exp(z), axis=axis, keepdims=True)
-        return sub(z, log(s, out=s), out=z)
-
-    return finish
+def _logsoftmax(z, total):
+    s = total(np.exp(z))
+    return np.subtract(z, np.log(s, out=s), out=z)
 
 
 @register
@@ -97,7 +99,7 @@ class Softmax(Op):
 
     def bind(xp, attrs, in_specs, out_spec):
         axis = attrs.get("axis")
-        return _bound(xp, in_specs, axis, _softmax_of(axis))
+        return _bound(xp, in_specs, axis, _softmax)
 
     def grad(g, out, x, axis=None):
         return (out * (g - sum(g * out, axis=axis, keepdims=True)),)
@@ -119,7 +121,7 @@ class LogSoftmax(Op):
 
     def bind(xp, attrs, in_specs, out_spec):
         axis = attrs.get("axis")
-        return _bound(xp, in_specs, axis, _logsoftmax_of(axis))
+        return _bound(xp, in_specs, axis, _logsoftmax)
 
     def grad(g, out, x, axis=None):
         from knetflow.ops.elementwise import exp

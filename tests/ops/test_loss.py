@@ -322,18 +322,35 @@ def test_nll_matches_reference_over_shapes_and_axes(shape, data):
     assert float(total) == pytest.approx(want_total, rel=1e-10, abs=1e-10)
 
 
-def test_a_plan_checks_labels_and_skips_ignored_ones_as_eager_calls_do():
-    # plans run pick_label/unpick_label kernels bound to (N, C) shapes
+@pytest.mark.parametrize("dtype", ["int64", "int32", "int8", "uint8"])
+def test_a_plan_checks_labels_and_skips_ignored_ones_as_eager_calls_do(dtype):
+    # plans run pick_label/unpick_label kernels bound to (N, C) shapes: a fast path when
+    # every label is a class, the general forward for skipped rows and bad labels
     scores = kf.placeholder("s", (4, 3), "float64")
-    labels = kf.placeholder("y", (4,), "int64")
+    labels = kf.placeholder("y", (4,), dtype)
     graph = kf.backward(kf.Graph([kf.nll(scores, labels)]), wrt=["s"])
     plan = kf.compile(graph)
     s = np.random.RandomState(0).randn(4, 3)
-    y = np.array([0, 2, -1, 1])
-    loss, grad = plan.run({"s": s, "y": y})
-    want = kf.grad(lambda s: kf.nll(s, y))(s)
-    assert float(loss) == pytest.approx(float(kf.nll(s, y)), rel=1e-12)
-    np.testing.assert_allclose(grad, want, rtol=1e-12)
-    assert not grad[2].any()  # the ignored row gets no gradient
+    cases = [[0, 2, 2, 1]] + ([[0, 2, -1, 1]] if dtype[0] == "i" else [])
+    for y in (np.array(c, dtype) for c in cases):
+        loss, grad = plan.run({"s": s, "y": y})
+        want = kf.grad(lambda s: kf.nll(s, y))(s)
+        assert float(loss) == pytest.approx(float(kf.nll(s, y)), rel=1e-12)
+        np.testing.assert_allclose(grad, want, rtol=1e-12)
+    assert not grad[2].any() or dtype[0] == "u"  # the ignored row gets no gradient
     with pytest.raises(kf.ExecutionError, match="label 3 is out of range for 3 classes"):
-        plan.run({"s": s, "y": np.array([0, 3, 1, 1])})
+        plan.run({"s": s, "y": np.array([0, 3, 1, 1], dtype)})
+    if dtype[0] == "i":
+        with pytest.raises(kf.ExecutionError, match="label -2 is out of range"):
+            plan.run({"s": s, "y": np.array([0, -2, 1, 1], dtype)})
+
+
+@pytest.mark.parametrize("fn", [nll, kf.accuracy])
+def test_unsigned_labels_work_and_none_is_skipped(fn):
+    # -1 (the default ignore_index) is no uint8 value: every instance counts
+    s = np.random.RandomState(4).randn(5, 4)
+    y = np.array([0, 3, 2, 1, 3])
+    got = fn(s, y.astype("uint8"), average=False)
+    want = fn(s, y, average=False)
+    assert [float(v) for v in got] == pytest.approx([float(v) for v in want], rel=1e-12)
+    assert float(got[1]) == 5
