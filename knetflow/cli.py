@@ -8,6 +8,7 @@ import sys
 
 def _devices(args) -> int:
     import knetflow as kf
+    from knetflow.devices.cpu import blas_report
     from knetflow.devices.gpu import unavailable_reason
 
     found = kf.devices()
@@ -15,6 +16,8 @@ def _devices(args) -> int:
         print(d.describe())
     if not any(d.kind == "gpu" for d in found):
         print(f"no GPU: {unavailable_reason()}")
+    for line in blas_report():
+        print(line)
     return 0
 
 

@@ -5,7 +5,8 @@ from knetflow import cli
 
 def test_devices_lists_the_cpu(capsys):
     assert cli.main(["devices"]) == 0
-    assert "cpu:0 cpu" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cpu:0 cpu" in out and "BLAS: " in out
 
 
 def test_demo_trains_on_real_digits_checkpoints_reloads_and_exports(capsys, tmp_path):

@@ -157,6 +157,57 @@ class _BlasBudget:
 
 blas = _BlasBudget()
 
+#: OpenBLAS kernels (its OPENBLAS_CORETYPE names) that use AVX-512
+_AVX512_KERNELS = {"skylakex", "cooperlake", "sapphirerapids"}
+
+
+def cpu_flags() -> set:
+    """The instruction-set flags of this machine's CPU (Linux /proc/cpuinfo; else empty)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def blas_report(info=None, environ=None, flags=None) -> list:
+    """Lines on NumPy's BLAS for `knetflow devices`: each library's version, kernel and
+    threads, then a hint when OPENBLAS_CORETYPE pins OpenBLAS to kernels without the
+    AVX-512 this CPU has (its GEMMs then run well below the machine's rate).
+
+    `info` (threadpoolctl's threadpool_info), `environ` and `flags` (cpu_flags()) default
+    to this process's.
+
+    Example:
+        >>> blas_report([{"user_api": "blas", "internal_api": "openblas", "version": "0.3.30",
+        ...               "architecture": "Haswell", "num_threads": 2}],
+        ...             {"OPENBLAS_CORETYPE": "Haswell"}, {"avx2", "avx512f"})[1][:45]
+        'hint: OPENBLAS_CORETYPE=Haswell pins OpenBLAS'
+    """
+    if info is None:
+        try:
+            from threadpoolctl import threadpool_info
+        except ImportError:
+            return ["BLAS: unknown (threadpoolctl is not installed)"]
+        info = threadpool_info()
+    environ = os.environ if environ is None else environ
+    libs = [i for i in info if i.get("user_api") == "blas"]
+    lines = [f"BLAS: {i.get('internal_api')} {i.get('version')}, "
+             f"{i.get('architecture') or 'unknown'} kernels, {i.get('num_threads')} threads"
+             for i in libs]
+    pinned = environ.get("OPENBLAS_CORETYPE")
+    slow = [i for i in libs if i.get("internal_api") == "openblas"
+            and str(i.get("architecture", "")).lower() not in _AVX512_KERNELS]
+    flags = cpu_flags() if flags is None else flags
+    if pinned and slow and "avx512f" in flags:
+        lines.append(f"hint: OPENBLAS_CORETYPE={pinned} pins OpenBLAS to kernels without "
+                     "the AVX-512 this CPU has, so matrix products run well below its rate; "
+                     "unset it (or set OPENBLAS_CORETYPE=SkylakeX) before Python starts")
+    return lines
+
 
 def make_cpu_devices(n: int, cores: int | None = None) -> list:
     """CPU devices cpu:0..n-1, each with an equal share of the cores (`use` them to apply it)."""

@@ -99,3 +99,31 @@ def test_rng_draws_numpy_arrays():
     draws = kf.cpu(0).rng(5).random(3)
     assert isinstance(draws, np.ndarray)
     np.testing.assert_array_equal(draws, np.random.default_rng(5).random(3))
+
+
+OPENBLAS = {"user_api": "blas", "internal_api": "openblas", "version": "0.3.30",
+            "architecture": "Haswell", "num_threads": 2}
+
+
+def test_blas_report_names_each_librarys_kernel_and_threads():
+    from knetflow.devices.cpu import blas_report
+
+    lines = blas_report([OPENBLAS, {"user_api": "openmp", "internal_api": "openmp"}], {}, set())
+    assert lines == ["BLAS: openblas 0.3.30, Haswell kernels, 2 threads"]
+
+
+@pytest.mark.parametrize("environ, flags, kernel, hint", [
+    ({"OPENBLAS_CORETYPE": "Haswell"}, {"avx2", "avx512f"}, "Haswell", True),
+    ({}, {"avx2", "avx512f"}, "Haswell", False),                        # OpenBLAS's own choice
+    ({"OPENBLAS_CORETYPE": "Haswell"}, {"avx2"}, "Haswell", False),     # no AVX-512 to use
+    ({"OPENBLAS_CORETYPE": "SkylakeX"}, {"avx2", "avx512f"}, "SkylakeX", False),
+])
+def test_blas_report_hints_only_at_a_pinned_kernel_without_the_cpus_avx512(
+        environ, flags, kernel, hint):
+    from knetflow.devices.cpu import blas_report
+
+    lines = blas_report([dict(OPENBLAS, architecture=kernel)], environ, flags)
+    assert len(lines) == 1 + hint
+    if hint:
+        assert lines[1].startswith("hint: OPENBLAS_CORETYPE=Haswell pins OpenBLAS to kernels "
+                                   "without the AVX-512 this CPU has")
