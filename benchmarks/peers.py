@@ -40,7 +40,11 @@ def set_blas_threads(n: int) -> str:
     except ImportError:
         return "threadpoolctl not installed: NumPy's BLAS at its default thread count"
     threadpoolctl.threadpool_limits(n)
-    return f"NumPy BLAS {n} thread(s)"
+    kernels = sorted({str(i.get("architecture")) for i in threadpoolctl.threadpool_info()
+                      if i.get("internal_api") == "openblas"})
+    pinned = os.environ.get("OPENBLAS_CORETYPE")
+    how = f" (OPENBLAS_CORETYPE={pinned})" if pinned else " (OpenBLAS's own choice)"
+    return f"NumPy BLAS {n} thread(s), {'/'.join(kernels) or 'non-OpenBLAS'} kernels{how}"
 
 
 def import_torch(n: int):
