@@ -102,7 +102,8 @@ def _rounding_forward(ufunc_name):
     return forward
 
 
-def _unary(name, doc, rule, *, ufunc=None, forward=None, saves=(0,), infer=_to_float):
+def _unary(name, doc, rule, *, ufunc=None, forward=None, saves=(0,), infer=_to_float,
+           bind=None):
     """Declare and register a unary elementwise op; return (op class, public function).
 
     `rule(g, out, x)` is the gradient expression, None for a zero gradient. With only
@@ -117,6 +118,8 @@ def _unary(name, doc, rule, *, ufunc=None, forward=None, saves=(0,), infer=_to_f
 
     body = {"__doc__": doc, "name": name, "ufunc": ufunc, "elementwise": True,
             "saves": saves if rule is not None else (), "infer": infer, "grad": grad}
+    if bind is not None:
+        body["bind"] = bind
     if forward is not None:
         body["forward"] = forward
         body["out_arg"] = "out" in inspect.signature(forward).parameters
@@ -286,6 +289,47 @@ def _relu_forward(xp, x, out=None):
     return xp.maximum(x, 0, out=out)
 
 
+#: elements per call of a plan's relu (a 256 KB float32 block of zeros)
+_RELU_BLOCK = 65536
+
+
+def _relu_bind(xp, attrs, in_specs, out_spec):
+    """In a plan: the maximum against an array of zeros made once, not the scalar 0
+    (NumPy's maximum with a scalar operand runs about 3x slower than with an array of
+    the same shape: 2.5 against 0.7 us for 100x64 float32, 337 against 112 us for 1.15M
+    elements). Arrays above `_RELU_BLOCK` elements go through in blocks of that many, so
+    the zeros stay small; a non-contiguous one takes the forward's path."""
+    (x,) = in_specs
+    if xp is not np or not x.is_static or not x.is_float or not x.size:
+        return None
+    n, shape, maximum = x.size, x.shape, np.maximum
+    zeros = np.zeros(min(n, _RELU_BLOCK), x.dtype)
+    zeros.flags.writeable = False
+    if n <= _RELU_BLOCK:
+        zeros = zeros.reshape(shape)
+
+        def relu(x, out=None):
+            return maximum(x, zeros, out=out)
+
+        return relu
+    tail = n % _RELU_BLOCK
+    starts = range(0, n - tail, _RELU_BLOCK)
+
+    def relu(x, out=None):
+        if out is None:
+            out = np.empty(shape, x.dtype)
+        if not (x.flags.c_contiguous and out.flags.c_contiguous):
+            return maximum(x, 0, out=out)
+        src, dst = x.reshape(-1), out.reshape(-1)
+        for i in starts:
+            maximum(src[i:i + _RELU_BLOCK], zeros, out=dst[i:i + _RELU_BLOCK])
+        if tail:
+            maximum(src[n - tail:], zeros[:tail], out=dst[n - tail:])
+        return out
+
+    return relu
+
+
 def _sigm_forward(xp, x):
     x = _as_float(x)
     # expit is the logistic function evaluated without overflow for any x
@@ -328,7 +372,7 @@ def relu_grad(g, y):
 # out > 0 exactly where x > 0, and on x <= 0 the derivative is a function of out
 Relu, relu = _unary("relu", "max(x, 0), elementwise (Knet `relu`).",
                     lambda g, out, x: relu_grad(g, out),
-                    forward=_relu_forward, saves=("out",), infer=_same)
+                    forward=_relu_forward, saves=("out",), infer=_same, bind=_relu_bind)
 Sigm, sigm = _unary("sigm", "The logistic sigmoid 1 / (1 + exp(-x)) (Knet `sigm`).",
                     lambda g, out, x: g * out * (1 - out), forward=_sigm_forward, saves=("out",))
 Elu, elu = _unary("elu", "x > 0 ? x : exp(x) - 1, elementwise (Knet `elu`).",

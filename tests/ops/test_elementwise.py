@@ -341,3 +341,16 @@ def test_shapes_and_dtypes(data, name, dtype):
     np.testing.assert_allclose(y, REFS[name][0](x.astype(np.float64)), rtol=tol, atol=tol)
     sym = getattr(kf, name)(kf.placeholder("x", (None,) + shape[1:], dtype))
     assert sym.spec == spec.with_shape((None,) + shape[1:])
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (65536,), (3, 65536 + 7), (70000,)])
+def test_relu_in_a_plan_equals_the_eager_relu_small_blocked_and_strided(shape):
+    # plans bind relu to an array of zeros (whole, or in blocks of _RELU_BLOCK elements)
+    x = np.random.RandomState(0).randn(*shape).astype("float32")
+    x.ravel()[:3] = [np.nan, -0.0, np.inf]
+    ph = kf.placeholder("x", shape, "float32")
+    plan = kf.compile([kf.relu(ph)])
+    np.testing.assert_array_equal(plan.run({"x": x})[0], np.maximum(x, 0))
+    if len(shape) == 2:
+        xt = np.asfortranarray(x)  # not C-contiguous: the forward's path
+        np.testing.assert_array_equal(plan.run({"x": xt})[0], np.maximum(x, 0))
