@@ -98,13 +98,13 @@ class PickLabel(Op):
         at = _label_offsets(xp, in_specs[0], in_specs[1], attrs)
         if at is None:
             return None
-        forward, ignore, take = PickLabel.forward, attrs.get("ignore_index", -1), np.take
+        forward, ignore = PickLabel.forward, attrs.get("ignore_index", -1)
 
         def pick_label(x, labels):
             idx = at(labels)
             if idx is None:
                 return forward(np, x, labels, axis=1, ignore_index=ignore)
-            return take(x, idx)
+            return x.take(idx)  # the method: np.take's Python wrapper costs about 1 us
 
         return pick_label
 
@@ -139,15 +139,14 @@ class UnpickLabel(Op):
         if at is None:
             return None
         shape, dtype = out_spec.shape, np.dtype(out_spec.dtype)
-        forward, ignore, zeros, put = UnpickLabel.forward, attrs.get("ignore_index", -1), \
-            np.zeros, np.put
+        forward, ignore, zeros = UnpickLabel.forward, attrs.get("ignore_index", -1), np.zeros
 
         def unpick_label(g, like, labels):
             idx = at(labels)
             if idx is None:
                 return forward(np, g, like, labels, axis=1, ignore_index=ignore)
             out = zeros(shape, dtype)
-            put(out, idx, g)
+            out.put(idx, g)
             return out
 
         return unpick_label

@@ -104,12 +104,12 @@ def row_max(x: Spec):
     width = x.shape[-1]
     starts = np.arange(0, x.size, width).reshape(x.shape[:-1] + (1,))
     keep = x.shape[:-1] + (1,)
-    top, take, add = np.maximum.reduce, np.take, np.add
+    top, add = np.maximum.reduce, np.add
 
     def row_max(a):
         if not a.flags.c_contiguous:
             return top(a, axis=-1, keepdims=True)
         at = a.argmax(axis=-1).reshape(keep)
-        return take(a, add(at, starts, out=at))
+        return a.take(add(at, starts, out=at))  # the method: np.take's wrapper costs 1 us
 
     return row_max
