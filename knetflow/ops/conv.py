@@ -34,7 +34,10 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
+
 from knetflow.ops.base import Op, Spec, apply, fail, fmt, register, result_dtype
+from knetflow.ops.conv_cpu import bind_conv
 
 __all__ = ["conv4", "conv4_data", "conv4_filter", "deconv4"]
 
@@ -269,6 +272,23 @@ def _transposed(xp, w, dy, xshape, padding, stride, dilation, mode, alpha, group
     return _col2im(xp, cols, xshape, ys, padding, stride, dilation, last, out=out)
 
 
+def _bind(kind, xp, attrs, in_specs, out_spec, x_at, w_at):
+    """A plan's NumPy kernel (knetflow.ops.conv_cpu) for a 2-D, one-group convolution op
+    whose inputs and result share one float32/float64 dtype; None (the general
+    forward) otherwise."""
+    x, w = in_specs[x_at], in_specs[w_at]
+    specs = list(in_specs) + [out_spec]
+    if (xp is not np or attrs.get("group", 1) != 1 or x.ndim != 4
+            or any(not s.is_static or not s.size or s.dtype != out_spec.dtype for s in specs)
+            or out_spec.dtype not in ("float32", "float64")):
+        return None
+    ys = tuple(conv_size(*a) for a in zip(x.shape[2:], w.shape[2:], attrs["padding"],
+                                          attrs["stride"], attrs["dilation"]))
+    last = _batch_last(x.shape, w.shape[2:], (x.shape[0], w.shape[0]) + ys)
+    return bind_conv(kind, x.shape, w.shape, out_spec.dtype, attrs["padding"], attrs["stride"],
+                     attrs["dilation"], attrs["mode"], attrs["alpha"], last)
+
+
 # ---- ops ----
 
 
@@ -301,6 +321,9 @@ class Conv4(Op):
             out *= alpha
         return out
 
+    def bind(xp, attrs, in_specs, out_spec):
+        return _bind("conv4", xp, attrs, in_specs, out_spec, 1, 0)
+
     def grad(g, out, w, x, **attrs):
         return conv4_filter(x, g, w, **attrs), conv4_data(w, g, x, **attrs)
 
@@ -317,6 +340,9 @@ class Conv4Data(Op):
 
     def forward(xp, w, dy, x, out=None, **attrs):
         return _transposed(xp, w, dy, x.shape, out=out, **attrs)
+
+    def bind(xp, attrs, in_specs, out_spec):
+        return _bind("conv4_data", xp, attrs, in_specs, out_spec, 2, 0)
 
     def grad(g, out, w, dy, x, **attrs):
         return conv4_filter(g, dy, w, **attrs), conv4(w, g, **attrs), None
@@ -350,6 +376,9 @@ class Conv4Filter(Op):
             return xp.ascontiguousarray(dw)
         out[...] = dw
         return out
+
+    def bind(xp, attrs, in_specs, out_spec):
+        return _bind("conv4_filter", xp, attrs, in_specs, out_spec, 0, 2)
 
     def grad(g, out, x, dy, w, **attrs):
         return conv4_data(g, dy, x, **attrs), conv4(g, x, **attrs), None
