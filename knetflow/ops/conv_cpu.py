@@ -29,7 +29,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["bind_conv", "workspace_bytes"]
+__all__ = ["bind_conv", "scratch", "workspace_bytes"]
 
 #: the largest column matrix a chunk builds (bytes); a few MB keeps it in cache
 CHUNK_BYTES = 2 << 20
@@ -47,6 +47,23 @@ def _workspace(nbytes: int) -> np.ndarray:
     if buf is None or buf.nbytes < nbytes:
         buf = _local.buf = np.empty(nbytes, dtype=np.uint8)
     return buf
+
+
+def scratch(sizes) -> list:
+    """Arrays cut from this thread's workspace, one per (size, dtype) of `sizes` (flat,
+    64-byte aligned); valid until the caller's next kernel call, so a kernel returns
+    none of them.
+
+        >>> a, b = scratch([(3, "float32"), (2, "bool")])
+        >>> a.shape, b.dtype
+        ((3,), dtype('bool'))
+    """
+    offsets, total = [], 0
+    for size, dtype in sizes:
+        offsets.append(total)
+        total += -(-size * np.dtype(dtype).itemsize // 64) * 64
+    buf = _workspace(total)
+    return [buf[o:o + size * np.dtype(d).itemsize].view(d) for o, (size, d) in zip(offsets, sizes)]
 
 
 def workspace_bytes() -> int:

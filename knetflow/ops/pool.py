@@ -36,11 +36,15 @@ what cuDNN cannot take: see `knetflow.ops.cudnn`.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
+import numpy as np
+
 from knetflow.ops.base import Op, Spec, apply, fail, fmt, register
 from knetflow.ops.conv import check_per_dim, ntuple
+from knetflow.ops.conv_cpu import scratch
 
 __all__ = ["pool", "pool_grad", "pool_select", "unpool"]
 
@@ -266,6 +270,61 @@ def _pool_select(xp, x, y, g, window, padding, stride, mode, nanopt, alpha, out=
     return out
 
 
+def _bind_max_grad(xp, attrs, in_specs, out_spec):
+    """A plan's NumPy kernel for the gradient of 2-D max pooling whose windows tile x
+    (stride = window, no padding, sizes multiples of the window, alpha 1), all of one
+    float32/float64 dtype; None (the general kernel) otherwise.
+
+    y and dy are repeated to x's shape (along W by strided copies, or for float32 pairs
+    by one integer multiply that writes each 32-bit pattern twice into 64 bits; along
+    H by row `take`), so every pass runs over contiguous memory: mask = (x == y up),
+    result = dy up * mask. Ties and NaN, where the first maximum rule matters, are
+    caught by one count (a window of y = pool(x) always holds its maximum, so as many
+    hits as windows means one each) and go to the general kernel.
+    """
+    x, y, dy = in_specs
+    window, stride = attrs["window"], attrs["stride"]
+    if (xp is not np or x.ndim != 4 or attrs["mode"] not in MAX_MODES or attrs["alpha"] != 1
+            or any(attrs["padding"]) or tuple(stride) != tuple(window)
+            or any(not s.is_static or not s.size or s.dtype != out_spec.dtype
+                   for s in (x, y, dy, out_spec))
+            or out_spec.dtype not in ("float32", "float64")
+            or fit_window(x.shape[2:], window, attrs["padding"]) != tuple(window)
+            or any(n % k for n, k in zip(x.shape[2:], window))):
+        return None
+    (n, c, h, w), (kh, kw) = x.shape, window
+    rows, wo = n * c * (h // kh), w // kw
+    dtype = np.dtype(out_spec.dtype)
+    pairs = kw == 2 and dtype.itemsize == 4
+    again = np.repeat(np.arange(rows), kh)          # row r of the result is row r // kh
+    twice = np.uint64(0x100000001)
+    sizes = ((rows * w, dtype), (x.size, np.bool_))
+    general = functools.partial(PoolGrad.forward, np, **attrs)
+
+    def up(src, wide, dst):
+        """src (N, C, Ho, Wo) repeated to dst (N*C*H, W) through wide (N*C*Ho, W)."""
+        if pairs and src.flags.c_contiguous:
+            np.multiply(src.reshape(rows, wo).view(np.uint32), twice, out=wide.view(np.uint64))
+        else:
+            for q in range(kw):
+                wide.reshape(rows, wo, kw)[:, :, q] = src.reshape(rows, wo)
+        np.take(wide, again, axis=0, out=dst, mode="clip")
+
+    def pool_grad(x, y, dy, out=None):
+        if out is None:
+            out = np.empty(x.shape, dtype=dtype)
+        wide, hit = scratch(sizes)
+        wide, hit, flat = wide.reshape(rows, w), hit.reshape(x.shape), out.reshape(-1, w)
+        up(y, wide, flat)
+        np.equal(x, out, out=hit)
+        if np.count_nonzero(hit) != y.size or np.isnan(np.add.reduce(y, axis=None)):
+            return general(x, y, dy, out=out)
+        up(dy, wide, flat)
+        return np.multiply(out, hit, out=out)
+
+    return pool_grad
+
+
 # ---- ops ----
 
 
@@ -304,6 +363,9 @@ class PoolGrad(Op):
         window = fit_window(x.shape[2:], window, padding)
         return _pool_grad(xp, x, y, dy, window, padding, stride, mode, maxpoolingNanOpt, alpha,
                           out=out)
+
+    def bind(xp, attrs, in_specs, out_spec):
+        return _bind_max_grad(xp, attrs, in_specs, out_spec)
 
     def grad(g, out, x, y, dy, **attrs):
         # linear in dy; piecewise constant in x (max) or free of x (average)

@@ -437,3 +437,71 @@ def test_dynamic_spatial_dims():
     got = kf.compile([y]).run({"x": value})[0]
     np.testing.assert_allclose(got, ref_pool(value, window=3, stride=2, mode=2, padding=1),
                                rtol=1e-5, atol=1e-6)
+
+
+# ---- the kernel plans bind for tiling 2-D max pooling's gradient ----
+
+
+def _bound_grad(x, y, dy, **attrs):
+    from knetflow.ops.base import Spec, get_op
+
+    specs = [Spec(a.shape, str(a.dtype)) for a in (x, y, dy)]
+    return get_op("pool_grad").bind(np, attrs, specs, specs[0])
+
+
+def _grad_attrs(window, mode=0, nanopt=1, alpha=1.0, padding=(0, 0), stride=None):
+    return {"window": window, "padding": padding, "stride": stride or window, "mode": mode,
+            "maxpoolingNanOpt": nanopt, "alpha": alpha}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_bound_max_pool_grad_matches_the_general_kernel(data):
+    draw = data.draw
+    window = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    xs = (draw(st.integers(1, 3)), draw(st.integers(1, 3)),
+          window[0] * draw(st.integers(1, 4)), window[1] * draw(st.integers(1, 4)))
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    attrs = _grad_attrs(window, mode=draw(st.sampled_from([0, 3])),
+                        nanopt=draw(st.integers(0, 1)))
+    rs = np.random.RandomState(draw(st.integers(0, 100)))
+    x = rs.randn(*xs).astype(dtype)
+    values = draw(st.sampled_from(["distinct", "ties", "nan"]))
+    if values == "ties":        # equal maxima: the first one in the window gets dy
+        x = np.round(x)
+    elif values == "nan":
+        x.flat[::3] = np.nan
+    y, dy = kf.pool(x, **attrs), rs.randn(*kf.pool(x, **attrs).shape).astype(dtype)
+    fn = _bound_grad(x, y, dy, **attrs)
+    assert fn is not None
+    want = kf.pool_grad(x, y, dy, **attrs)
+    np.testing.assert_array_equal(fn(x, y, dy), want)
+    out = np.full_like(x, 7.0)
+    assert fn(x, y, dy, out=out) is out
+    np.testing.assert_array_equal(out, want)
+
+
+def test_lenet_sized_max_pool_grad_binds_and_matches():
+    rs = np.random.RandomState(1)
+    x = rs.randn(10, 20, 24, 24).astype("float32")
+    attrs = _grad_attrs((2, 2))
+    y = kf.pool(x, **attrs)
+    dy = rs.randn(*y.shape).astype("float32")
+    np.testing.assert_array_equal(_bound_grad(x, y, dy, **attrs)(x, y, dy),
+                                  ref_pool_grad(x, dy, **attrs).astype("float32"))
+
+
+@pytest.mark.parametrize("xs, attrs, dtype", [
+    ((2, 2, 6, 6), _grad_attrs((2, 2), mode=1), "float64"),            # average
+    ((2, 2, 6, 6), _grad_attrs((2, 2), alpha=2.0), "float64"),
+    ((2, 2, 6, 6), _grad_attrs((2, 2), padding=(1, 1)), "float64"),
+    ((2, 2, 6, 6), _grad_attrs((2, 2), stride=(1, 1)), "float64"),     # overlapping
+    ((2, 2, 7, 6), _grad_attrs((2, 2)), "float64"),                    # not a multiple
+    ((2, 2, 1, 6), _grad_attrs((2, 2)), "float64"),                    # a cut window
+    ((2, 2, 6), _grad_attrs((2,), padding=(0,)), "float64"),           # 1-D
+    ((2, 2, 6, 6), _grad_attrs((2, 2)), "float16"),
+])
+def test_bound_max_pool_grad_falls_back(xs, attrs, dtype):
+    x = np.ones(xs, dtype)
+    y = kf.pool(x, **attrs)
+    assert _bound_grad(x, y, y, **attrs) is None
