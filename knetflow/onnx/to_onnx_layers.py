@@ -22,7 +22,8 @@ Semantics that differ between the two, and how each is bridged:
   with lstm (i, o, f, c) and gru (z, r, h) blocks, and B = [Wb; Rb]. The
   blocks are reordered and transposed with NumPy when the weights are params
   or constants (as `kf.RNN`'s are), with ONNX ops otherwise.
-- `softmax`, `logsoftmax` over one axis are ONNX's ops of that name; over
+- `softmax`, `logsoftmax` over one axis are ONNX's ops of that name (nll's
+  `nll_terms` is LogSoftmax, then pick_label's gather, negated); over
   several axes, or all of x (Knet's default axis=None), they are written
   out with the maximum subtracted, as knetflow computes them.
 - `dropout` that drops only in training is removed; `batchnorm` in
@@ -242,14 +243,29 @@ def _kept(ctx, labels: str, ignore_index: int) -> str:
 @converts("pick_label")
 def _pick_label(ctx, node):
     x, labels = node.inputs
-    axis, dtype = node.attrs["axis"], out_dtype(node)
+    return _pick(ctx, ctx.arg(x), labels, node.attrs, out_dtype(node))
+
+
+def _pick(ctx, x: str, labels, attrs, dtype) -> str:
+    """x's entry at each label along attrs' axis, 0 where the label is ignore_index."""
+    axis = attrs["axis"]
     labels = ctx.arg(labels, "int64")
-    keep = _kept(ctx, labels, node.attrs.get("ignore_index", -1))
+    keep = _kept(ctx, labels, attrs.get("ignore_index", -1))
     index = ctx.emit("Where", [keep, labels, ctx.scalar(0, "int64")])
     index = ctx.emit("Unsqueeze", [index, ctx.ints([axis])])
-    got = ctx.emit("GatherElements", [ctx.arg(x), index], axis=axis)
+    got = ctx.emit("GatherElements", [x, index], axis=axis)
     got = ctx.emit("Squeeze", [got, ctx.ints([axis])])
     return ctx.emit("Where", [keep, got, ctx.scalar(0, dtype)])
+
+
+@converts("nll_terms")
+def _nll_terms(ctx, node):
+    """-LogSoftmax at each label (0 for skipped ones); the gradient output, which only a
+    backward reads, has no ONNX form."""
+    x, labels = node.inputs
+    axis, dtype = node.attrs["axis"], node.spec[0].dtype
+    logp = ctx.emit("LogSoftmax", [ctx.arg(x, dtype)], axis=axis)
+    return ctx.emit("Neg", [_pick(ctx, logp, labels, node.attrs, dtype)]), None
 
 
 @converts("correct_label")

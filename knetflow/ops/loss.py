@@ -6,10 +6,11 @@ Python conventions replace Julia's (see DESIGN.md): class scores lie on
 label 0) skips its instance. `average=True` returns total/count,
 `average=False` the pair `(total, count)`.
 
-`nll` is built from `logsoftmax` and `pick_label`, which takes each label's
-entry along the class axis (0 for skipped instances); its gradient
-`unpick_label` scatters back, and is itself differentiable, so second
-derivatives work. `bce` and `logistic` use `log1pexp(x) = log(1 + exp(x))`,
+`nll` sums `nll_terms`: per instance -logsoftmax(scores)[label] and, as a
+second output, its gradient softmax(scores) - onehot(label), made in one pass
+(0 for skipped instances). The gradient output is differentiable, so second
+derivatives work. `pick_label` takes each label's entry along the class axis;
+its gradient `unpick_label` scatters back. `bce` and `logistic` use `log1pexp(x) = log(1 + exp(x))`,
 computed without overflow or log(0).
 """
 
@@ -17,12 +18,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from knetflow.ops.array import expand_dims
 from knetflow.ops.base import (
-    INT_DTYPES, Op, Spec, apply, fail, float_dtype, fmt, norm_axis, register, spec_of)
+    INT_DTYPES, Op, Spec, TupleSpec, apply, apply_multi, fail, float_dtype, fmt, norm_axis,
+    register, spec_of)
 from knetflow.ops.binary import div, mul, ne, neg, sub
 from knetflow.ops.elementwise import cast
 from knetflow.ops.reduce import count, mean, sum
-from knetflow.ops.softmax import logsoftmax
+from knetflow.ops.small_reduce import dot_sum, row_max
+from knetflow.ops.softmax import LogSoftmax, softmax
 
 __all__ = ["accuracy", "bce", "logistic", "nll"]
 
@@ -178,6 +182,89 @@ def _label_offsets(xp, scores: Spec, labels: Spec, attrs):
 
 
 @register
+class NllTerms(Op):
+    """Per instance, -logsoftmax(x)[label] along `axis` and its gradient with respect to
+    x, softmax(x) - onehot(label); both 0 for instances whose label is `ignore_index`.
+
+    nll's forward and backward in one op: the softmax is computed once, with the
+    log-likelihood, and the backward only scales it by the incoming gradient (the
+    chain logsoftmax, pick_label, unpick_label and logsoftmax's gradient made a dozen
+    more NumPy calls per step). The gradient output is differentiable too, so second
+    derivatives of nll work.
+    """
+    name, nondiff = "nll_terms", (1,)
+    saves = ("out", 0, 1)
+
+    def infer(x: Spec, labels: Spec, axis=-1, ignore_index=-1) -> TupleSpec:
+        check_labels("nll_terms", x, labels, axis)
+        dtype = float_dtype(x)
+        return TupleSpec((Spec(labels.shape, dtype), Spec(x.shape, dtype)))
+
+    def forward(xp, x, labels, axis=-1, ignore_index=-1):
+        logp = LogSoftmax.forward(xp, x, axis=(axis,))
+        # 0 - picked, not -picked: skipped instances give 0, not -0
+        terms = 0 - PickLabel.forward(xp, logp, labels, axis=axis, ignore_index=ignore_index)
+        kept = xp.expand_dims(labels != ignore_index, axis)
+        ones = xp.ones(labels.shape, logp.dtype)
+        onehot = UnpickLabel.forward(xp, ones, logp, labels, axis=axis, ignore_index=ignore_index)
+        return terms, xp.where(kept, xp.exp(logp), 0).astype(logp.dtype, copy=False) - onehot
+
+    def bind(xp, attrs, in_specs, out_spec):
+        """In a plan, for (N, C) float scores with classes last and N, C >= 2, when every
+        label is a class: z = x - max per row, s = sum(exp(z)) per row (BLAS), the terms
+        log(s) - z at the labels, and exp(z) / s - 1 at the labels; otherwise forward."""
+        x = in_specs[0]
+        at = _label_offsets(xp, x, in_specs[1], attrs)
+        top, total = row_max(x), dot_sum(x, (1,), (x.shape[0],)) if x.ndim == 2 else None
+        if at is None or top is None or total is None:
+            return None
+        big, rows = float(np.finfo(x.dtype).max), (x.shape[0], 1)
+        forward, ignore = NllTerms.forward, attrs.get("ignore_index", -1)
+        low, sub, exp, log, multiply, divide = (
+            np.minimum, np.subtract, np.exp, np.log, np.multiply, np.divide)
+
+        def nll_terms(x, labels):
+            idx = at(labels)
+            if idx is None:
+                return forward(np, x, labels, axis=1, ignore_index=ignore)
+            m = top(x)
+            low(m, big, out=m)  # +inf rows as logsoftmax's kernel: the same NaNs
+            z = sub(x, m)
+            picked = z.take(idx)
+            e = exp(z, out=z)
+            s = total(e)
+            terms = sub(log(s), picked, out=picked)
+            multiply(e, divide(1, s, out=s).reshape(rows), out=e)  # softmax
+            e.put(idx, e.take(idx) - 1)
+            return terms, e
+
+        return nll_terms
+
+    def grad(gs, outs, x, labels, axis=-1, ignore_index=-1):
+        gterms, gd = gs
+        dx = None
+        if gterms is not None:
+            dx = mul(outs[1], expand_dims(gterms, axis))
+        if gd is not None:  # through the gradient output: softmax's Jacobian, rows kept
+            p = softmax(x, axis=axis)
+            kept = _kept(labels, ignore_index, p.dtype)
+            if kept is not None:
+                gd = mul(gd, expand_dims(kept, axis))
+            term = mul(p, sub(gd, sum(mul(gd, p), axis=(axis,), keepdims=True)))
+            dx = term if dx is None else dx + term
+        return dx, None
+
+
+def _kept(labels, ignore_index, dtype):
+    """1 for the instances not skipped (label != ignore_index), 0 for the others, as
+    `dtype`; None when no label can equal ignore_index (unsigned labels and -1)."""
+    kind = np.dtype(_spec(labels).dtype)
+    if not np.iinfo(kind).min <= ignore_index <= np.iinfo(kind).max:
+        return None
+    return cast(ne(labels, ignore_index), dtype)
+
+
+@register
 class Log1pExp(Op):
     """log(1 + exp(x)) (softplus) without overflow; its derivative is sigm(x)."""
     name, elementwise = "log1pexp", True
@@ -239,6 +326,21 @@ def unpick_label(g, like, labels, axis=-1, ignore_index=-1):
     return apply(UnpickLabel, g, like, labels, axis=ax, ignore_index=int(ignore_index))
 
 
+def nll_terms(x, labels, axis=-1, ignore_index=-1):
+    """(-logsoftmax(x)[label], softmax(x) - onehot(label)) per instance along `axis`,
+    both 0 where label == ignore_index: nll's terms and their gradient, as one op.
+
+    Example:
+        >>> import numpy as np; from knetflow.ops.loss import nll_terms
+        >>> terms, grad = nll_terms(np.array([[0., 0.], [0., 5.]]), np.array([0, -1]))
+        >>> terms.round(4), grad
+        (array([0.6931, 0.    ]), array([[-0.5,  0.5],
+               [ 0. ,  0. ]]))
+    """
+    ax, _ = _class_axis("nll_terms", x, labels, axis)
+    return apply_multi(NllTerms, x, labels, axis=ax, ignore_index=int(ignore_index))
+
+
 def log1pexp(x):
     """log(1 + exp(x)), elementwise and stable (softplus); bce and logistic use it."""
     return apply(Log1pExp, x)
@@ -246,10 +348,10 @@ def log1pexp(x):
 
 def _count(labels, ignore_index, dtype):
     """Number of instances not skipped, as a 0-d `dtype` value."""
-    kind = np.dtype(_spec(labels).dtype)
-    if not np.iinfo(kind).min <= ignore_index <= np.iinfo(kind).max:
+    kept = _kept(labels, ignore_index, dtype)
+    if kept is None:
         return cast(count(labels), dtype)  # e.g. uint8 labels: no label can be -1
-    return sum(cast(ne(labels, ignore_index), dtype))
+    return sum(kept)
 
 
 def nll(scores, labels, axis=-1, average=True, ignore_index=-1):
@@ -269,8 +371,7 @@ def nll(scores, labels, axis=-1, average=True, ignore_index=-1):
     """
     ax, spec = _class_axis("nll", scores, labels, axis)
     ignore_index = int(ignore_index)
-    logp = logsoftmax(scores, axis=ax)
-    total = neg(sum(apply(PickLabel, logp, labels, axis=ax, ignore_index=ignore_index)))
+    total = sum(nll_terms(scores, labels, axis=ax, ignore_index=ignore_index)[0])
     count = _count(labels, ignore_index, float_dtype(spec))
     return div(total, count) if average else (total, count)
 

@@ -281,7 +281,7 @@ class SumTo(Op):
         axes = tuple(range(lead)) + tuple(
             lead + i for i, d in enumerate(like.shape) if d == 1 and g.shape[lead + i] != 1)
         if not axes:
-            return g
+            return g.copy()  # a new value, as plans take it to be (see `_first`)
         s = xp.sum(g, axis=axes, keepdims=True)
         return s.reshape(like.shape)
 
@@ -313,7 +313,9 @@ class SumTo(Op):
 
 
 def _first(g, like):
-    return g
+    # a copy, not g: the plan's memory planner takes sum_to's result for a new value and
+    # may hand g's buffer to another op while the result is still read
+    return g.copy()
 
 
 def _prod(xs):

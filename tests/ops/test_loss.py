@@ -9,7 +9,7 @@ from scipy import special
 import knetflow as kf
 from knetflow.ops.loss import (
     CorrectLabel, Log1pExp, PickLabel, UnpickLabel, accuracy, bce, log1pexp, logistic, nll,
-    pick_label, unpick_label)
+    nll_terms, pick_label, unpick_label)
 from knetflow.ops.softmax import LogSoftmax
 from tests.ops.harness import Arg, Case, check
 
@@ -34,6 +34,15 @@ def ref_unpick(g, like, labels, axis=-1):
     out = np.zeros(like.shape)
     np.put_along_axis(out, np.expand_dims(labels, axis), np.expand_dims(g, axis), axis)
     return out
+
+
+def ref_nll_terms(x, labels):
+    """(-log softmax at each label, softmax - onehot) per row; zeros for label -1."""
+    keep = labels >= 0
+    logp = special.log_softmax(x, axis=-1)
+    onehot = ref_unpick(np.ones(len(labels)), x, np.maximum(labels, 0))
+    terms = np.where(keep, -ref_pick(logp, np.maximum(labels, 0)), 0)
+    return terms, keep[:, None] * (np.exp(logp) - onehot)
 
 
 def ref_bce(scores, labels):
@@ -69,6 +78,12 @@ CASES = [
     Case("unpick_label", lambda g, x, y: unpick_label(g, x, y),
          lambda g, x, y: ref_unpick(g, x, y),
          [Arg((3,)), Arg((3, 4)), Arg((3,), "label", high=4)], second=True),
+    Case("nll_terms", lambda x, y: nll_terms(x, y), ref_nll_terms,
+         [Arg((4, 5)), Arg((4,), "label", high=5)], second=True),
+    Case("nll_terms_axis0_ignore", lambda x, y: nll_terms(x, y, axis=0),
+         lambda x, y: tuple(np.moveaxis(v, -1, 0) if v.ndim == 2 else v
+                            for v in ref_nll_terms(x.T, y)),
+         [Arg((4, 3)), Arg((3,), "label", value=np.array([2, -1, 0]))], second=True),
     Case("log1pexp", log1pexp, lambda x: np.logaddexp(0, x), [Arg((3, 4))], second=True),
     Case("bce", lambda s, y: bce(s, y), ref_bce, [Arg((2, 3)), Arg((2, 3), "bool")],
          second=True),
@@ -354,3 +369,39 @@ def test_unsigned_labels_work_and_none_is_skipped(fn):
     want = fn(s, y, average=False)
     assert [float(v) for v in got] == pytest.approx([float(v) for v in want], rel=1e-12)
     assert float(got[1]) == 5
+
+
+def test_nll_in_a_plan_gives_the_eager_values_and_gradients_at_infinities_and_nan():
+    # the plan's nll_terms kernel (row max by argmax, BLAS sums) against its forward
+    s = np.array([[1.0, 2.0, 3.0], [-np.inf] * 3, [np.inf, 0.0, 1.0], [np.nan, 0.0, 1.0],
+                  [1e30, -1e30, 0.0], [-np.inf, 0.0, 1.0]])
+    y = np.array([2, 0, 1, 1, 0, 2])
+    ph, labels = kf.placeholder("s", s.shape, "float64"), kf.placeholder("y", y.shape, "int64")
+    with np.errstate(all="ignore"):
+        planned = kf.compile(list(nll_terms(ph, labels))).run({"s": s, "y": y})
+        eager = nll_terms(s, y)
+    np.testing.assert_array_equal(planned[0], eager[0])
+    np.testing.assert_allclose(planned[1], eager[1], rtol=1e-15, atol=1e-15)
+
+
+def test_nll_terms_export_their_terms_and_refuse_the_gradient_output(tmp_path):
+    pytest.importorskip("onnx")
+    s, y = kf.placeholder("s", (None, 3), "float32"), kf.placeholder("y", (None,), "int64")
+    terms, grad = nll_terms(s, y)
+    kf.export_onnx(kf.Graph([terms]), str(tmp_path / "terms.onnx"))
+    with pytest.raises(Exception, match="output 1 of nll_terms"):
+        kf.export_onnx(kf.Graph([grad]), str(tmp_path / "grad.onnx"))
+
+
+def test_nll_of_log_probabilities_with_a_dynamic_batch_trains():
+    # a model ending in logsoftmax (PyTorch's log_softmax exports) with a dynamic batch:
+    # the backward holds a sum_to that sums nothing once the plan knows the batch; it
+    # must give a new array, not its input, whose buffer the plan hands on
+    x, y = kf.placeholder("x", (None, 24)), kf.placeholder("y", (3,), "int64")
+    w = kf.param("w", value=np.random.RandomState(0).randn(24, 5).astype("float32"))
+    logp = kf.logsoftmax(x @ w, axis=1)
+    xv, yv = np.random.RandomState(1).randn(3, 24).astype("float32"), np.array([1, 4, 2])
+    got = kf.compile(kf.backward(kf.Graph([kf.nll(logp, y)]))).run({"x": xv, "y": yv})[1]
+    want = kf.grad(lambda w: kf.nll(kf.logsoftmax(xv @ w, axis=1), yv))(w.node.attrs["value"])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.abs(got).sum() > 0.1
