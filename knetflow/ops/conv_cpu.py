@@ -1,6 +1,6 @@
 """NumPy kernels that compiled plans bind for 2-D convolutions (`conv4`,
 `conv4_data`, `conv4_filter`) with one group: the batch is cut into chunks
-whose column matrix stays a couple of MB, and every chunk's scratch (the
+whose column matrix stays a few MB, and every chunk's scratch (the
 transposed input, the columns, the GEMM result) lives in one workspace per
 thread that the kernels share, so a step allocates no column matrix at all.
 
@@ -31,8 +31,9 @@ import numpy as np
 
 __all__ = ["bind_conv", "scratch", "workspace_bytes"]
 
-#: the largest column matrix a chunk builds (bytes); a few MB keeps it in cache
-CHUNK_BYTES = 2 << 20
+#: the largest column matrix a chunk builds (bytes): LeNet's kernels ran 3-10% faster with
+#: 4 MB than with 1 or 2 (1 thread), and the workspace stays under 4 MB there
+CHUNK_BYTES = 4 << 20
 
 _local = threading.local()
 
