@@ -9,12 +9,13 @@ sorted by decreasing length, so the rows active at a step are always the first
 `rows` rows of the running state: a sequence that has ended keeps its final
 state there, and (reversed) a sequence that has not started still holds h0.
 
-The work is shaped for BLAS: the input projection `x2 @ wx` of every step is
-one GEMM before the loop, each step adds one `h @ wh` GEMM, and the backward
-gets `dwh` from one GEMM after the loop. Gate activations go into the saved
+The work is shaped for BLAS: the input projection `x2 @ wx` is a few large
+GEMMs (`Projection`: chunks of steps, computed just before the loop reaches
+them, into one reused scratch block), each step adds one `h @ wh` GEMM, and the
+backward gets `dwh` from one GEMM after the loop. Gate activations go into the saved
 arrays in place. The logistic function is computed as 0.5 * tanh(x / 2) + 0.5,
 which is exact in real arithmetic and much cheaper than an expit pass; the
-1/2 is folded into the weights (`_halved`).
+1/2 is folded into the weights (`_scale`).
 
 Gate column blocks (H columns each) follow Knet's `rnnparam` ids:
 lstm (i, f, n, o), gru (r, z, n) where z is the formulas' input gate i[t],
@@ -61,34 +62,107 @@ def _prev(xp, series, init, steps, k, b):
     return xp.concatenate([series[poff:poff + pb], init[pb:b]])
 
 
-def _project(xp, x2, wx, n_gates):
-    """x2 @ wx for all steps at once; without wx (skip_input) x2 repeated per gate.
+#: about how many bytes of projected rows a chunk holds: small enough to stay in
+#: the last-level cache until its steps read it, large enough for full-speed GEMMs
+CHUNK_BYTES = 4 << 20
 
-    Biases are added per step to the small recurrent product, which is in cache,
-    rather than in a pass over this large array.
+
+class Scratch:
+    """Arrays a loop may reuse from one call to the next; `None` in its place allocates.
+
+    A plan's bound kernel keeps one, so that the large projection chunk is
+    memory already mapped: a GEMM writing into fresh pages pays the page faults
+    on its threads, which on two threads cost as much as the GEMM itself.
+    Nothing a loop returns ever lives here.
     """
-    return xp.tile(x2, (1, n_gates)) if wx is None else xp.matmul(x2, wx)
+
+    def __init__(self):
+        self._arrays = {}
+
+    def get(self, xp, name, shape, dtype):
+        a = self._arrays.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = self._arrays[name] = xp.empty(shape, dtype)
+        return a
 
 
-def _halved(xp, x2, wx, wh, biases, n_gates, sigm_blocks):
-    """Inputs with the gate columns of the blocks that take a sigmoid scaled by 1/2.
+def _empty(xp, scratch, name, shape, dtype):
+    if scratch is None:
+        return xp.empty(shape, dtype)
+    return scratch.get(xp, name, shape, dtype)
+
+
+class Projection:
+    """x2 @ wx + bias for the rows of each step, one chunk of steps at a time.
+
+    `rows(k)` is step k's (b, G*H) block, valid until the step after it; the
+    chunk holding step k is computed (one GEMM and one bias pass) when step k is
+    the first of its chunk, in the order the loop processes the steps. Chunks
+    are consecutive steps in that order, so their rows are contiguous in x2
+    (reversed steps walk the rows backwards). Without wx (skip_input) a chunk
+    is x2's rows repeated per gate, times `scale`.
+    """
+
+    def __init__(self, xp, x2, wx, bias, steps, width, scratch=None, scale=None):
+        self.xp, self.x2, self.wx, self.bias, self.scale = xp, x2, wx, bias, scale
+        per_row = width * x2.dtype.itemsize
+        most = max([b for _, b in steps] + [CHUNK_BYTES // max(per_row, 1)])
+        self.first, self.span = {}, []  # chunk start step -> chunk index; chunk row ranges
+        k = 0
+        while k < len(steps):
+            j, lo, hi = k, steps[k][0], steps[k][0] + steps[k][1]
+            while j + 1 < len(steps):
+                off, b = steps[j + 1]
+                if max(hi, off + b) - min(lo, off) > most:
+                    break
+                lo, hi, j = min(lo, off), max(hi, off + b), j + 1
+            self.first[k] = len(self.span)
+            self.span.append((lo, hi))
+            k = j + 1
+        rows = max([hi - lo for lo, hi in self.span] + [0])
+        self.buf = _empty(xp, scratch, "projection", (rows, width), x2.dtype)
+        self.steps, self.lo = steps, 0
+
+    def rows(self, k):
+        chunk = self.first.get(k)
+        if chunk is not None:
+            lo, hi = self.span[chunk]
+            self.lo = lo
+            out = self.buf[:hi - lo]
+            if self.wx is None:
+                xp, n = self.xp, hi - lo
+                gates = out.shape[1] // self.x2.shape[1]
+                xp.multiply(self.x2[lo:hi, None, :], self.scale.reshape(gates, -1),
+                            out=out.reshape(n, gates, -1))
+            else:
+                self.xp.matmul(self.x2[lo:hi], self.wx, out=out)
+            out += self.bias
+        off, b = self.steps[k]
+        return self.buf[off - self.lo:off - self.lo + b]
+
+
+def _scale(xp, n_gates, hidden, sigm_blocks, dtype):
+    """1/2 on the columns of the blocks that take a sigmoid, 1 elsewhere.
 
     sigm(a) = 0.5 * tanh(a / 2) + 0.5, so with the 1/2 folded into the (small)
     weights and biases a step needs one tanh over all its gates, then
     `g * scale + (1 - scale)` over whole rows (scale is 1/2 on sigmoid columns,
     1 elsewhere): contiguous passes, much cheaper than passes over column blocks.
-    Returns (x2 @ wx for all steps, wh, biases, scale), scaled.
     """
-    hidden = wh.shape[0]
-    scale = xp.ones(n_gates * hidden, dtype=wh.dtype)
+    scale = xp.ones(n_gates * hidden, dtype=dtype)
     for k in sigm_blocks:
         scale[k * hidden:(k + 1) * hidden] = 0.5
-    if wx is None:
-        xw = _project(xp, x2, None, n_gates)
-        xw *= scale
+    return scale
+
+
+def _projection(xp, x2, wx, bias, steps, n_gates, hidden, scratch, scale=None):
+    """The Projection of x2 by wx (times scale when given), plus bias (already scaled)."""
+    if scale is None:
+        scale = xp.ones(n_gates * hidden, dtype=x2.dtype)
+        wxs = wx
     else:
-        xw = _project(xp, x2, wx * scale, n_gates)
-    return xw, wh * scale, [b * scale for b in biases], scale
+        wxs = None if wx is None else wx * scale
+    return Projection(xp, x2, wxs, bias, steps, n_gates * hidden, scratch, scale)
 
 
 def _dsigm_(xp, d, s, tmp):
@@ -134,16 +208,16 @@ def hidden_weight_grad(xp, y, h0, dgh, steps, batch):
 # ---- relu and tanh: h[t] = f(W x[t] + R h[t-1] + bW + bR) ----
 
 
-def simple_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch):
+def simple_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None):
     hidden = wh.shape[0]
-    y, bias = _project(xp, x2, wx, 1), bx + bh
+    proj = _projection(xp, x2, wx, bx + bh, steps, 1, hidden, scratch)
+    y = xp.empty((x2.shape[0], hidden), x2.dtype)
     h = _state(xp, h0, batch, hidden, y.dtype)
     tmp = xp.empty((batch, hidden), y.dtype)
-    for off, b in steps:
+    for k, (off, b) in enumerate(steps):
         yt, rec = y[off:off + b], tmp[:b]
         xp.matmul(h[:b], wh, out=rec)
-        rec += bias
-        yt += rec
+        xp.add(proj.rows(k), rec, out=yt)
         if mode == "tanh":
             xp.tanh(yt, out=yt)
         else:
@@ -177,19 +251,21 @@ def simple_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch):
 # ---- lstm ----
 
 
-def lstm_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch):
-    H = wh.shape[0]
-    gates, wh, (bias,), scale = _halved(xp, x2, wx, wh, [bx + bh], 4, (0, 1, 3))
-    dtype, shift = gates.dtype, 1 - scale
-    y, cs, tcs = (xp.empty((gates.shape[0], H), dtype) for _ in range(3))
+def lstm_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None):
+    H, dtype = wh.shape[0], x2.dtype
+    scale = _scale(xp, 4, H, (0, 1, 3), dtype)
+    shift = 1 - scale
+    proj = _projection(xp, x2, wx, (bx + bh) * scale, steps, 4, H, scratch, scale)
+    wh = wh * scale
+    gates = xp.empty((x2.shape[0], 4 * H), dtype)
+    y, cs, tcs = (xp.empty((x2.shape[0], H), dtype) for _ in range(3))
     h, c = _state(xp, h0, batch, H, dtype), _state(xp, c0, batch, H, dtype)
     tmp, prod = xp.empty((batch, 4 * H), dtype), xp.empty((batch, H), dtype)
-    for off, b in steps:
+    for k, (off, b) in enumerate(steps):
         rows = slice(off, off + b)
         g, rec = gates[rows], tmp[:b]
         xp.matmul(h[:b], wh, out=rec)
-        rec += bias
-        g += rec
+        xp.add(proj.rows(k), rec, out=g)
         xp.tanh(g, out=g)
         g *= scale
         g += shift
@@ -248,22 +324,24 @@ def lstm_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch):
 # ---- gru ----
 
 
-def gru_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch):
-    H = wh.shape[0]
+def gru_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None):
+    H, dtype = wh.shape[0], x2.dtype
     # r, z, n; bR stays apart from bW, as n needs it apart
-    gates, wh, (bx, bh), scale = _halved(xp, x2, wx, wh, [bx, bh], 3, (0, 1))
+    scale = _scale(xp, 3, H, (0, 1), dtype)
     shift = 1 - scale
-    dtype = gates.dtype
-    y, hn = xp.empty((gates.shape[0], H), dtype), xp.empty((gates.shape[0], H), dtype)
+    proj = _projection(xp, x2, wx, bx * scale, steps, 3, H, scratch, scale)
+    wh, bh = wh * scale, bh * scale
+    gates = xp.empty((x2.shape[0], 3 * H), dtype)
+    y, hn = xp.empty((x2.shape[0], H), dtype), xp.empty((x2.shape[0], H), dtype)
     h = _state(xp, h0, batch, H, dtype)
     tmp = xp.empty((batch, 3 * H), dtype)
-    for off, b in steps:
+    for k, (off, b) in enumerate(steps):
         rows = slice(off, off + b)
-        g, rec = gates[rows], tmp[:b]
-        g += bx
+        g, rec, p = gates[rows], tmp[:b], proj.rows(k)
         xp.matmul(h[:b], wh, out=rec)
         rec += bh
-        g[:, :2 * H] += rec[:, :2 * H]
+        xp.add(p[:, :2 * H], rec[:, :2 * H], out=g[:, :2 * H])
+        g[:, 2 * H:] = p[:, 2 * H:]
         xp.tanh(g[:, :2 * H], out=g[:, :2 * H])
         g *= scale  # r, z from tanh to sigm; the n block (scale 1, shift 0) is unchanged
         g += shift

@@ -22,10 +22,13 @@ outside the loop op, so they vanish from the plan when unused (a data input).
 
 from __future__ import annotations
 
+import threading
 from itertools import pairwise
 
+import numpy as np
+
 from knetflow.ops.base import Op, Spec, TupleSpec, apply_multi, fail, fmt, register
-from knetflow.ops.rnn_loops import BACKWARD, FORWARD, GATES, SAVED, schedule
+from knetflow.ops.rnn_loops import BACKWARD, FORWARD, GATES, SAVED, Scratch, schedule
 
 __all__ = ["rnn_scan"]
 
@@ -124,14 +127,26 @@ class RnnScan(Op):
                          + _saved_specs(mode, n, hidden, dtype))
 
     def forward(xp, x, *rest, mode="lstm", reverse=False, batch_sizes=None, skip_input=False):
-        wx, wh, bx, bh, state = _split(rest, skip_input)
-        h0, c0 = (tuple(state) + (None, None))[:2]
-        batch = x.shape[1] if batch_sizes is None else batch_sizes[0]
-        x2 = x.reshape(-1, x.shape[-1])
-        steps = schedule(x2.shape[0], batch, batch_sizes, reverse)
-        y, h, c, saved = FORWARD[mode](xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch)
-        y = y.reshape(x.shape[:-1] + (wh.shape[0],))
-        return (y, h) + ((c,) if mode == "lstm" else ()) + tuple(saved)
+        return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input)
+
+    def bind(xp, attrs, in_specs, out_spec):
+        """On NumPy, the loop with a Scratch of its own: its projection chunk is reused
+        (already mapped memory) from one run of the plan to the next."""
+        if xp is not np:
+            return None
+        scratch, lock = Scratch(), threading.Lock()
+        mode, reverse = attrs.get("mode", "lstm"), attrs.get("reverse", False)
+        batch_sizes, skip_input = attrs.get("batch_sizes"), attrs.get("skip_input", False)
+
+        def rnn_scan(x, *rest):
+            if not lock.acquire(blocking=False):  # the plan runs on another thread too
+                return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input)
+            try:
+                return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, scratch)
+            finally:
+                lock.release()
+
+        return rnn_scan
 
     def grad(gs, outs, x, *rest, mode="lstm", reverse=False, batch_sizes=None,
              skip_input=False):
@@ -156,6 +171,19 @@ class RnnScan(Op):
             dx = reshape_like(matmul(dxw, transpose(wx)), x)
             dwx = (matmul(transpose(reshape(x, (-1, x.shape[-1]))), dxw),)
         return (dx,) + dwx + (dwh, dbx, dbh) + tuple(res[4:4 + len(state)])
+
+
+def _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, scratch=None):
+    """rnn_scan's outputs: y, the final state(s) and the arrays the backward reads."""
+    wx, wh, bx, bh, state = _split(rest, skip_input)
+    h0, c0 = (tuple(state) + (None, None))[:2]
+    batch = x.shape[1] if batch_sizes is None else batch_sizes[0]
+    x2 = x.reshape(-1, x.shape[-1])
+    steps = schedule(x2.shape[0], batch, batch_sizes, reverse)
+    y, h, c, saved = FORWARD[mode](xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch,
+                                   scratch)
+    y = y.reshape(x.shape[:-1] + (wh.shape[0],))
+    return (y, h) + ((c,) if mode == "lstm" else ()) + tuple(saved)
 
 
 def _grad_args(args, mode, given, has_state):

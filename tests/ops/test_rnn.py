@@ -433,3 +433,69 @@ def test_rnn_scan_shape_errors():
     with pytest.raises(kf.ShapeError, match=r"recurrent weight must be \(H, 3\*H\)"):
         rnn_scan(x, kf.placeholder("wx", (5, 12)), kf.placeholder("wh", (4, 16)),
                  kf.placeholder("bx", (12,)), kf.placeholder("bh", (12,)), mode="gru")
+
+
+# ---- the input projection in chunks, and the kernel plans bind ----
+
+
+def _scan_inputs(rs, mode, x_shape, batch, hidden, skip):
+    width = GATES[mode] * hidden
+    inputs = hidden if skip else x_shape[-1]
+    return (rs.randn(*x_shape), None if skip else rs.uniform(-0.6, 0.6, (inputs, width)),
+            rs.uniform(-0.6, 0.6, (hidden, width)), rs.uniform(-0.5, 0.5, width),
+            rs.uniform(-0.5, 0.5, width), rs.randn(batch, hidden),
+            rs.randn(batch, hidden) if mode == "lstm" else None)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("chunk_steps", [1, 2, 3])
+@pytest.mark.parametrize("packed,reverse,skip", [(False, False, False), (True, True, False),
+                                                 (False, True, True), (True, False, True)])
+def test_projection_in_chunks_matches_the_reference(monkeypatch, mode, chunk_steps, packed,
+                                                    reverse, skip):
+    from knetflow.ops import rnn_loops
+
+    H, B = 3, 4
+    # chunks of chunk_steps full steps (more when the packed batch's steps shrink)
+    monkeypatch.setattr(rnn_loops, "CHUNK_BYTES", chunk_steps * B * GATES[mode] * H * 8)
+    sizes = (4, 4, 3, 2, 2, 1, 1) if packed else None
+    shape = (sum(sizes), H if skip else 2) if packed else (7, B, H if skip else 2)
+    x, wx, wh, bx, bh, h0, c0 = _scan_inputs(np.random.RandomState(20), mode, shape, B, H, skip)
+    got = rnn_scan(x, wx, wh, bx, bh, h0, c0, mode=mode, reverse=reverse, batch_sizes=sizes)
+    want = ref_scan(mode, reverse, sizes)(x, wx, wh, bx, bh, h0, c0)
+    for g, w in zip(got, want, strict=False):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_plans_bound_kernel_equals_the_eager_op_run_after_run(monkeypatch, mode, reverse):
+    from knetflow.ops import rnn_loops
+    from knetflow.ops.rnn_ops import RnnScan
+
+    monkeypatch.setattr(rnn_loops, "CHUNK_BYTES", 2 * 3 * GATES[mode] * 4 * 8)
+    assert RnnScan.bind(np, {"mode": mode}, [], None) is not None
+    rs = np.random.RandomState(21)
+    _, wx, wh, bx, bh, h0, c0 = _scan_inputs(rs, mode, (5, 3, 2), 3, 4, False)
+    x = kf.placeholder("x", (5, 3, 2), "float64")
+    outs = rnn_scan(x, wx, wh, bx, bh, h0, c0, mode=mode, reverse=reverse)
+    plan = kf.compile(list(outs))
+    for _ in range(3):  # the kernel's scratch carries over: each run must still be exact
+        xv = rs.randn(5, 3, 2)
+        want = rnn_scan(xv, wx, wh, bx, bh, h0, c0, mode=mode, reverse=reverse)
+        got = plan.run({"x": xv})
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_kernels_outputs_are_not_its_scratch():
+    from knetflow.ops.rnn_ops import RnnScan
+
+    rs = np.random.RandomState(22)
+    x, wx, wh, bx, bh, h0, c0 = _scan_inputs(rs, "lstm", (4, 2, 3), 2, 3, False)
+    kernel = RnnScan.bind(np, {"mode": "lstm"}, [], None)
+    first = [a.copy() for a in kernel(x, wx, wh, bx, bh, h0, c0)]
+    kept = kernel(x, wx, wh, bx, bh, h0, c0)
+    kernel(rs.randn(4, 2, 3), wx, wh, bx, bh, h0, c0)  # another run must leave `kept` alone
+    for k, f in zip(kept, first, strict=True):
+        np.testing.assert_array_equal(k, f)
