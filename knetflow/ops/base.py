@@ -139,6 +139,10 @@ class Op:
     inplace = False
     #: what grad reads ("out", or input indices); the memory planner keeps these
     saves: tuple = ()
+    #: indices of inputs whose values forward never reads, only their shape and dtype
+    #: (broadcast_like's `like`): constant folding treats such an input of known shape
+    #: as known
+    shape_only: tuple = ()
     #: indices of inputs that never receive a gradient (labels, indices)
     nondiff: tuple = ()
     #: forward takes `rng=` (a numpy/cupy Generator owned by the plan)

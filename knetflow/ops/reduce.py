@@ -179,7 +179,7 @@ class Cumsum(Op):
 @register
 class Count(Op):
     """Number of elements of x that a reduction over `axis` combines (a 0-d array)."""
-    name, nondiff = "count", (0,)
+    name, nondiff, shape_only = "count", (0,), (0,)
 
     def infer(x: Spec, axis=None) -> Spec:
         return Spec((), x.dtype if x.is_float else "float64")
@@ -208,7 +208,7 @@ class Count(Op):
 @register
 class BroadcastLike(Op):
     """Broadcast g to the shape of `like` (after re-inserting reduced `axis`)."""
-    name, view, nondiff = "broadcast_like", True, (1,)
+    name, view, nondiff, shape_only = "broadcast_like", True, (1,), (1,)
 
     def infer(g: Spec, like: Spec, axis=None, keepdims=False) -> Spec:
         shape = g.shape
@@ -269,7 +269,7 @@ class BroadcastLike(Op):
 @register
 class SumTo(Op):
     """Sum g down to the shape of `like` (undo broadcasting); the gradient's unbroadcast."""
-    name, nondiff = "sum_to", (1,)
+    name, nondiff, shape_only = "sum_to", (1,), (1,)
 
     def infer(g: Spec, like: Spec) -> Spec:
         if like.ndim > g.ndim:

@@ -1,4 +1,10 @@
-"""Constant folding: evaluate pure ops whose inputs are all constants, at compile time."""
+"""Constant folding: evaluate pure ops whose inputs are all constants, at compile time.
+
+An input an op reads only for its shape (`Op.shape_only`: broadcast_like's `like`,
+count's x) counts as known when that shape is: so in a graph of known shapes the
+count of a mean and the broadcast of a loss's seed gradient become constants, and
+the arithmetic on them folds too.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +21,19 @@ def fold_constants(graph: Graph) -> Graph:
     """Replace const-only pure subgraphs by their value."""
 
     def visit(node):
-        if node.is_leaf or not node.inputs or any(i.op != "const" for i in node.inputs):
+        if node.is_leaf or not node.inputs:
             return node
         op = REGISTRY[node.op]
-        if not op.pure or op.view or (node.spec.size or _MAX_FOLD + 1) > _MAX_FOLD:
+        known = [i.op == "const" or (k in op.shape_only and i.spec.is_static)
+                 for k, i in enumerate(node.inputs)]
+        if not all(known) or not op.pure or (node.spec.size or _MAX_FOLD + 1) > _MAX_FOLD:
             return node
-        value = np.asarray(op.forward(np, *[i.attrs["value"] for i in node.inputs], **node.attrs))
+        consts = all(i.op == "const" for i in node.inputs)
+        if op.view and consts:  # a view of a constant: the node costs nothing to run
+            return node
+        args = [i.attrs["value"] if i.op == "const" else np.empty(i.spec.shape, i.spec.dtype)
+                for i in node.inputs]
+        value = np.asarray(op.forward(np, *args, **node.attrs))
         # np.array, not np.ascontiguousarray: the latter turns 0-d results into shape (1,)
         value = np.array(value, dtype=node.spec.dtype, order="C")
         value.setflags(write=False)

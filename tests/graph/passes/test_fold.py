@@ -74,3 +74,25 @@ def test_folds_inside_a_backward_graph():
     f.verify()
     assert "sub" not in ops_of(f)  # 3 - 1 in the power rule became a constant
     assert_same_values(g, f, {"x": np.array([1.0, -2.0, 0.5])})
+
+
+def test_inputs_read_only_for_their_shape_count_as_known_when_the_shape_is():
+    # the gradient of a mean: broadcast_like(seed, x) / count(x) folds to one constant
+    x = kf.placeholder("x", (4, 3))
+    from knetflow.ops.reduce import broadcast_like, count
+
+    g = kf.Graph([broadcast_like(kf.const(np.float32(2.0)), x) / count(x) * x])
+    f = fold_constants(g)
+    f.verify()
+    assert sorted(ops_of(f)) == ["const", "input", "mul"]
+    (folded,) = [n for n in f.nodes if n.op == "const"]
+    np.testing.assert_array_equal(folded.attrs["value"], np.full((4, 3), 2 / 12, "float32"))
+    assert_same_values(g, f, {"x": np.arange(12, dtype="float32").reshape(4, 3)})
+
+
+def test_a_dynamic_shape_keeps_shape_only_inputs_live():
+    from knetflow.ops.reduce import broadcast_like, count
+
+    x = kf.placeholder("x", (None, 3))
+    g = kf.Graph([broadcast_like(kf.const(np.float32(2.0)), x) / count(x)])
+    assert fold_constants(g) is g
