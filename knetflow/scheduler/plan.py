@@ -64,6 +64,7 @@ class Plan:
         # no fusion under check_numerics, so a NaN is blamed on the op that made it, not `fused`
         self.graph = (optimize(graph, training=training, fuse=not check_numerics)
                       if optimize_graph else graph)
+        self._optimize_graph = optimize_graph
         self._adapt = adapt
         listed = devices if isinstance(devices, (list, tuple)) else [devices or "cpu:0"]
         self.devices = [devmod.device(d) for d in listed]
@@ -198,6 +199,12 @@ class Plan:
         specs = {n.attrs["name"]: Spec(shape, n.spec.dtype)
                  for n, shape in zip(self._input_nodes, key)}
         graph = specialize(self.graph, specs)
+        if (graph is not self.graph and self._optimize_graph and self._adapt is None
+                and len(self.devices) == 1):
+            # dims became known: optimize again from the source, so that what depends on
+            # shapes alone (a mean's count, the broadcast of its gradient) folds too
+            graph = optimize(specialize(self.source, specs), training=self.training,
+                             fuse=not self.check_numerics)
         if self._adapt is not None:
             graph = self._adapted(graph)
         if len(self.devices) > 1:
