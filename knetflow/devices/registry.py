@@ -181,6 +181,8 @@ def kind_of(array) -> DeviceKind | None:
 
 def is_device_array(array) -> bool:
     """Whether `array` lives on a device (a GPU's or a sim device's), not in host memory."""
+    if type(array) is np.ndarray:  # the common case, without asking every kind
+        return False
     k = kind_of(array)
     return k is not None and not k.host
 

@@ -187,10 +187,13 @@ def update_arrays(items) -> None:
             opt.update(w, g, key=key, norm_scale=scale)
 
 
+_HOST = contextlib.nullcontext()  # reusable: host arrays need no device made current
+
+
 def _on_device(w):
     """A context making w's device (and a GPU's stream) current; nothing for host arrays."""
     if not is_device_array(w):
-        return contextlib.nullcontext()
+        return _HOST
     from knetflow.devices import transfers
 
     return transfers.device_of(w).activate()
