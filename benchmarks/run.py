@@ -1,9 +1,11 @@
 """knetflow benchmarks: per-op plan overhead, and the seed table's LinReg, Softmax
 and MLP trained against PyTorch (CPU, eager) and JAX (jit, CPU) in the same run.
 
-knetflow runs each model two ways: Knet-style (`kf.diff` and an in-place SGD
-update of each Param) and fully compiled (`kf.optim.step_graph`: forward,
-backward and the SGD update in one plan, one plan run per step). PyTorch runs
+knetflow runs each model three ways: Knet-style (`kf.diff`, then each Param
+updated in place: `p.value -= lr * kf.grad(r, p)` in the "kf.diff" column, Knet's
+`kf.update(p, kf.grad(r, p), lr=lr)` in the "update" column) and fully compiled
+(`kf.optim.step_graph`: forward, backward and the SGD update in one plan, one plan
+run per step). PyTorch runs
 eagerly with `loss.backward()`; JAX runs one `jax.jit`-compiled step function
 (value_and_grad and the SGD update, parameters donated).
 
@@ -116,7 +118,9 @@ def knetflow_loss(spec):
     return loss, model
 
 
-def knetflow_model(spec, first):
+def knetflow_model(spec, first, with_update=False):
+    """The seed's loop: kf.diff, then each Param updated in place from kf.grad, by
+    `p.value -= lr * g` or (with_update) by Knet's `kf.update(p, g, lr=lr)`."""
     loss, model = knetflow_loss(spec)
     batches, lr = spec["batches"], spec["lr"]
 
@@ -124,7 +128,10 @@ def knetflow_model(spec, first):
         for args in batches:
             r = kf.diff(loss, *args)
             for p in model:
-                p.value -= lr * kf.grad(r, p)
+                if with_update:
+                    kf.update(p, kf.grad(r, p), lr=lr)
+                else:
+                    p.value -= lr * kf.grad(r, p)
             if not first:
                 first.append(r.value)
     return epoch
@@ -245,11 +252,13 @@ def run_one(args):
     per_op, ufunc = op_overhead()
     print(f"plan overhead: {per_op:.2f} us/op on a 1000-op elementwise chain "
           f"(a bare NumPy ufunc call with out=: {ufunc:.2f} us)")
-    print(f"{'model':<26}{'kf.diff s':>10}{'compiled s':>11}{'PyTorch s':>10}{'JAX s':>9}"
-          f"{'diff/PT':>8}{'diff/JAX':>9}{'comp/PT':>8}{'comp/JAX':>9}", flush=True)
+    print(f"{'model':<26}{'kf.diff s':>10}{'update s':>9}{'compiled s':>11}{'PyTorch s':>10}"
+          f"{'JAX s':>9}{'diff/PT':>8}{'diff/JAX':>9}{'upd/JAX':>8}{'comp/PT':>8}"
+          f"{'comp/JAX':>9}", flush=True)
     for name, spec in models(args.quick, args.models.split(",")).items():
-        firsts = {k: [] for k in ("kf.diff", "compiled", "PyTorch", "JAX")}
+        firsts = {k: [] for k in ("kf.diff", "kf.update", "compiled", "PyTorch", "JAX")}
         fns = {"kf.diff": knetflow_model(spec, firsts["kf.diff"]),
+               "kf.update": knetflow_model(spec, firsts["kf.update"], with_update=True),
                "compiled": compiled_model(spec, firsts["compiled"])}
         if torch is not None:
             fns["PyTorch"] = torch_model(torch, spec, firsts["PyTorch"])
@@ -258,11 +267,11 @@ def run_one(args):
         times = P.interleaved(fns, args.repeat)
         t = {k: P.median(times.get(k, ())) for k in firsts}
         cells = "".join(f"{t[k]:>{w}.3f}" if t[k] == t[k] else f"{'-':>{w}}"
-                        for k, w in zip(firsts, (10, 11, 10, 9)))
+                        for k, w in zip(firsts, (10, 9, 11, 10, 9)))
         ratios = "".join(P.fmt_ratio(P.paired_ratio(times.get(a, []), times.get(b, [])), w)
                          for a, b, w in (
-            ("kf.diff", "PyTorch", 8), ("kf.diff", "JAX", 9), ("compiled", "PyTorch", 8),
-            ("compiled", "JAX", 9)))
+            ("kf.diff", "PyTorch", 8), ("kf.diff", "JAX", 9), ("kf.update", "JAX", 8),
+            ("compiled", "PyTorch", 8), ("compiled", "JAX", 9)))
         print(f"{name:<26}{cells}{ratios}")
         losses = ", ".join(f"{k} {v[0]:.6f}" for k, v in firsts.items() if v)
         spread = [v[0] for v in firsts.values() if v]
