@@ -180,8 +180,10 @@ def update_arrays(items) -> None:
     gradient-norm groups spanning them all: the eager twin of `apply_updates`."""
     if not items:
         return
-    with _on_device(items[0][0]):  # eager ops run on the current device: the weights'
-        scales = norm_scales([(opt, like(g, w)) for w, g, opt, _ in items])
+    scales = [None] * len(items)
+    if any(opt.gradient_clip_norm is not None for _, _, opt, _ in items):
+        with _on_device(items[0][0]):  # eager ops run on the current device: the weights'
+            scales = norm_scales([(opt, like(g, w)) for w, g, opt, _ in items])
     for (w, g, opt, key), scale in zip(items, scales):
         with _on_device(w):
             opt.update(w, g, key=key, norm_scale=scale)
