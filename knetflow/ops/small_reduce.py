@@ -71,12 +71,18 @@ def dot_sum(x: Spec, axes, out_shape: tuple):
         def dot_sum(a, out=None):
             if out is None:
                 return dot(a.reshape(shape2), ones).reshape(out_shape)
+            if not out.flags.c_contiguous:  # its reshape would be a copy: write through
+                out[...] = dot(a.reshape(shape2), ones).reshape(out.shape)
+                return out
             dot(a.reshape(shape2), ones, out=out.reshape(sums))
             return out
     else:
         def dot_sum(a, out=None):
             if out is None:
                 return dot(ones, a.reshape(shape2)).reshape(out_shape)
+            if not out.flags.c_contiguous:
+                out[...] = dot(ones, a.reshape(shape2)).reshape(out.shape)
+                return out
             dot(ones, a.reshape(shape2), out=out.reshape(sums))
             return out
 

@@ -202,9 +202,12 @@ class Plan:
         if (graph is not self.graph and self._optimize_graph and self._adapt is None
                 and len(self.devices) == 1):
             # dims became known: optimize again from the source, so that what depends on
-            # shapes alone (a mean's count, the broadcast of its gradient) folds too
-            graph = optimize(specialize(self.source, specs), training=self.training,
+            # shapes alone (a mean's count, the broadcast of its gradient) folds too;
+            # kept only with the same inputs, params and updates, which runs index
+            again = optimize(specialize(self.source, specs), training=self.training,
                              fuse=not self.check_numerics)
+            if _interface(again) == _interface(graph):
+                graph = again
         if self._adapt is not None:
             graph = self._adapted(graph)
         if len(self.devices) > 1:
@@ -432,3 +435,8 @@ def from_dlpack(obj):
     raise FeedError(f"a {type(obj).__name__} on DLPack device type {kind} was fed; knetflow "
                     f"takes host (CPU) and CUDA arrays")
 
+
+def _interface(graph) -> tuple:
+    """What a program's callers index by position: input, param and update names."""
+    return ([n.attrs["name"] for n in graph.inputs], [n.attrs["name"] for n in graph.params],
+            list(graph.updates))

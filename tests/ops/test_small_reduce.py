@@ -104,3 +104,13 @@ def test_a_bias_gradient_in_a_plan_is_a_column_sum():
     loss = kf.sum((ph + b) ** 2)
     (gb,) = kf.compile(kf.backward(kf.Graph([loss]), wrt=[b])).run({"x": x})[1:]
     np.testing.assert_allclose(gb, (2 * x).sum(0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("axes", [(1,), (0,)])
+def test_dot_sum_writes_through_a_strided_out(axes):
+    x = np.random.RandomState(5).randn(6, 4)
+    want = x.sum(axis=axes)
+    out = np.zeros((len(want), 2))[:, 0]  # every other element: not C-contiguous
+    got = dot_sum(Spec(x.shape, "float64"), axes, want.shape)(x, out)
+    assert got is out
+    np.testing.assert_allclose(out, want, rtol=1e-13)

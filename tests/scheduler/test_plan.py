@@ -300,3 +300,17 @@ def test_a_signature_with_dynamic_dims_made_known_is_optimized_again():
     want = kf.compile(graph, optimize_graph=False).run(feed)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_optimizing_at_known_shapes_keeps_the_params_runs_index():
+    # at x's shape count(x) folds, and with it the broadcast to the param's shape: the
+    # param drops out of that graph, which then is not used (params are fed by position)
+    from knetflow.ops.reduce import broadcast_like, count
+
+    x = kf.placeholder("x", (None, 3))
+    p = kf.param("p", value=np.zeros(3, "float32"))
+    q = kf.param("q", value=np.full(3, 5.0, "float32"))
+    plan = kf.compile([broadcast_like(count(x), p) + x + q])
+    feed = {"x": np.ones((4, 3), "float32")}
+    np.testing.assert_array_equal(plan.run(feed)[0], np.full((4, 3), 18.0))
+    assert [n.attrs["name"] for n in plan._last.graph.params] == ["p", "q"]
