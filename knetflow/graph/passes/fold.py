@@ -15,6 +15,9 @@ from knetflow.graph.passes.rewrite import rewrite
 from knetflow.ops.base import REGISTRY
 
 _MAX_FOLD = 1 << 20  # never materialize big arrays into the graph
+# a value made from shapes alone (a broadcast): smaller still, as reading it back costs
+# memory traffic where the broadcast of a scalar costs none
+_MAX_SHAPE_FOLD = 1 << 16
 
 
 def fold_constants(graph: Graph) -> Graph:
@@ -26,9 +29,10 @@ def fold_constants(graph: Graph) -> Graph:
         op = REGISTRY[node.op]
         known = [i.op == "const" or (k in op.shape_only and i.spec.is_static)
                  for k, i in enumerate(node.inputs)]
-        if not all(known) or not op.pure or (node.spec.size or _MAX_FOLD + 1) > _MAX_FOLD:
-            return node
         consts = all(i.op == "const" for i in node.inputs)
+        limit = _MAX_FOLD if consts else _MAX_SHAPE_FOLD
+        if not all(known) or not op.pure or (node.spec.size or limit + 1) > limit:
+            return node
         if op.view and consts:  # a view of a constant: the node costs nothing to run
             return node
         args = [i.attrs["value"] if i.op == "const" else np.empty(i.spec.shape, i.spec.dtype)

@@ -96,3 +96,11 @@ def test_a_dynamic_shape_keeps_shape_only_inputs_live():
     x = kf.placeholder("x", (None, 3))
     g = kf.Graph([broadcast_like(kf.const(np.float32(2.0)), x) / count(x)])
     assert fold_constants(g) is g
+
+
+def test_a_big_broadcast_of_a_constant_stays_a_broadcast():
+    from knetflow.ops.reduce import broadcast_like
+
+    x = kf.placeholder("x", (300, 300))  # 90,000 elements: above the limit for shape folds
+    g = kf.Graph([broadcast_like(kf.const(np.float32(2.0)), x) * x])
+    assert "broadcast_like" in ops_of(fold_constants(g))
