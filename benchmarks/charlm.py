@@ -6,7 +6,7 @@ One LSTM layer (hidden 256) over a 256-wide character embedding, a linear
 layer back to the vocabulary and softmax cross-entropy; batch 128, BPTT 100,
 on the GPL-3 text the OS ships repeated to 200,000 characters. knetflow is
 trained Knet-style (`kf.Param`, `kf.diff`, an in-place SGD update), with
-`kf.RNN`; PyTorch with `torch.nn.LSTM` and autograd; JAX with the LSTM cell
+`kf.embedding` and `kf.RNN`; PyTorch with `torch.nn.LSTM` and autograd; JAX with the LSTM cell
 written out under `lax.scan` and value_and_grad plus the update in one jitted
 step (parameters donated). All start from the same weights and see the same
 batches; each prints its mean loss per epoch so the runs can be compared. Each
@@ -44,12 +44,11 @@ def load_batches(steps):
     index = {ch: k for k, ch in enumerate(vocab)}
     ids = np.array([index[ch] for ch in text], dtype=np.int64)
     streams = ids[:len(ids) // BATCH * BATCH].reshape(BATCH, -1)   # one row per stream
-    eye = np.eye(len(vocab), dtype=np.float32)
     batches = []
     for s in range(0, streams.shape[1] - 1 - BPTT + 1, BPTT):
         x = np.ascontiguousarray(streams[:, s:s + BPTT].T)          # (T, B)
         y = np.ascontiguousarray(streams[:, s + 1:s + BPTT + 1].T).reshape(-1)
-        batches.append((eye[x.reshape(-1)], x, y))
+        batches.append((x, y))
     return [batches[k % len(batches)] for k in range(steps)], len(vocab)
 
 
@@ -72,8 +71,8 @@ def knetflow_epoch(weights, batches, lr):
     emb, wout, bout = (kf.Param(weights[k].copy()) for k in ("emb", "wout", "bout"))
     params = [emb, rnn.w, wout, bout]
 
-    def loss(onehot, labels):
-        x = (onehot @ emb).reshape(BPTT, BATCH, EMBED)
+    def loss(ids, labels):
+        x = kf.embedding(emb, ids)  # (BPTT, BATCH, EMBED): rows of the table, as torch's
         y = rnn(x).reshape(BPTT * BATCH, HIDDEN)
         return kf.nll(y @ wout + bout, labels)
 
@@ -81,8 +80,8 @@ def knetflow_epoch(weights, batches, lr):
 
     def epoch():
         total = 0.0
-        for onehot, _, labels in batches:
-            r = kf.diff(loss, onehot, labels)
+        for ids, labels in batches:
+            r = kf.diff(loss, ids, labels)
             for p in params:
                 p.value -= lr * kf.grad(r, p)
             total += r.value
@@ -107,7 +106,7 @@ def torch_epoch(torch, weights, batches, lr):
     emb, wout, bout = (torch.tensor(weights[k], requires_grad=True)
                        for k in ("emb", "wout", "bout"))
     params = [emb, wout, bout, *lstm.parameters()]
-    data = [(torch.from_numpy(x), torch.from_numpy(y)) for _, x, y in batches]
+    data = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
     losses = []
 
     def epoch():
@@ -160,7 +159,7 @@ def jax_epoch(jax, weights, batches, lr):
 
     update = jax.jit(update, donate_argnums=0)
     data = [(jnp.asarray(x.astype(np.int32)), jnp.asarray(y.astype(np.int32)))
-            for _, x, y in batches]
+            for x, y in batches]
     losses = []
 
     def epoch():
@@ -198,9 +197,9 @@ def interleaved_times(peers, repeat):
 def profile(model, batches):
     """Time per op of the knetflow step's plan (forward and backward)."""
     loss, params = model
-    onehot, _, labels = batches[0]
-    kf.diff(loss, onehot, labels)
-    found = P.knetflow_entry(loss, (onehot, labels))
+    ids, labels = batches[0]
+    kf.diff(loss, ids, labels)
+    found = P.knetflow_entry(loss, (ids, labels))
     if found is None:
         return
     entry, feed = found
