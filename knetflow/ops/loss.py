@@ -10,8 +10,8 @@ label 0) skips its instance. `average=True` returns total/count,
 second output, its gradient softmax(scores) - onehot(label), made in one pass
 (0 for skipped instances). The gradient output is differentiable, so second
 derivatives work. `pick_label` takes each label's entry along the class axis;
-its gradient `unpick_label` scatters back. `bce` and `logistic` use `log1pexp(x) = log(1 + exp(x))`,
-computed without overflow or log(0).
+its gradient `unpick_label` scatters back. `bce` and `logistic` use
+`log1pexp(x) = log(1 + exp(x))`, computed without overflow or log(0).
 """
 
 from __future__ import annotations

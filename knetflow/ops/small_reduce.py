@@ -42,8 +42,8 @@ def dot_sum(x: Spec, axes, out_shape: tuple):
 
     `axes` must be x's last axes or its first axes, x's shape known and its dtype
     float32 or float64, the summed length within 2..DOT_SUM_MAX and at least 2
-    sums made (a whole-array sum is one `add.reduce` call already). The result has `out_shape` (the sum's shape,
-    keepdims or not), or is written into `out`.
+    sums made (a whole-array sum is one `add.reduce` call already). The result has
+    `out_shape` (the sum's shape, keepdims or not), or is written into `out`.
 
     Example:
         >>> import numpy as np; from knetflow.ops.base import Spec
