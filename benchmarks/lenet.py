@@ -213,7 +213,8 @@ def knetflow_step_memory(step, x, y):
 
 
 def _workspace_bytes() -> int:
-    """The kernels' workspace of this thread (0 in checkouts without one)."""
+    """The kernels' workspace of this thread, and of OpenBLAS's threads where split kernel
+    calls ran shares there (0 in checkouts without one)."""
     try:
         from knetflow.ops.conv_cpu import workspace_bytes
     except ImportError:

@@ -11,6 +11,13 @@ GEMM covers the chunk; with the batch first, each image is its own GEMM and
 the result lands in NCHW directly. The general kernels stay the reference:
 tests compare these with them.
 
+When NumPy's BLAS may use two threads or more (an OpenBLAS with its own
+pthreads pool, as NumPy's wheels ship), a kernel call splits its chunks
+between the calling thread and a thread of that pool: each runs its chunks'
+copies and GEMMs, with BLAS held to one thread per call meanwhile, so the
+copies, transposes and col2im sums use both cores too, not only the GEMMs.
+`WORKERS` overrides the choice.
+
     >>> import numpy as np
     >>> from knetflow.ops.conv_cpu import bind_conv
     >>> x, w = np.ones((2, 1, 4, 4)), np.ones((3, 1, 2, 2))
@@ -24,7 +31,10 @@ tests compare these with them.
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import math
+import os
 import threading
 
 import numpy as np
@@ -34,6 +44,14 @@ __all__ = ["bind_conv", "scratch", "workspace_bytes"]
 #: the largest column matrix a chunk builds (bytes): LeNet's kernels ran 3-10% faster with
 #: 4 MB than with 1 or 2 (1 thread), and the workspace stays under 4 MB there
 CHUNK_BYTES = 4 << 20
+
+#: threads a kernel call splits its chunks between: None follows NumPy's BLAS (2 when it
+#: may use 2 threads or more, else 1); an int asks for that many (at most the threads
+#: OpenBLAS's pool has; without a pthreads OpenBLAS, always 1)
+WORKERS = None
+
+#: the most threads the BLAS budget gives a call (only two cores were there to measure)
+MAX_WORKERS = 2
 
 _local = threading.local()
 
@@ -68,9 +86,172 @@ def scratch(sizes) -> list:
 
 
 def workspace_bytes() -> int:
-    """Bytes of the calling thread's kernel workspace (0 before any kernel ran in it)."""
+    """Bytes of the kernel workspaces of the calling thread and of OpenBLAS's threads
+    that ran shares of split calls (0 before any kernel ran)."""
     buf = getattr(_local, "buf", None)
-    return 0 if buf is None else buf.nbytes
+    return (0 if buf is None else buf.nbytes) + sum(b.nbytes for b in _pool_bufs.values())
+
+
+# ---- kernel calls split between this thread and OpenBLAS's own threads ----
+
+#: a share of a split call, as OpenBLAS's gotoblas_pthread calls it: void f(void *arg)
+_SHARE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+#: the workspaces of OpenBLAS's threads, by thread id: a callback from a thread Python did
+#: not start gets a new thread state each time, so `_local` would not keep them
+_pool_bufs: dict = {}
+
+
+class _OpenBlas:
+    """NumPy's OpenBLAS when it is a pthreads build (one process-wide thread pool, as
+    NumPy's wheels ship): its thread count, read and set through its C API, and its
+    threads, which run the shares of split kernel calls. `usable` is False for any
+    other BLAS, and the kernels then stay on the calling thread.
+
+    Why OpenBLAS's threads and not threads of our own: after each threaded BLAS call
+    its idle threads spin for a while (about 0.1 s by default) before they sleep, so a
+    thread of ours running beside them got about half a core (LeNet's step on two
+    cores: 1.25x the one-thread kernels' time that way, 0.92x this way). A job on a pool
+    thread must not make a threaded BLAS call (its pool thread would wait for itself):
+    `run` holds BLAS to one thread, so nothing else may raise the limit meanwhile.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._active, self._saved = 0, 1
+        self._get = self._set = self._pthread = self._pool = None
+        self._found = False
+
+    def _find(self):
+        self._found = True
+        try:
+            from threadpoolctl import threadpool_info
+        except ImportError:
+            return
+        found = [i for i in threadpool_info() if i.get("internal_api") == "openblas"]
+        # the OpenBLAS NumPy links (a wheel's numpy.libs, or any if none lies there)
+        here = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
+        mine = [i for i in found if os.path.abspath(i.get("filepath", "")).startswith(
+            os.path.join(here, "numpy"))]
+        libs = mine or found
+        if len(libs) != 1 or libs[0].get("threading_layer") != "pthreads":
+            return
+        lib = ctypes.CDLL(libs[0]["filepath"])
+        for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+            get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+            set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+            if get is not None and set_ is not None:
+                break
+        else:
+            return
+        try:    # the thread server's entry points (exported, not part of the documented API)
+            pthread = lib.gotoblas_pthread
+            pool = ctypes.c_int.in_dll(lib, "blas_num_threads")
+        except (AttributeError, ValueError):
+            return
+        get.restype, get.argtypes = ctypes.c_int, []
+        set_.restype, set_.argtypes = None, [ctypes.c_int]
+        pthread.restype = ctypes.c_int
+        pthread.argtypes = [ctypes.c_int, _SHARE, ctypes.c_void_p, ctypes.c_int]
+        self._get, self._set, self._pthread, self._pool = get, set_, pthread, pool
+
+    @property
+    def usable(self) -> bool:
+        if not self._found:
+            with self._lock:
+                if not self._found:
+                    self._find()
+        return self._get is not None
+
+    def budget(self) -> int:
+        """BLAS threads per call outside split calls, at most the threads its pool has
+        (1 when not `usable`)."""
+        if not self.usable:
+            return 1
+        return min(self._saved if self._active else self._get(), self._pool.value)
+
+    def enter(self):
+        """Holds BLAS to one thread per call (nested and concurrent splits count: the last
+        one out restores the count the first one found)."""
+        with self._lock:
+            if self._active == 0:
+                self._saved = self._get()
+                if self._saved != 1:
+                    self._set(1)
+            self._active += 1
+
+    def exit(self):
+        with self._lock:
+            self._active -= 1
+            if self._active == 0 and self._saved != 1:
+                self._set(self._saved)
+
+    def run(self, jobs) -> list:
+        """Each of `jobs` (callables) at once, the first on this thread, the others on
+        the pool's threads, BLAS held to one thread per call meanwhile (a job's BLAS
+        call on a pool thread must not fan out to the pool it runs on); their results,
+        or the first error raised.
+
+        Needs as many pool threads as `jobs` (see `budget`).
+        """
+        results, errors = [None] * len(jobs), []
+
+        def share(arg):
+            k = arg - 1
+            me = threading.get_ident()
+            if k:
+                _local.buf = _pool_bufs.get(me)
+            try:
+                results[k] = jobs[k]()
+            except BaseException as e:      # raised by run, once every share is done
+                errors.append(e)
+            finally:
+                if k and getattr(_local, "buf", None) is not None:
+                    _pool_bufs[me] = _local.buf
+
+        callback = _SHARE(share)    # referenced until the call returns
+        self.enter()
+        try:
+            # job k gets arg = 1 + k (a null pointer would reach Python as None)
+            self._pthread(len(jobs), callback, 1, 1)
+        finally:
+            self.exit()
+        if errors:
+            raise errors[0]
+        return results
+
+    def after_fork(self):
+        """In a forked child: no split runs there (its threads did not come along)."""
+        self._lock = threading.Lock()
+        if self._active:
+            self._active = 0
+            if self._saved != 1:
+                self._set(self._saved)
+
+
+_blas = _OpenBlas()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: (_blas.after_fork(), _pool_bufs.clear()))
+
+
+def _workers() -> int:
+    """Threads for the next kernel call: `WORKERS`, else NumPy's BLAS budget (at most
+    MAX_WORKERS); either at most the threads OpenBLAS's pool has, 1 without it."""
+    if not _blas.usable:
+        return 1
+    wanted = min(MAX_WORKERS, _blas.budget()) if WORKERS is None else int(WORKERS)
+    return max(1, min(wanted, _blas._pool.value))
+
+
+def _split(g, job):
+    """job(spans, k) over the batch's chunks: [job(g.spans, 0)] on one thread, else one
+    result per thread k of the chunks g.share(threads) gives it, k = 0 on this thread."""
+    workers = _workers()
+    shares = g.share(workers) if workers > 1 else None
+    if shares is None:
+        return [job(g.spans, 0)]
+    return _blas.run([lambda k=k: job(shares[k], k) for k in range(len(shares))])
 
 
 class _Carver:
@@ -113,6 +294,27 @@ class _Geometry:
         count = -(-self.n // self.chunk)
         self.chunk = -(-self.n // count)     # even chunks: the last one is not a sliver
         self.spans = [(a, min(a + self.chunk, self.n)) for a in range(0, self.n, self.chunk)]
+        self._shares = {}
+
+    def share(self, workers):
+        """The chunks of each of `workers` threads (lists of (a, b) covering the batch in
+        order), none bigger than a chunk, as many as `spans` rounded up to a multiple of
+        the workers where the batch allows, so each thread gets as many; None when the
+        batch has fewer images than workers."""
+        if self.n < workers:
+            return None
+        if workers not in self._shares:
+            count = min(self.n, -(-len(self.spans) // workers) * workers)
+            spans = _even(self.n, count)
+            self._shares[workers] = [spans[a:b] for a, b in _even(count, workers)]
+        return self._shares[workers]
+
+
+def _even(n, count):
+    """[0, n) in `count` consecutive (a, b) whose sizes differ by at most one."""
+    base, extra = divmod(n, count)
+    bounds = list(itertools.accumulate([0] + [base + (i < extra) for i in range(count)]))
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _filters(w, mode, alpha):
@@ -137,43 +339,60 @@ def _fill_last(g, x, a, b, xb, cols):
 
 def _conv_last(g, w, x, out, mode, alpha, carve):
     wm = _filters(w, mode, alpha)
-    for a, b in g.spans:
-        n = b - a
-        xb, cols, y = carve.arrays([(g.c, g.hp, g.wp, n), (g.c, g.kh, g.kw, g.ho, g.wo, n),
-                                    (g.co, g.ho, g.wo, n)])
-        _fill_last(g, x, a, b, xb, cols)
-        np.matmul(wm, cols.reshape(g.rows, -1), out=y.reshape(g.co, -1))
-        out[a:b] = y.transpose(3, 0, 1, 2)
+
+    def job(spans, _):
+        for a, b in spans:
+            n = b - a
+            xb, cols, y = carve.arrays([(g.c, g.hp, g.wp, n),
+                                        (g.c, g.kh, g.kw, g.ho, g.wo, n), (g.co, g.ho, g.wo, n)])
+            _fill_last(g, x, a, b, xb, cols)
+            np.matmul(wm, cols.reshape(g.rows, -1), out=y.reshape(g.co, -1))
+            out[a:b] = y.transpose(3, 0, 1, 2)
+
+    _split(g, job)
     return out
 
 
 def _filter_last(g, x, dy, dw, carve):
-    for a, b in g.spans:
-        n = b - a
-        xb, cols, dyb, part = carve.arrays([
-            (g.c, g.hp, g.wp, n), (g.c, g.kh, g.kw, g.ho, g.wo, n), (g.co, g.ho, g.wo, n),
-            (g.co, g.rows)])
-        _fill_last(g, x, a, b, xb, cols)
-        dyb[...] = dy[a:b].transpose(1, 2, 3, 0)
-        np.matmul(dyb.reshape(g.co, -1), cols.reshape(g.rows, -1).T,
-                  out=dw if a == 0 else part)
-        if a:
-            dw += part
+    def job(spans, k):
+        acc = None
+        for a, b in spans:
+            n = b - a
+            xb, cols, dyb, part, mine = carve.arrays([
+                (g.c, g.hp, g.wp, n), (g.c, g.kh, g.kw, g.ho, g.wo, n), (g.co, g.ho, g.wo, n),
+                (g.co, g.rows), (g.co, g.rows)])
+            _fill_last(g, x, a, b, xb, cols)
+            dyb[...] = dy[a:b].transpose(1, 2, 3, 0)
+            if acc is None:
+                # the first chunk's product is the sum so far: dw here, another thread's own buffer
+                acc = dw if k == 0 else mine
+                np.matmul(dyb.reshape(g.co, -1), cols.reshape(g.rows, -1).T, out=acc)
+            else:
+                np.matmul(dyb.reshape(g.co, -1), cols.reshape(g.rows, -1).T, out=part)
+                acc += part
+        return acc
+
+    for part in _split(g, job)[1:]:
+        dw += part
     return dw
 
 
 def _data_last(g, w, dy, out, mode, alpha, carve):
     wt = _filters(w, mode, alpha).T
-    for a, b in g.spans:
-        n = b - a
-        acc, cols, dyb = carve.arrays([(g.c, g.hp, g.wp, n), (g.c, g.kh, g.kw, g.ho, g.wo, n),
-                                       (g.co, g.ho, g.wo, n)])
-        dyb[...] = dy[a:b].transpose(1, 2, 3, 0)
-        np.matmul(wt, dyb.reshape(g.co, -1), out=cols.reshape(g.rows, -1))
-        acc.fill(0)
-        for i, j, hs, ws in g.taps:
-            acc[:, hs, ws] += cols[:, i, j]
-        out[a:b] = acc[(slice(None),) + g.interior].transpose(3, 0, 1, 2)
+
+    def job(spans, _):
+        for a, b in spans:
+            n = b - a
+            acc, cols, dyb = carve.arrays([(g.c, g.hp, g.wp, n),
+                                           (g.c, g.kh, g.kw, g.ho, g.wo, n), (g.co, g.ho, g.wo, n)])
+            dyb[...] = dy[a:b].transpose(1, 2, 3, 0)
+            np.matmul(wt, dyb.reshape(g.co, -1), out=cols.reshape(g.rows, -1))
+            acc.fill(0)
+            for i, j, hs, ws in g.taps:
+                acc[:, hs, ws] += cols[:, i, j]
+            out[a:b] = acc[(slice(None),) + g.interior].transpose(3, 0, 1, 2)
+
+    _split(g, job)
     return out
 
 
@@ -197,55 +416,75 @@ def _pad_shape(g, n):
 
 def _conv_first(g, w, x, out, mode, alpha, carve):
     wm = _filters(w, mode, alpha)
-    for a, b in g.spans:
-        n = b - a
-        xb, cols = carve.arrays([_pad_shape(g, n), (n, g.c, g.kh, g.kw, g.ho, g.wo)])
-        _fill_first(g, x, a, b, xb, cols)
-        np.matmul(wm, cols.reshape(n, g.rows, g.pixels),
-                  out=out[a:b].reshape(n, g.co, g.pixels))
+
+    def job(spans, _):
+        for a, b in spans:
+            n = b - a
+            xb, cols = carve.arrays([_pad_shape(g, n), (n, g.c, g.kh, g.kw, g.ho, g.wo)])
+            _fill_first(g, x, a, b, xb, cols)
+            np.matmul(wm, cols.reshape(n, g.rows, g.pixels),
+                      out=out[a:b].reshape(n, g.co, g.pixels))
+
+    _split(g, job)
     return out
 
 
 def _filter_first(g, x, dy, dw, carve):
     dyp = dy.reshape(g.n, g.co, g.pixels)
-    for a, b in g.spans:
-        n = b - a
-        xb, cols, parts = carve.arrays([_pad_shape(g, n), (n, g.c, g.kh, g.kw, g.ho, g.wo),
-                                        (n, g.co, g.rows)])
-        _fill_first(g, x, a, b, xb, cols)
-        np.matmul(dyp[a:b], cols.reshape(n, g.rows, g.pixels).transpose(0, 2, 1), out=parts)
-        if a == 0:
-            np.add.reduce(parts, axis=0, out=dw)
-        else:
-            dw += np.add.reduce(parts, axis=0)
+
+    def job(spans, k):
+        acc = None
+        for a, b in spans:
+            n = b - a
+            xb, cols, parts, mine = carve.arrays([
+                _pad_shape(g, n), (n, g.c, g.kh, g.kw, g.ho, g.wo), (n, g.co, g.rows),
+                (g.co, g.rows)])
+            _fill_first(g, x, a, b, xb, cols)
+            np.matmul(dyp[a:b], cols.reshape(n, g.rows, g.pixels).transpose(0, 2, 1),
+                      out=parts)
+            if acc is None:
+                # the first chunk's sum is the sum so far: dw here, another thread's own buffer
+                acc = dw if k == 0 else mine
+                np.add.reduce(parts, axis=0, out=acc)
+            else:
+                acc += np.add.reduce(parts, axis=0)
+        return acc
+
+    for part in _split(g, job)[1:]:
+        dw += part
     return dw
 
 
 def _data_first(g, w, dy, out, mode, alpha, carve):
     wt = _filters(w, mode, alpha).T
     dyp = dy.reshape(g.n, g.co, g.pixels)
-    for a, b in g.spans:
-        n = b - a
-        acc, cols = carve.arrays([_pad_shape(g, n), (n, g.c, g.kh, g.kw, g.ho, g.wo)])
-        if not g.padded:
-            acc = out[a:b]
-        np.matmul(wt, dyp[a:b], out=cols.reshape(n, g.rows, g.pixels))
-        acc.fill(0)
-        for i, j, hs, ws in g.taps:
-            acc[:, :, hs, ws] += cols[:, :, i, j]
-        if g.padded:
-            out[a:b] = acc[(Ellipsis,) + g.interior]
+
+    def job(spans, _):
+        for a, b in spans:
+            n = b - a
+            acc, cols = carve.arrays([_pad_shape(g, n), (n, g.c, g.kh, g.kw, g.ho, g.wo)])
+            if not g.padded:
+                acc = out[a:b]
+            np.matmul(wt, dyp[a:b], out=cols.reshape(n, g.rows, g.pixels))
+            acc.fill(0)
+            for i, j, hs, ws in g.taps:
+                acc[:, :, hs, ws] += cols[:, :, i, j]
+            if g.padded:
+                out[a:b] = acc[(Ellipsis,) + g.interior]
+
+    _split(g, job)
     return out
 
 
 def _scratch_sizes(g, kind, last):
     n = g.chunk
     cols = g.rows * g.pixels * n
+    # a filter gradient's last size: the sum another thread hands back
     if last:
         sizes = [g.c * g.hp * g.wp * n, cols, g.co * g.pixels * n]
-        return sizes + [g.co * g.rows] if kind == "conv4_filter" else sizes
+        return sizes + [g.co * g.rows] * 2 if kind == "conv4_filter" else sizes
     pad = g.c * g.hp * g.wp * n if g.padded else 0
-    return [pad, cols] + ([g.co * g.rows * n] if kind == "conv4_filter" else [])
+    return [pad, cols] + ([g.co * g.rows * n, g.co * g.rows] if kind == "conv4_filter" else [])
 
 
 def bind_conv(kind, xshape, wshape, dtype, padding, stride, dilation, mode, alpha, last):

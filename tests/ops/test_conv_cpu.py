@@ -6,6 +6,8 @@ and a compiled plan's gradients still match central differences.
 """
 
 import importlib
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -180,3 +182,196 @@ def test_workspace_is_shared_and_reported():
                             1.0, last=True)
     fn(w, x)
     assert conv_cpu.workspace_bytes() >= x.nbytes
+
+
+# ---- kernel calls split between threads ----
+
+needs_pool = pytest.mark.skipif(not conv_cpu._blas.usable,
+                                reason="split calls need NumPy's BLAS to be a pthreads OpenBLAS")
+
+
+def _pool(n):
+    """OpenBLAS's pool grown to n threads (it never shrinks), the limit left as it was."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n, user_api="blas"):
+        np.ones((300, 300)) @ np.ones((300, 300))
+    assert conv_cpu._blas._pool.value >= n
+
+
+@pytest.fixture
+def workers(monkeypatch):
+    """Sets conv_cpu.WORKERS (the threads a kernel call splits its chunks between), with
+    OpenBLAS's pool grown to that many."""
+    def set_workers(n):
+        _pool(n)
+        monkeypatch.setattr(conv_cpu, "WORKERS", n)
+        assert conv_cpu._workers() == n
+    return set_workers
+
+
+@needs_pool
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("last", [False, True])
+@pytest.mark.parametrize("xshape, wshape, attrs", PROBLEMS)
+def test_split_kernels_match_the_general_forward(xshape, wshape, attrs, last, n, workers):
+    workers(n)
+    rs = np.random.RandomState(sum(xshape) + sum(wshape))
+    _check_all(*_problem(rs, xshape, wshape, attrs), attrs, last=last)
+
+
+@needs_pool
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_split_kernels_match_one_thread_over_random_shapes(data):
+    """Many small chunks split between 2-4 threads give the one-thread kernels' values."""
+    draw = data.draw
+    n, c, co = draw(st.integers(1, 12)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    pad = (draw(st.integers(0, 1)), draw(st.integers(0, 1)))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    hw = tuple(draw(st.integers(max(1, kk - 2 * p), 7)) for kk, p in zip(k, pad))
+    attrs = _attrs(pad, stride, (1, 1), mode=draw(st.integers(0, 1)),
+                   alpha=draw(st.sampled_from([1.0, -0.5])))
+    last = draw(st.booleans())
+    chunk_bytes = draw(st.sampled_from([1, 500, 4000, 1 << 22]))
+    threads = draw(st.integers(2, 4))
+    _pool(threads)
+    rs = np.random.RandomState(draw(st.integers(0, 1000)))
+    x, w, dy = _problem(rs, (n, c) + hw, (co, c) + k, attrs)
+    args = {"conv4": (w, x), "conv4_data": (w, dy, x), "conv4_filter": (x, dy, w)}
+    saved = conv_cpu.CHUNK_BYTES, conv_cpu.WORKERS
+    try:
+        conv_cpu.CHUNK_BYTES = chunk_bytes
+        for kind, a in args.items():
+            fn = conv_cpu.bind_conv(kind, x.shape, w.shape, x.dtype, pad, stride, (1, 1),
+                                    attrs["mode"], attrs["alpha"], last)
+            conv_cpu.WORKERS = 1
+            want = fn(*a)
+            conv_cpu.WORKERS = threads
+            np.testing.assert_allclose(fn(*a), want, rtol=1e-12, atol=1e-12)
+    finally:
+        conv_cpu.CHUNK_BYTES, conv_cpu.WORKERS = saved
+
+
+@pytest.mark.parametrize("n, chunk_images", [(1, 1), (2, 5), (3, 1), (7, 2), (100, 25),
+                                             (100, 50), (100, 34), (9, 9)])
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_shares_cover_the_batch_in_order(n, chunk_images, threads, monkeypatch):
+    # one 1x1 image is 8 bytes of columns (float64): CHUNK_BYTES sets images per chunk
+    monkeypatch.setattr(conv_cpu, "CHUNK_BYTES", 8 * chunk_images)
+    g = conv_cpu._Geometry((n, 1, 1, 1), (1, 1, 1, 1), (0, 0), (1, 1), (1, 1), 8)
+    shares = g.share(threads)
+    if n < threads:
+        assert shares is None
+        return
+    assert len(shares) == threads and all(shares)
+    spans = [s for share in shares for s in share]
+    assert spans[0][0] == 0 and spans[-1][1] == n
+    assert all(b0 == a1 for (_, b0), (a1, _) in zip(spans, spans[1:]))
+    assert max(b - a for a, b in spans) <= g.chunk      # the workspace holds any chunk
+    assert len(spans) >= len(g.spans)
+    if len(spans) < n:      # where the batch allows, every thread gets as many chunks
+        assert len({len(share) for share in shares}) == 1
+
+
+@needs_pool
+def test_errors_are_raised_once_every_share_is_done(workers):
+    workers(2)
+    g = conv_cpu._Geometry((4, 1, 3, 3), (1, 1, 2, 2), (0, 0), (1, 1), (1, 1), 8)
+    limit = conv_cpu._blas._get()
+    done = []
+
+    def fails_on(k_bad, error):
+        def job(spans, k):
+            if k == k_bad:
+                raise error
+            done.append(k)
+        return job
+
+    with pytest.raises(ValueError, match="pool thread failed"):
+        conv_cpu._split(g, fails_on(1, ValueError("pool thread failed")))
+    with pytest.raises(KeyError):
+        conv_cpu._split(g, fails_on(0, KeyError("this thread failed")))
+    assert done == [0, 1]
+    assert conv_cpu._split(g, lambda spans, k: spans) == g.share(2)
+    assert conv_cpu._blas._get() == limit and conv_cpu._blas._active == 0
+
+
+@needs_pool
+def test_blas_is_held_to_one_thread_while_split_and_restored(workers):
+    from threadpoolctl import threadpool_limits
+
+    workers(2)
+    g = conv_cpu._Geometry((4, 1, 3, 3), (1, 1, 2, 2), (0, 0), (1, 1), (1, 1), 8)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert conv_cpu._blas.budget() == 2
+        seen = conv_cpu._split(g, lambda spans, k: conv_cpu._blas._get())
+        assert seen == [1, 1]
+        assert conv_cpu._blas.budget() == 2 and conv_cpu._blas._get() == 2
+        conv_cpu._blas.enter()          # nested and concurrent splits: the last one restores
+        conv_cpu._split(g, lambda spans, k: None)
+        assert conv_cpu._blas._get() == 1 and conv_cpu._blas.budget() == 2
+        conv_cpu._blas.exit()
+        assert conv_cpu._blas._get() == 2
+
+
+@needs_pool
+def test_workers_follow_the_blas_budget():
+    from threadpoolctl import threadpool_limits
+
+    assert conv_cpu.WORKERS is None
+    _pool(2)
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert conv_cpu._workers() == 1
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert conv_cpu._workers() == 2
+    with threadpool_limits(limits=8, user_api="blas"):
+        assert conv_cpu._workers() == conv_cpu.MAX_WORKERS
+
+
+def test_without_openblas_kernels_stay_on_one_thread(monkeypatch):
+    monkeypatch.setattr(conv_cpu, "_blas", conv_cpu._OpenBlas())
+    monkeypatch.setattr(conv_cpu._blas, "_found", True)      # found nothing usable
+    monkeypatch.setattr(conv_cpu, "WORKERS", 4)
+    assert conv_cpu._workers() == 1 and conv_cpu._blas.budget() == 1
+    g = conv_cpu._Geometry((4, 1, 3, 3), (1, 1, 2, 2), (0, 0), (1, 1), (1, 1), 8)
+    assert conv_cpu._split(g, lambda spans, k: (spans, k)) == [(g.spans, 0)]
+
+
+@needs_pool
+def test_workspace_counts_the_pool_threads(workers):
+    workers(2)
+    rs = np.random.RandomState(2)
+    x, w, _ = _problem(rs, (6, 3, 8, 8), (4, 3, 3, 3), _attrs())
+    fn = conv_cpu.bind_conv("conv4", x.shape, w.shape, x.dtype, (0, 0), (1, 1), (1, 1), 0,
+                            1.0, last=True)
+    fn(w, x)
+    assert conv_cpu._pool_bufs and all(b.nbytes > 0 for b in conv_cpu._pool_bufs.values())
+    own = conv_cpu._local.buf.nbytes
+    assert conv_cpu.workspace_bytes() == own + sum(
+        b.nbytes for b in conv_cpu._pool_bufs.values())
+    before = dict(conv_cpu._pool_bufs)
+    fn(w, x)        # a pool thread keeps its workspace from call to call
+    assert all(conv_cpu._pool_bufs[t] is b for t, b in before.items())
+
+
+@needs_pool
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_splits_too(workers):
+    workers(2)
+    rs = np.random.RandomState(4)
+    x, w, _ = _problem(rs, (6, 2, 5, 5), (3, 2, 2, 2), _attrs())
+    fn = conv_cpu.bind_conv("conv4", x.shape, w.shape, x.dtype, (0, 0), (1, 1), (1, 1), 0,
+                            1.0, last=False)
+    want = fn(w, x)
+    pid = os.fork()
+    if pid == 0:                       # the child: OpenBLAS starts its pool again there
+        ok = False
+        try:
+            signal.alarm(20)           # a hang ends the child, and the test fails
+            ok = np.allclose(fn(w, x), want, rtol=1e-12, atol=1e-12)
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
