@@ -40,10 +40,13 @@ def _blas_float(x: Spec) -> bool:
 def dot_sum(x: Spec, axes, out_shape: tuple):
     """A kernel `(a, out=None)` summing a float `x` over `axes` through BLAS, or None.
 
-    `axes` must be x's last axes or its first axes, x's shape known and its dtype
-    float32 or float64, the summed length within 2..DOT_SUM_MAX and at least 2
-    sums made (a whole-array sum is one `add.reduce` call already). The result has
-    `out_shape` (the sum's shape, keepdims or not), or is written into `out`.
+    `axes` must be x's first axes, its last axes, or both (the axes kept are one run
+    in the middle: a convolution's bias gradient sums (N, C, H, W) over N, H and W),
+    x's shape known and its dtype float32 or float64, each run summed at most
+    DOT_SUM_MAX long and at least 2 sums made (a whole-array sum is one `add.reduce`
+    call already). Last axes are summed first, as a matrix times ones, then first
+    axes, as ones times a matrix. The result has `out_shape` (the sum's shape,
+    keepdims or not), or is written into `out`.
 
     Example:
         >>> import numpy as np; from knetflow.ops.base import Spec
@@ -52,41 +55,44 @@ def dot_sum(x: Spec, axes, out_shape: tuple):
         array([[ 3.],
                [12.]])
     """
-    if not _blas_float(x) or x.ndim == 0 or axes is None:
+    if not _blas_float(x) or x.ndim == 0 or not axes:
         return None
     axes, n = tuple(sorted(axes)), x.ndim
-    trailing = axes == tuple(range(n - len(axes), n))
-    if not axes or not (trailing or axes == tuple(range(len(axes)))):
+    lead = 0
+    while lead < len(axes) and axes[lead] == lead:
+        lead += 1
+    trail = len(axes) - lead
+    if axes[lead:] != tuple(range(n - trail, n)):
         return None
-    length = _prod(x.shape[a] for a in axes)
-    sums = x.size // length if length else 0
-    if not 2 <= length <= DOT_SUM_MAX or sums < 2:
+    first, kept, last = (_prod(x.shape[:lead]), _prod(x.shape[lead:n - trail]),
+                         _prod(x.shape[n - trail:]))
+    if kept < 2 or first * last < 2 or max(first, last) > DOT_SUM_MAX:
         return None
-    ones = np.ones(length, x.dtype)
-    ones.flags.writeable = False
-    shape2 = (sums, length) if trailing else (length, sums)
+    ones_first, ones_last = (np.ones(k, x.dtype) if k > 1 else None for k in (first, last))
+    for ones in (ones_first, ones_last):
+        if ones is not None:
+            ones.flags.writeable = False
     dot = np.dot
 
-    if trailing:
-        def dot_sum(a, out=None):
-            if out is None:
-                return dot(a.reshape(shape2), ones).reshape(out_shape)
-            if not out.flags.c_contiguous:  # its reshape would be a copy: write through
-                out[...] = dot(a.reshape(shape2), ones).reshape(out.shape)
-                return out
-            dot(a.reshape(shape2), ones, out=out.reshape(sums))
-            return out
-    else:
-        def dot_sum(a, out=None):
-            if out is None:
-                return dot(ones, a.reshape(shape2)).reshape(out_shape)
-            if not out.flags.c_contiguous:
-                out[...] = dot(ones, a.reshape(shape2)).reshape(out.shape)
-                return out
-            dot(ones, a.reshape(shape2), out=out.reshape(sums))
-            return out
+    def dot_sum(a, out=None):
+        if ones_last is not None:  # (first * kept, last) @ ones
+            a = dot(a.reshape(first * kept, last), ones_last,
+                    out=out.reshape(kept) if ones_first is None and _direct(out) else None)
+        if ones_first is not None:  # ones @ (first, kept)
+            a = dot(ones_first, a.reshape(first, kept),
+                    out=out.reshape(kept) if _direct(out) else None)
+        if out is None:
+            return a.reshape(out_shape)
+        if not _direct(out):  # its reshape would be a copy: write through
+            out[...] = a.reshape(out.shape)
+        return out
 
     return dot_sum
+
+
+def _direct(out) -> bool:
+    """Whether BLAS can write a sum straight into `out` (given, and C-contiguous)."""
+    return out is not None and out.flags.c_contiguous
 
 
 def row_max(x: Spec):
