@@ -115,6 +115,8 @@ class _BlasBudget:
 
     def __init__(self):
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # no kernel holds BLAS to one thread
+        self._held = 0
         self._limiter = None
         self.threads: int | None = None   # the limit in force; None = the libraries' own
 
@@ -130,7 +132,10 @@ class _BlasBudget:
         """Limit BLAS to `threads` per call (None restores the original); False if impossible."""
         if threads == self.threads:
             return True
-        with self._lock:
+        with self._idle:
+            # a kernel running work on BLAS's own threads holds BLAS to one thread; more
+            # threads then would make those threads wait for themselves: wait until it ends
+            self._idle.wait_for(lambda: not self._held)
             if threads == self.threads:
                 return True
             try:
@@ -145,6 +150,24 @@ class _BlasBudget:
             self.threads = threads
             return True
 
+    def hold(self) -> None:
+        """Say a kernel has set BLAS to one thread and runs work on BLAS's own threads
+        (ops/conv_cpu.py): `limit` waits until every hold is released."""
+        with self._idle:
+            self._held += 1
+
+    def release(self) -> None:
+        with self._idle:
+            self._held -= 1
+            if not self._held:
+                self._idle.notify_all()
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's kernels' holds did not come along."""
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._held = 0
+
     def current(self) -> list:
         """(library, threads) of each BLAS library loaded in the process (needs threadpoolctl)."""
         try:
@@ -156,6 +179,8 @@ class _BlasBudget:
 
 
 blas = _BlasBudget()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=blas._after_fork)
 
 #: OpenBLAS kernels (its OPENBLAS_CORETYPE names) that use AVX-512
 _AVX512_KERNELS = {"skylakex", "cooperlake", "sapphirerapids"}

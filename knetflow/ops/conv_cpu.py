@@ -39,6 +39,8 @@ import threading
 
 import numpy as np
 
+from knetflow.devices.cpu import blas as cpu_blas
+
 __all__ = ["bind_conv", "scratch", "workspace_bytes"]
 
 #: the largest column matrix a chunk builds (bytes): LeNet's kernels ran 3-10% faster with
@@ -172,7 +174,9 @@ class _OpenBlas:
 
     def enter(self):
         """Holds BLAS to one thread per call (nested and concurrent splits count: the last
-        one out restores the count the first one found)."""
+        one out restores the count the first one found); knetflow's own BLAS limit
+        (devices/cpu.py) waits meanwhile."""
+        cpu_blas.hold()
         with self._lock:
             if self._active == 0:
                 self._saved = self._get()
@@ -185,6 +189,7 @@ class _OpenBlas:
             self._active -= 1
             if self._active == 0 and self._saved != 1:
                 self._set(self._saved)
+        cpu_blas.release()
 
     def run(self, jobs) -> list:
         """Each of `jobs` (callables) at once, the first on this thread, the others on

@@ -127,3 +127,23 @@ def test_blas_report_hints_only_at_a_pinned_kernel_without_the_cpus_avx512(
     if hint:
         assert lines[1].startswith("hint: OPENBLAS_CORETYPE=Haswell pins OpenBLAS to kernels "
                                    "without the AVX-512 this CPU has")
+
+
+def test_the_blas_limit_waits_while_a_kernel_holds_blas_to_one_thread():
+    # ops/conv_cpu.py runs work on BLAS's own threads with BLAS at one thread: raising the
+    # limit meanwhile would make those threads wait for themselves
+    import threading
+
+    from knetflow.devices.cpu import _BlasBudget
+
+    budget = _BlasBudget()
+    budget.hold()
+    done = threading.Event()
+    setter = threading.Thread(target=lambda: (budget.limit(None if budget.threads else 1),
+                                              done.set()))
+    budget.threads = 3  # anything but what the setter asks for: it has to wait
+    setter.start()
+    assert not done.wait(0.2)
+    budget.release()
+    assert done.wait(10)
+    setter.join()
