@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import sys
 
 import numpy as np
 
@@ -317,12 +318,41 @@ def _bind_max_grad(xp, attrs, in_specs, out_spec):
         wide, hit, flat = wide.reshape(rows, w), hit.reshape(x.shape), out.reshape(-1, w)
         up(y, wide, flat)
         np.equal(x, out, out=hit)
+        if first_only is not None:
+            first_only(hit)
         if np.count_nonzero(hit) != y.size or np.isnan(np.add.reduce(y, axis=None)):
             return general(x, y, dy, out=out)
         up(dy, wide, flat)
         return np.multiply(out, hit, out=out)
 
+    first_only = _first_hit_2x2(rows, w) if (kh, kw) == (2, 2) else None
+
     return pool_grad
+
+
+def _first_hit_2x2(rows, w):
+    """For 2x2 windows: a function keeping, in a C-contiguous bool mask of hits (x == its
+    window's maximum) shaped (rows * 2, w), only each window's first hit in row-major
+    order, the general kernel's rule for ties (after a relu, windows of zeros tie).
+
+    Bools two by two are one uint16 (little-endian: the left one in the low byte), so
+    both steps are contiguous integer passes: a left hit clears the right one, then a
+    hit in a window's top row clears its bottom row. None on a big-endian machine.
+    """
+    if sys.byteorder != "little":
+        return None
+    low, high = np.uint16(0x00FF), np.uint8(8)
+
+    def first_only(hit):
+        pairs = hit.view(np.uint16)                      # (N, C, H, W / 2)
+        left = np.bitwise_and(pairs, low)
+        np.left_shift(left, high, out=left)
+        np.invert(left, out=left)
+        np.bitwise_and(pairs, left, out=pairs)           # a left hit: no right one
+        both = pairs.reshape(rows, 2, w // 2)
+        np.multiply(both[:, 1], both[:, 0] == 0, out=both[:, 1])  # a top hit: no bottom
+
+    return first_only
 
 
 # ---- ops ----

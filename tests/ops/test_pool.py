@@ -505,3 +505,27 @@ def test_bound_max_pool_grad_falls_back(xs, attrs, dtype):
     x = np.ones(xs, dtype)
     y = kf.pool(x, **attrs)
     assert _bound_grad(x, y, y, **attrs) is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bound_2x2_max_pool_grad_settles_ties_itself(dtype, monkeypatch):
+    # after a relu many windows are all zeros: the first zero gets dy (row-major within the
+    # window, as the general kernel does) without falling back to the general kernel
+    import importlib
+
+    pool_module = importlib.import_module("knetflow.ops.pool")  # ops.pool is the function
+    rs = np.random.RandomState(2)
+    x = np.maximum(rs.randn(4, 3, 8, 6), 0).astype(dtype)
+    x[0, 0, :2, :2] = [[1.0, 1.0], [1.0, 0.0]]          # a tie of three, not of zeros
+    attrs = _grad_attrs((2, 2))
+    y = kf.pool(x, **attrs)
+    dy = rs.randn(*y.shape).astype(dtype)
+    want = kf.pool_grad(x, y, dy, **attrs)
+    calls = []
+    general = pool_module.PoolGrad.forward
+    monkeypatch.setattr(pool_module.PoolGrad, "forward",
+                        staticmethod(lambda *a, **k: calls.append(1) or general(*a, **k)))
+    got = _bound_grad(x, y, dy, **attrs)(x, y, dy)
+    assert not calls
+    np.testing.assert_array_equal(got, want)
+    assert got[0, 0, 0, 0] == dy[0, 0, 0, 0] and not got[0, 0, :2, :2].ravel()[1:].any()
