@@ -365,6 +365,12 @@ def numpy_floor(spec):
     x, y = spec["batches"][0]
     lr, kind, n = spec["lr"], spec["kind"], len(x)
     f32 = np.float32
+
+    def sgd(weights, grads):
+        """w -= lr * g in place, each gradient's buffer scaled on the way."""
+        for a, g in zip(weights, grads):
+            np.multiply(g, lr, out=g)
+            np.subtract(a, g, out=a)
     if kind == "linreg":
         W, b = w
         r, gw = np.empty((n, 1), f32), np.empty_like(W)
@@ -379,10 +385,7 @@ def numpy_floor(spec):
             np.multiply(r, 2.0 / n, out=r)
             np.matmul(x.T, r, out=gw)
             np.add.reduce(r, axis=0, out=gb)
-            np.multiply(gw, lr, out=gw)
-            np.subtract(W, gw, out=W)
-            np.multiply(gb, lr, out=gb)
-            np.subtract(b, gb, out=b)
+            sgd((W, b), (gw, gb))
             return loss
         return step, step
     rows = np.arange(n)
@@ -414,10 +417,7 @@ def numpy_floor(spec):
             loss = softmax_grad(s)
             np.matmul(x.T, s, out=gw)
             np.add.reduce(s, axis=0, out=gb)
-            np.multiply(gw, lr, out=gw)
-            np.subtract(W, gw, out=W)
-            np.multiply(gb, lr, out=gb)
-            np.subtract(b, gb, out=b)
+            sgd((W, b), (gw, gb))
             return loss
         return step, step
     W1, b1, W2, b2 = w
@@ -438,9 +438,7 @@ def numpy_floor(spec):
         np.copyto(dh, 0, where=h <= 0)
         np.matmul(x.T, dh, out=grads[0])
         np.add.reduce(dh, axis=0, out=grads[1])
-        for a, g in zip(w, grads):
-            np.multiply(g, lr, out=g)
-            np.subtract(a, g, out=a)
+        sgd(w, grads)
         return loss
     return step, step
 

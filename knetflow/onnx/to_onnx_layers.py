@@ -203,13 +203,17 @@ def _shifted(ctx, x: str, axes, dtype) -> str:
     return ctx.emit("Sub", [x, finite]), finite
 
 
-@converts("softmax", "logsoftmax")
-def _softmax(ctx, node):
-    x_node = node.inputs[0]
-    dtype = out_dtype(node)
-    x = ctx.arg(x_node, dtype)
+def _input_and_axes(ctx, node) -> tuple:
+    """(x as the output's float dtype, that dtype, the axes reduced: all for None)."""
+    x_node, dtype = node.inputs[0], out_dtype(node)
     axes = node.attrs.get("axis")
     axes = tuple(range(x_node.spec.ndim)) if axes is None else tuple(axes)
+    return ctx.arg(x_node, dtype), dtype, axes
+
+
+@converts("softmax", "logsoftmax")
+def _softmax(ctx, node):
+    x, dtype, axes = _input_and_axes(ctx, node)
     if len(axes) == 1:
         return ctx.emit("Softmax" if node.op == "softmax" else "LogSoftmax", [x], axis=axes[0])
     z, _ = _shifted(ctx, x, axes, dtype)
@@ -222,11 +226,7 @@ def _softmax(ctx, node):
 
 @converts("logsumexp")
 def _logsumexp(ctx, node):
-    x_node = node.inputs[0]
-    dtype = out_dtype(node)
-    x = ctx.arg(x_node, dtype)
-    axes = node.attrs.get("axis")
-    axes = tuple(range(x_node.spec.ndim)) if axes is None else tuple(axes)
+    x, dtype, axes = _input_and_axes(ctx, node)
     keepdims = bool(node.attrs.get("keepdims"))
     z, m = _shifted(ctx, x, axes, dtype)
     total = reduce(ctx, "ReduceSum", ctx.emit("Exp", [z]), axes, keepdims)

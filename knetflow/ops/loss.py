@@ -25,8 +25,8 @@ from knetflow.ops.base import (
 from knetflow.ops.binary import div, mul, ne, neg, sub
 from knetflow.ops.elementwise import cast
 from knetflow.ops.reduce import count, mean, sum
-from knetflow.ops.small_reduce import dot_sum, row_max
-from knetflow.ops.softmax import LogSoftmax, softmax
+from knetflow.ops.small_reduce import dot_sum
+from knetflow.ops.softmax import LogSoftmax, shift_kernel, softmax
 
 __all__ = ["accuracy", "bce", "logistic", "nll"]
 
@@ -215,21 +215,20 @@ class NllTerms(Op):
         log(s) - z at the labels, and exp(z) / s - 1 at the labels; otherwise forward."""
         x = in_specs[0]
         at = _label_offsets(xp, x, in_specs[1], attrs)
-        top, total = row_max(x), dot_sum(x, (1,), (x.shape[0],)) if x.ndim == 2 else None
-        if at is None or top is None or total is None:
+        if at is None:
             return None
-        big, rows = float(np.finfo(x.dtype).max), (x.shape[0], 1)
+        shifted, total = shift_kernel(x, (1,)), dot_sum(x, (1,), (x.shape[0],))
+        if shifted is None or total is None:
+            return None
+        rows = (x.shape[0], 1)
         forward, ignore = NllTerms.forward, attrs.get("ignore_index", -1)
-        low, sub, exp, log, multiply, divide = (
-            np.minimum, np.subtract, np.exp, np.log, np.multiply, np.divide)
+        sub, exp, log, multiply, divide = np.subtract, np.exp, np.log, np.multiply, np.divide
 
         def nll_terms(x, labels):
             idx = at(labels)
             if idx is None:
                 return forward(np, x, labels, axis=1, ignore_index=ignore)
-            m = top(x)
-            low(m, big, out=m)  # +inf rows as logsoftmax's kernel: the same NaNs
-            z = sub(x, m)
+            z = shifted(x)  # as logsoftmax's kernel: the same NaNs for +-inf rows
             picked = z.take(idx)
             e = exp(z, out=z)
             s = total(e)

@@ -43,31 +43,47 @@ def _log_normalizer(xp, z, axis):
     return xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
 
-def _bound(xp, in_specs, axis, finish):
-    """A plan's kernel for a normalization over `axis` of a float x of known size:
-    m = max clamped to the finite range (as `_shifted`'s zeroing, the same results for
-    +-inf and NaN), then `finish(z = x - m, total)` with `total(e)` the keepdims sum of
-    e over `axis`, through ufuncs only. Over the last axis the max is `row_max` and the
-    sum `dot_sum` (BLAS), the short rows of a (batch, classes) score matrix."""
-    (x,) = in_specs
-    if xp is not np or not x.is_float or not x.is_static or not x.size:
+def shift_kernel(x: Spec, axis):
+    """For a float x of known, non-empty shape on NumPy: a kernel x -> x - m, m the max
+    over `axis` (keepdims) clamped to the finite range (as `_shifted`'s zeroing: the same
+    results for +-inf and NaN), in a new array; None otherwise. Over the last axis the
+    max is `row_max` (the short rows of a (batch, classes) score matrix).
+
+    The first step of every normalization a plan binds (softmax, logsoftmax, nll_terms).
+    """
+    if not x.is_float or not x.is_static or not x.size:
         return None
     big = float(np.finfo(x.dtype).max)
-    top, low, sub, reduce = np.maximum.reduce, np.minimum, np.subtract, np.add.reduce
-    keep = tuple(1 if axis is None or i in axis else d for i, d in enumerate(x.shape))
+    top, low, sub = np.maximum.reduce, np.minimum, np.subtract
     rows = row_max(x) if axis == (x.ndim - 1,) else None
-    total = dot_sum(x, axis, keep) if rows is not None else None
     if rows is None:
         def rows(x):
             return top(x, axis=axis, keepdims=True, initial=-big)
+
+    def shifted(x):
+        m = rows(x)
+        low(m, big, out=m)
+        return sub(x, m)
+
+    return shifted
+
+
+def _bound(xp, in_specs, axis, finish):
+    """A plan's kernel for a normalization over `axis`: `finish(z, total)` with z from
+    `shift_kernel` and `total(e)` the keepdims sum of e over `axis` (`dot_sum`, BLAS, where
+    it applies), through ufuncs only."""
+    (x,) = in_specs
+    shifted = shift_kernel(x, axis) if xp is np else None
+    if shifted is None:
+        return None
+    keep = tuple(1 if axis is None or i in axis else d for i, d in enumerate(x.shape))
+    total, reduce = dot_sum(x, axis, keep), np.add.reduce
     if total is None:
         def total(e):
             return reduce(e, axis=axis, keepdims=True)
 
     def kernel(x):
-        m = rows(x)
-        low(m, big, out=m)
-        return finish(sub(x, m), total)
+        return finish(shifted(x), total)
 
     return kernel
 
