@@ -6,19 +6,21 @@
 For the seed's LinReg, Softmax and MLP steps of benchmarks/run.py (`r = kf.diff(loss,
 x, y)`, then each Param updated from `kf.grad(r, p)`), on one batch:
 
-- "in a step": real steps run with timers around kf.diff's internals (the capture walk
-  of graph/capture.py: the signature key and the leaves to feed; the cache lookup:
-  hashing the key, `Entry.fits`; `Entry.feed`; `Plan.run`; `Entry.store_states` and
-  `Entry.params`) and with the plan's program swapped for its profiled copy (the
-  same kernels, a timer around each op). Derived parts: `Plan.run`'s own Python
-  (feed list, dtype checks, the shape key, the program lookup, the update
-  write-back) = Plan.run - program.fn; the generated function's own lines =
-  program.fn - the ops - the timers' lines; the rest of kf.diff (gradients dict,
-  DiffResult, the loss as a float). Each timer's measured cost is taken off the part
-  around it. These rounds alternate with rounds of the same step untimed;
+- "in a step": real steps run with timers around kf.diff's internals (recognizing
+  the call: `trace_cache.find`, which runs the function's compiled capture guard of
+  graph/capture_guard.py, or the full capture walk and the keyed lookup when no guard
+  answers; `Entry.inputs`, the plan's input list; `Plan.run_inputs`; `Entry.params`)
+  and with the plan's program swapped for its profiled copy (the same kernels, a
+  timer around each op). Derived parts: `Plan.run`'s own Python (dtype checks, the
+  shape key, the program lookup, the update write-back) = Plan.run_inputs -
+  program.fn; the generated function's own lines = program.fn - the ops - the
+  timers' lines; the rest of kf.diff (gradients dict, DiffResult, the loss as a
+  float). Each timer's measured cost is taken off the part around it. These rounds
+  alternate with rounds of the same step untimed;
 - "alone": each part called by itself in a tight loop (warm caches: usually less),
-  and the variants: the update through `kf.update` per Param or once, and the same
-  step written by hand in NumPy (buffers, `out=`): the floor for this design;
+  the full capture walk and keyed lookup that a guard replaces, and the variants:
+  the update through `kf.update` per Param or once, and the same step written by
+  hand in NumPy (buffers, `out=`): the floor for this design;
 - per op: its time in the steps, the kernel it calls, whether it writes into a planned
   buffer or allocates its result; what fused chains decide at run time (the kernel's
   lru_cache lookup, the row-block choice);
@@ -79,10 +81,9 @@ def internals(loss, x, y):
         args = (x, y)
         cap = capture(loss, args, {})
         entry, _ = trace_cache.lookup(loss, args, {}, cap)
-        feed = entry.feed(cap)
         plan = entry.plan
-        plan.run(feed)
-        arrays = [feed[name] for name in plan.input_names]
+        arrays = entry.inputs(cap.leaves, cap)
+        plan.run_inputs(arrays)
         program = plan._programs[tuple(a.shape for a in arrays)]
         timed, timers = plan._instrumented(program)
     except (ImportError, AttributeError, KeyError, TypeError) as e:
@@ -90,7 +91,7 @@ def internals(loss, x, y):
               f"kf.diff are n/a)")
         return {}
     return dict(capture=capture, lookup=trace_cache.lookup, autograd=autograd,
-                trace_cache=trace_cache, entry=entry, feed=feed, plan=plan, arrays=arrays,
+                trace_cache=trace_cache, entry=entry, plan=plan, arrays=arrays,
                 program=program, timed=timed, timers=timers, cap=cap)
 
 
@@ -210,13 +211,10 @@ def in_step(loss, model, x, y, lr, inner, calls, repeat, ticks, wrap_us):
             plain()
         plain_us = (time.perf_counter() - t) / calls * 1e6
         if inner:
-            meter.patch(inner["autograd"], "capture", "capture walk")
-            meter.patch(inner["trace_cache"], "lookup", "cache lookup")
-            Entry = type(inner["entry"])
-            meter.patch(Entry, "feed", "Entry.feed")
-            meter.patch(Entry, "store_states", "after the run")
-            meter.patch(Entry, "params", "after the run")
-            meter.patch(inner["plan"], "run", "Plan.run")
+            meter.patch(inner["trace_cache"], "find", "find")
+            meter.patch(inner["entry"], "inputs", "Entry.inputs")
+            meter.patch(type(inner["entry"]), "params", "after the run")
+            meter.patch(inner["plan"], "run_inputs", "Plan.run")
             program = inner["program"]
             old_fn = program.fn
             program.fn = meter.wrap("program.fn", inner["timed"].fn)
@@ -239,8 +237,8 @@ def in_step(loss, model, x, y, lr, inner, calls, repeat, ticks, wrap_us):
         row["step"], row["timed step"] = plain_us, timed_us
         # derived parts per round (medians of differences are steadier than differences
         # of medians); each wrapper's own cost lands in the part around it and is taken
-        # off there: kf.diff calls 7 wrapped functions (capture, lookup, feed, Plan.run,
-        # program.fn inside it, store_states, params), Plan.run one
+        # off there: kf.diff calls 5 wrapped functions (find, inputs, Plan.run_inputs,
+        # program.fn inside it, params), Plan.run_inputs one
         row["kf.diff net"] = row["kf.diff"]
         if inner:
             fn_calls += calls
@@ -253,12 +251,12 @@ def in_step(loss, model, x, y, lr, inner, calls, repeat, ticks, wrap_us):
                          if not n.is_leaf)
             n_ops = sum(not n.is_leaf for n in nodes)
             row["ops"] = ops_us
-            row["kf.diff net"] = row["kf.diff"] - 7 * wrap_us
+            row["kf.diff net"] = row["kf.diff"] - 5 * wrap_us
             row["Plan.run net"] = row["Plan.run"] - wrap_us
             row["Plan.run own"] = row["Plan.run net"] - row["program.fn"]
             row["generated lines"] = row["program.fn"] - ops_us - n_ops * pair
             row["rest"] = row["kf.diff net"] - row["Plan.run net"] - sum(
-                row[k] for k in ("capture walk", "cache lookup", "Entry.feed", "after the run"))
+                row[k] for k in ("find", "Entry.inputs", "after the run"))
         for name, v in row.items():
             rounds.setdefault(name, []).append(v)
     med = {name: P.median(v) for name, v in rounds.items()}
@@ -480,12 +478,13 @@ def breakdown(name, spec, args, ticks, wrap_us):
              "numpy floor": floor}
     if inner:
         c, e, plan, program = inner["cap"], inner["entry"], inner["plan"], inner["program"]
-        fed, arrays, values = inner["feed"], inner["arrays"], plan._values
+        arrays, values = inner["arrays"], plan._values
         parts.update({
+            "find": lambda: inner["trace_cache"].find(loss, (x, y), {}),
             "capture walk": lambda: inner["capture"](loss, (x, y), {}),
             "cache lookup": lambda: inner["lookup"](loss, (x, y), {}, c),
-            "Entry.feed": lambda: e.feed(c),
-            "Plan.run": lambda: plan.run(fed),
+            "Entry.inputs": lambda: e.inputs(c.leaves, c),
+            "Plan.run": lambda: plan.run_inputs(arrays),
             "program.fn": lambda: program.fn(arrays, values),
         })
     alone = per_call(parts, args.calls, args.repeat)
@@ -496,18 +495,21 @@ def breakdown(name, spec, args, ticks, wrap_us):
          alone["step"]),
         ("the same step with the timers in (the parts below)", 0, g("timed step"), NA),
         ("kf.diff", 1, g("kf.diff net"), alone["kf.diff"]),
-        ("capture walk (graph/capture.py: signature key, leaves)", 2, g("capture walk", NA),
+        ("recognize the call (trace_cache.find: the compiled capture guard)", 2,
+         g("find", NA), alone.get("find", NA)),
+        ("what the guard replaces: the capture walk (graph/capture.py)", 3, NA,
          alone.get("capture walk", NA)),
-        ("cache lookup (key hash, Entry.fits)", 2, g("cache lookup", NA),
+        ("what the guard replaces: the keyed lookup (key hash, Entry.fits)", 3, NA,
          alone.get("cache lookup", NA)),
-        ("Entry.feed (the feed dict)", 2, g("Entry.feed", NA), alone.get("Entry.feed", NA)),
-        ("Plan.run", 2, g("Plan.run net", NA), alone.get("Plan.run", NA)),
-        ("Plan.run's own Python (Plan.run - program.fn)", 3, g("Plan.run own", NA),
+        ("Entry.inputs (the plan's input list)", 2, g("Entry.inputs", NA),
+         alone.get("Entry.inputs", NA)),
+        ("Plan.run_inputs", 2, g("Plan.run net", NA), alone.get("Plan.run", NA)),
+        ("Plan.run's own Python (Plan.run_inputs - program.fn)", 3, g("Plan.run own", NA),
          alone.get("Plan.run", NA) - alone.get("program.fn", NA)),
         ("generated function's own lines (program.fn - ops - timers)", 3,
          g("generated lines", NA), NA),
         (f"ops, sum of {len(ops)} (profiled, timer taken off)", 3, g("ops", NA), NA),
-        ("after the run (Entry.store_states, Entry.params)", 2, g("after the run", NA), NA),
+        ("after the run (Entry.params)", 2, g("after the run", NA), NA),
         ("rest of kf.diff (grads dict, DiffResult, loss as float, checks)", 2, g("rest", NA),
          NA),
         ("kf.grad(r, p) for each Param", 1, g("kf.grad"), alone["kf.grad"]),

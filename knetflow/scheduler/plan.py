@@ -86,6 +86,9 @@ class Plan:
         self._updates = [self._param_index[name] for name in self.graph.updates]
         self._programs: dict = {}
         self._last = None
+        # fixed for the plan's life: where run_inputs puts feeds and finds outputs
+        self._host = self.xp is np and len(self.devices) == 1
+        self._puts_own = self.xp is np or len(self.devices) > 1
         self._profile = None  # the latest profile(feed)'s report
 
     def _adapted(self, graph):
@@ -148,18 +151,28 @@ class Plan:
             missing = [n for n in self.input_names if n not in feed]
             raise FeedError(f"feed is missing input(s) {missing}; the graph's inputs are "
                             f"{self.input_names}") from None
-        arrays = [a if type(a) is np.ndarray and a.dtype == dtype else _as_input(a, dtype)
-                  for a, dtype in zip(arrays, self._input_dtypes)]
         params = self._values
         if len(feed) != len(arrays):
             params = self._overrides(feed)
-        key = tuple(a.shape for a in arrays)
+        return self.run_inputs(arrays, keep_on_device, params)
+
+    def run_inputs(self, arrays, keep_on_device=False, params=None) -> tuple:
+        """`run` with the inputs given as a list in the order of `input_names` (the
+        callers that run one plan many times: kf.diff's cache builds this list directly)."""
+        if len(arrays) != len(self._input_dtypes):
+            raise FeedError(f"run_inputs got {len(arrays)} input(s); the graph's inputs are "
+                            f"{self.input_names}")
+        arrays = [a if type(a) is np.ndarray and a.dtype == dtype else _as_input(a, dtype)
+                  for a, dtype in zip(arrays, self._input_dtypes)]
+        if params is None:
+            params = self._values
+        key = tuple([a.shape for a in arrays])
         program = self._programs.get(key)
         if program is None:
             program = self._program(key)
         self._last = program
         try:
-            if self.xp is np or len(self.devices) > 1:  # each executor puts its own feeds
+            if self._puts_own:  # the host, or each executor puts its own feeds
                 outs = program.fn(arrays, params)
             else:  # on a GPU: its device and stream current; feeds go to the device first
                 with self.device.activate():
@@ -170,9 +183,7 @@ class Plan:
             for k, value in zip(self._updates, outs[self._n_outputs:]):
                 self._values[k] = value
             outs = outs[:self._n_outputs]
-        if keep_on_device:
-            return outs
-        if self.xp is np and len(self.devices) == 1:
+        if keep_on_device or self._host:
             return outs
         return tuple(o if type(o) is np.ndarray else transfers.to_host(o) for o in outs)
 

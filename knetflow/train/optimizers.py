@@ -196,6 +196,18 @@ class SGD(Optimizer):
     def rule(self, w, g, state):
         return w - self.lr * g, {}
 
+    def update(self, w, g, key="", norm_scale=None):
+        """As `Optimizer.update`; the plain rule on host arrays runs as `w -= lr * g`
+        (the same arithmetic, without the new array and its copy into w)."""
+        if (type(w) is np.ndarray and type(g) is np.ndarray and g.dtype == w.dtype
+                and g.shape == w.shape and norm_scale is None and self.rescale_grad == 1.0
+                and self.gradient_clip_value is None and not self.gclip and not self.wdecay):
+            w -= self.lr * g
+            if key not in self.state:
+                self.state[key] = {}  # as the general path leaves it: no slots
+            return w
+        return super().update(w, g, key, norm_scale)
+
 
 class Momentum(Optimizer):
     """Momentum (Knet `Momentum(; lr=0.05, gamma=0.95)`): v = gamma*v - lr*g; w = w + v.

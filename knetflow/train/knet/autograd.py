@@ -73,21 +73,21 @@ def diff(f, /, *args, **kwargs) -> DiffResult:
     """
     if trace.current() is not None:
         return _diff_inside(f, args, kwargs)
-    cap = capture(f, args, kwargs)
-    if cap.symbol is not None:
+    entry, cap, traced = trace_cache.find(f, args, kwargs)
+    if entry is None:
         raise TracingError(
             f"kf.diff({trace_cache.name_of(f)}, ...) was given {cap.symbol!r} outside a traced "
             "function; build gradients of symbolic graphs with kf.grad(f)(symbol) or "
             "kf.backward(graph)")
-    entry, traced = trace_cache.lookup(f, args, kwargs, cap)
     device = entry.plan.device
     on_device = device.kind != "cpu"  # gradients stay where their Params live (KnetArray)
-    outs = entry.plan.run(entry.feed(cap), keep_on_device=on_device)
-    entry.store_states(cap, outs, device if on_device else None)
+    outs = entry.run(cap, keep_on_device=on_device)
+    if entry.states:
+        entry.store_states(cap, outs, device if on_device else None)
     if traced:
         trace_cache.remember_after(entry, cap, capture(f, args, kwargs))
     params = entry.params(cap)
-    grads = {id(p): g for p, g in zip(params, outs[entry.first_grad:])}
+    grads = dict(zip(map(id, params), outs[entry.first_grad:]))
     loss = device.get(outs[0]) if on_device else outs[0]
     return DiffResult(_scalar(loss), grads, params)
 
@@ -278,4 +278,6 @@ def params(obj) -> list:
 
 
 def _scalar(x):
+    if type(x) is np.ndarray:  # the common case, without np.ndim's dispatch
+        return float(x) if x.ndim == 0 else x
     return float(x) if np.ndim(x) == 0 else x

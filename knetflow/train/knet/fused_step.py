@@ -49,10 +49,9 @@ def step(f, args, params=None, optimizer=None):
     """
     if trace.current() is not None:
         return None
-    cap = capture(f, args, {})
-    if cap.symbol is not None:
+    entry, cap, traced = trace_cache.find(f, args, {})
+    if entry is None:
         return None
-    entry, traced = trace_cache.lookup(f, args, {}, cap)
     found = entry.params(cap)
     wanted = None if params is None else {id(p) for p in take_optimizers(params, optimizer)}
     targets = [k for k, p in enumerate(found) if wanted is None or id(p) in wanted]

@@ -21,6 +21,8 @@ traces are kept per key.
 
 from __future__ import annotations
 
+import functools
+import types
 import warnings
 from collections import OrderedDict
 
@@ -28,9 +30,9 @@ import numpy as np
 
 from knetflow.devices import discovery, transfers
 from knetflow.errors import ShapeError, TracingError
-from knetflow.graph import state, trace_python
+from knetflow.graph import capture_guard, state, trace_python
 from knetflow.graph.autodiff import backward
-from knetflow.graph.capture import is_param, substitution_sites
+from knetflow.graph.capture import Capture, capture, is_param, substitution_sites
 from knetflow.graph.node import Graph
 from knetflow.graph.symbol import Symbol
 from knetflow.scheduler.plan import Plan
@@ -38,8 +40,13 @@ from knetflow.scheduler.plan import Plan
 _CACHE_SIZE = 256
 _VARIANTS = 4     # traces kept per key, e.g. r.h = 0 at the first call, an array later
 _WARN_AFTER = 64  # traces of one function's code before a warning says why it retraces
+_GUARDS_PER_CODE = 4  # compiled guards kept per function (signatures in use at once)
+_GUARD_COMPILES = 16  # guards compiled per function at most: a function whose key keeps
+                      # changing gains nothing from them
 _cache: OrderedDict = OrderedDict()
 _traces: dict = {}  # code object -> number of traces (for the warning)
+_guards: OrderedDict = OrderedDict()  # function's code -> [(guard, entry)], newest first
+_compiled: dict = {}  # function's code -> guards compiled
 
 
 class TraceEntry:
@@ -59,10 +66,12 @@ class TraceEntry:
         self._walked = [(name, src[1]) for name, src in sources if src[0] == "walk"]
         self._params = [name for name, src in sources if src[0] == "walk" and name in param_names]
         self._others = [(name, src) for name, src in sources if src[0] != "walk"]
+        self.inputs = _feeder(plan.input_names, dict(sources), param_names)
         spec = {name: plan.source.input(name).spec for name, _ in sources}
         # objects fed past the walk are keyed by identity: their shape is checked here
         self.checks = [(src[1], spec[name].shape, np.dtype(spec[name].dtype))
                        for name, src in sources if src[0] == "obj"]
+        self.plain = not (guards or self.checks)  # fits every call of its key
 
     def feed(self, cap) -> dict:
         """Input name -> value for a call whose capture is `cap`."""
@@ -73,6 +82,10 @@ class TraceEntry:
         for name, src in self._others:
             feed[name] = _value(src, cap)
         return feed
+
+    def run(self, cap, keep_on_device=False) -> tuple:
+        """The plan's outputs for a call whose capture is `cap`."""
+        return self.plan.run_inputs(self.inputs(cap.leaves, cap), keep_on_device)
 
     def params(self, cap) -> list:
         """The differentiated Params of a call, in the order of the plan's gradients."""
@@ -137,6 +150,23 @@ class TraceEntry:
             slot.write(owner, value)
 
 
+def _feeder(names, sources, param_names):
+    """A function (leaves, cap) -> the plan's inputs in the order of `names`, made once
+    per entry: a list display of the leaves (their `.value` for Params), and the rest
+    looked up by `_value`."""
+    items, env = [], {"_value": _value}
+    for k, name in enumerate(names):
+        src = sources[name]
+        if src[0] == "walk":
+            items.append(f"leaves[{src[1]}]" + (".value" if name in param_names else ""))
+        else:
+            env[f"s{k}"] = src
+            items.append(f"_value(s{k}, cap)")
+    src = f"def inputs(leaves, cap):\n    return [{', '.join(items)}]\n"
+    exec(compile(src, "<knetflow trace feeder>", "exec"), env)  # noqa: S102 - our own source
+    return env["inputs"]
+
+
 def _value(src, cap):
     where, obj = src[0], src[1]
     if where == "walk":
@@ -146,11 +176,84 @@ def _value(src, cap):
     return obj.value if is_param(obj) else obj
 
 
+class Replay:
+    """What a compiled guard gives for a call: the parts of its `Capture` that running a
+    cached entry reads (the key, the leaves and the walked objects)."""
+
+    __slots__ = ("key", "leaves", "objects")
+    owner = Capture.owner
+    symbol = None
+
+    def __init__(self, key, leaves, objects):
+        self.key, self.leaves, self.objects = key, leaves, objects
+
+
+def find(f, args, kwargs) -> tuple:
+    """(entry, capture, traced now) for the call f(*args, **kwargs); entry is None when
+    an argument is a Symbol (`capture.symbol`): such a call builds a graph instead.
+
+    A call that a compiled guard of f recognizes (graph/capture_guard.py) skips the
+    capture walk and the key lookup; any other call walks, and a cached entry found by
+    its key gets a guard for the next calls of that structure.
+    """
+    records = _guards.get(_code_of(f))
+    if records is not None:
+        for guard, entry in records:
+            cap = guard(f, args, kwargs)
+            if cap is not None and (entry.plain or entry.fits(cap)):
+                if capture_guard.VERIFY:
+                    _verify(f, args, kwargs, cap)
+                return entry, cap, False
+    cap = capture(f, args, kwargs)
+    if cap.symbol is not None:
+        return None, cap, False
+    entry, traced = lookup(f, args, kwargs, cap)
+    return entry, cap, traced
+
+
+def _code_of(f):
+    """What a function's guards are filed under: its code (a method's function's), else
+    its type."""
+    t = type(f)
+    if t is types.FunctionType:
+        return f.__code__
+    if t is types.MethodType and type(f.__func__) is types.FunctionType:
+        return f.__func__.__code__
+    return t
+
+
+def _add_guard(f, args, kwargs, cap, entry) -> None:
+    code = _code_of(f)
+    n = _compiled.get(code, 0)
+    if n >= _GUARD_COMPILES:
+        return
+    _compiled[code] = n + 1
+    guard = capture_guard.compile_guard(f, args, kwargs, cap, functools.partial(Replay, cap.key))
+    if guard is None:
+        return
+    records = [(guard, entry)] + _guards.pop(code, [])[:_GUARDS_PER_CODE - 1]
+    _guards[code] = records
+    if len(_guards) > _CACHE_SIZE:
+        _guards.popitem(last=False)
+
+
+def _verify(f, args, kwargs, cap) -> None:
+    """The walk's answer for a call a guard recognized (capture_guard.VERIFY, in tests)."""
+    walked = capture(f, args, kwargs)
+    if (walked.key != cap.key or len(walked.leaves) != len(cap.leaves)
+            or any(a is not b for a, b in zip(walked.leaves, cap.leaves))
+            or len(walked.objects) != len(cap.objects)
+            or any(a is not b for a, b in zip(walked.objects, cap.objects))):
+        raise AssertionError(f"a compiled capture guard of {name_of(f)} disagrees with the "
+                             f"walk")
+
+
 def lookup(f, args, kwargs, cap) -> tuple:
     """(the cached entry for this call, whether it was traced now); `cap`: its capture."""
     for entry in _cache.get(cap.key, ()):
         if entry.fits(cap):
             _cache.move_to_end(cap.key)
+            _add_guard(f, args, kwargs, cap, entry)
             return entry, False
     entry = trace_call(f, args, kwargs, cap)
     _store(cap.key, entry)
@@ -281,3 +384,5 @@ def clear() -> None:
     """Forget every cached trace (the next call of each function traces again)."""
     _cache.clear()
     _traces.clear()
+    _guards.clear()
+    _compiled.clear()

@@ -47,6 +47,16 @@ def update(weights, grads, optimizers=None, lr=0.1, gclip=0):
         default = _default_sgd(lr, gclip)
     except TypeError:  # an unhashable learning rate (a 0-d array): a fresh SGD
         default = SGD(lr=lr, gclip=gclip)
+    if (type(weights) is Param and optimizers is None and type(grads) is np.ndarray
+            and type(weights.value) is np.ndarray):
+        # the seed loop's `update!(p, g)`, once per Param and step: what _collect and
+        # update_arrays would do for this one item, without walking
+        opt = weights.opt
+        key = "" if opt is not None else (weights.name or "")
+        opt = default if opt is None else opt
+        if isinstance(opt, Optimizer) and opt.gradient_clip_norm is None:
+            opt.update(weights.value, grads, key=key)
+            return weights
     items, numbers = [], []
     _collect(weights, grads, optimizers, "", None, default, items, numbers)
     update_arrays(items)
