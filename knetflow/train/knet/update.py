@@ -47,22 +47,40 @@ def update(weights, grads, optimizers=None, lr=0.1, gclip=0):
         default = _default_sgd(lr, gclip)
     except TypeError:  # an unhashable learning rate (a 0-d array): a fresh SGD
         default = SGD(lr=lr, gclip=gclip)
-    if (type(weights) is Param and optimizers is None and type(grads) is np.ndarray
-            and type(weights.value) is np.ndarray):
-        # the seed loop's `update!(p, g)`, once per Param and step: what _collect and
-        # update_arrays would do for this one item, without walking
-        opt = weights.opt
-        key = "" if opt is not None else (weights.name or "")
-        opt = default if opt is None else opt
-        if isinstance(opt, Optimizer) and opt.gradient_clip_norm is None:
-            opt.update(weights.value, grads, key=key)
-            return weights
+    if optimizers is None:
+        # the seed loop's `update!(p, g)` per Param, or of a list of Params: what
+        # _collect and update_arrays do for such items, without the general walk
+        if type(weights) is Param:
+            plain = _plain(weights, grads, default)
+            if plain is not None:
+                plain[0].update(weights.value, grads, key=plain[1])
+                return weights
+        elif type(weights) in (list, tuple) and type(grads) in (list, tuple) and (
+                len(weights) == len(grads)):
+            plain = [_plain(w, g, default) for w, g in zip(weights, grads)]
+            if None not in plain:
+                for w, g, (opt, key) in zip(weights, grads, plain):
+                    opt.update(w.value, g, key=key)
+                return weights
     items, numbers = [], []
     _collect(weights, grads, optimizers, "", None, default, items, numbers)
     update_arrays(items)
     for store, array, kind in numbers:  # numbers in lists and dicts get their new values
         store(kind(array[()]))
     return weights
+
+
+def _plain(w, g, default):
+    """(optimizer, state key) of a Param on the host with a host gradient and an
+    optimizer that is not part of a gradient-norm group, else None (the general path)."""
+    if type(w) is not Param or type(g) is not np.ndarray or type(w.value) is not np.ndarray:
+        return None
+    opt = w.opt
+    key = "" if opt is not None else (w.name or "")
+    opt = default if opt is None else opt
+    if not isinstance(opt, Optimizer) or opt.gradient_clip_norm is not None:
+        return None
+    return opt, key
 
 
 @functools.lru_cache(maxsize=64)

@@ -124,3 +124,43 @@ def test_a_number_where_it_cannot_be_replaced():
         kf.update(0.5, 1.0)
     with pytest.raises(TypeError, match=r"cannot update a float in place"):
         kf.update((np.ones(1), 0.5), (np.ones(1), 1.0))
+
+
+@pytest.mark.parametrize("make_opt", [None, lambda: optim.SGD(lr=0.3, wdecay=0.1),
+                                      lambda: optim.Adam(lr=0.01),
+                                      lambda: optim.SGD(lr=0.3, gradient_clip_norm=0.5)])
+def test_lists_of_params_and_single_params_update_as_the_general_path(make_opt):
+    """Params on the host take a shortcut past the container walk (and plain SGD runs in
+    place); it must leave the same weights and state as the walk, which a dict of the
+    same Params (always walked) takes."""
+    rng = np.random.default_rng(3)
+    values = [rng.standard_normal((4, 3)).astype("float32"), rng.standard_normal(3)]
+    grads = [rng.standard_normal((4, 3)).astype("float32"), rng.standard_normal(3)]
+
+    def params():
+        return [kf.Param(v.copy(), opt=None if make_opt is None else make_opt())
+                for v in values]
+
+    listed, single, walked = params(), params(), params()
+    for _ in range(3):
+        assert kf.update(listed, grads, lr=0.2) is listed
+        for p, g in zip(single, grads):
+            assert kf.update(p, g, lr=0.2) is p
+        kf.update({"a": walked[0], "b": walked[1]}, {"a": grads[0], "b": grads[1]}, lr=0.2)
+    for a, b, c in zip(listed, single, walked):
+        np.testing.assert_array_equal(a.value, c.value)
+        if make_opt is None or make_opt().gradient_clip_norm is None:  # no group norm
+            np.testing.assert_array_equal(b.value, c.value)
+        assert a.value.dtype == c.value.dtype
+        for slot, v in (c.opt.state.get("", {}) if c.opt else {}).items():
+            np.testing.assert_array_equal(a.opt.state[""][slot], v)
+
+
+def test_the_in_place_sgd_step_keeps_the_array_and_casts_a_gradient_of_another_dtype():
+    p = kf.Param(np.ones(3, np.float32))
+    array = p.value
+    kf.update(p, np.array([1.0, 2.0, 3.0]), lr=0.5)          # float64 gradient
+    assert p.value is array and array.dtype == np.float32
+    np.testing.assert_array_equal(array, np.float32([0.5, 0.0, -0.5]))
+    with pytest.raises(ValueError, match=r"gradient shape \(2,\) does not match weight shape"):
+        kf.update(p, np.ones(2, np.float32), lr=0.5)
