@@ -79,16 +79,15 @@ def diff(f, /, *args, **kwargs) -> DiffResult:
             f"kf.diff({trace_cache.name_of(f)}, ...) was given {cap.symbol!r} outside a traced "
             "function; build gradients of symbolic graphs with kf.grad(f)(symbol) or "
             "kf.backward(graph)")
-    device = entry.plan.device
-    on_device = device.kind != "cpu"  # gradients stay where their Params live (KnetArray)
-    outs = entry.run(cap, keep_on_device=on_device)
+    outs = entry.run(cap)  # gradients stay where their Params live (Knet's KnetArray)
+    device = entry.plan.device if entry.on_device else None
     if entry.states:
-        entry.store_states(cap, outs, device if on_device else None)
+        entry.store_states(cap, outs, device)
     if traced:
         trace_cache.remember_after(entry, cap, capture(f, args, kwargs))
     params = entry.params(cap)
     grads = dict(zip(map(id, params), outs[entry.first_grad:]))
-    loss = device.get(outs[0]) if on_device else outs[0]
+    loss = outs[0] if device is None else device.get(outs[0])
     return DiffResult(_scalar(loss), grads, params)
 
 

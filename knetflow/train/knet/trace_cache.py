@@ -67,6 +67,11 @@ class TraceEntry:
         self._params = [name for name, src in sources if src[0] == "walk" and name in param_names]
         self._others = [(name, src) for name, src in sources if src[0] != "walk"]
         self.inputs = _feeder(plan.input_names, dict(sources), param_names)
+        self._pick_params = _lister(
+            [f"leaves[{s[1]}]" if s[0] == "walk" else f"p{k}"
+             for k, s in enumerate(param_sources)],
+            {f"p{k}": s[1] for k, s in enumerate(param_sources) if s[0] != "walk"})
+        self.on_device = plan.device.kind != "cpu"  # gradients stay where their Params live
         spec = {name: plan.source.input(name).spec for name, _ in sources}
         # objects fed past the walk are keyed by identity: their shape is checked here
         self.checks = [(src[1], spec[name].shape, np.dtype(spec[name].dtype))
@@ -83,13 +88,14 @@ class TraceEntry:
             feed[name] = _value(src, cap)
         return feed
 
-    def run(self, cap, keep_on_device=False) -> tuple:
-        """The plan's outputs for a call whose capture is `cap`."""
-        return self.plan.run_inputs(self.inputs(cap.leaves, cap), keep_on_device)
+    def run(self, cap) -> tuple:
+        """The plan's outputs for a call whose capture is `cap` (left on the plan's device
+        when that is not the host)."""
+        return self.plan.run_inputs(self.inputs(cap.leaves, cap), self.on_device)
 
     def params(self, cap) -> list:
         """The differentiated Params of a call, in the order of the plan's gradients."""
-        return [cap.leaves[s[1]] if s[0] == "walk" else s[1] for s in self.param_sources]
+        return self._pick_params(cap.leaves, cap)
 
     def fits(self, cap) -> bool:
         """Whether state attributes hold the kinds of value traced, and objects fed past
@@ -152,8 +158,8 @@ class TraceEntry:
 
 def _feeder(names, sources, param_names):
     """A function (leaves, cap) -> the plan's inputs in the order of `names`, made once
-    per entry: a list display of the leaves (their `.value` for Params), and the rest
-    looked up by `_value`."""
+    per entry: the leaves (their `.value` for Params), and the rest looked up by
+    `_value`."""
     items, env = [], {"_value": _value}
     for k, name in enumerate(names):
         src = sources[name]
@@ -162,9 +168,16 @@ def _feeder(names, sources, param_names):
         else:
             env[f"s{k}"] = src
             items.append(f"_value(s{k}, cap)")
-    src = f"def inputs(leaves, cap):\n    return [{', '.join(items)}]\n"
-    exec(compile(src, "<knetflow trace feeder>", "exec"), env)  # noqa: S102 - our own source
-    return env["inputs"]
+    return _lister(items, env)
+
+
+def _lister(items, env):
+    """`lambda leaves, cap: [items...]` compiled from the item expressions over `env`: a
+    list display costs a call's time less than a loop over sources at every step."""
+    src = f"def made(leaves, cap):\n    return [{', '.join(items)}]\n"
+    env = dict(env)
+    exec(compile(src, "<knetflow trace cache list>", "exec"), env)  # noqa: S102 - our own source
+    return env["made"]
 
 
 def _value(src, cap):
