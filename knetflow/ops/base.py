@@ -132,6 +132,10 @@ class Op:
     view = False
     #: forward accepts `out=` (a planned buffer of the output's spec)
     out_arg = False
+    #: a multi-output op whose forward accepts `out=` a tuple with one entry per output:
+    #: a planned buffer of that output's spec, which it must fill, or None, for which it
+    #: returns a new array; it never reads a buffer before writing it
+    outs_arg = False
     #: name of the xp ufunc that is the forward (out_arg implied)
     ufunc: str | None = None
     #: forward may be given as `out=` the buffer of a dying input of the same spec (one

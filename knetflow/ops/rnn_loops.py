@@ -44,12 +44,21 @@ def is_uniform(steps) -> bool:
     return len({b for _, b in steps}) <= 1
 
 
-def _state(xp, value, batch, hidden, dtype):
-    """A fresh (batch, hidden) running state holding `value` (zeros when None)."""
-    out = xp.zeros((batch, hidden), dtype=dtype)
+def _state(xp, value, batch, hidden, dtype, buf=None):
+    """A (batch, hidden) running state holding `value` (zeros when None), in `buf` if given."""
+    if buf is None:
+        buf = xp.zeros((batch, hidden), dtype=dtype)
+    elif value is None:
+        buf.fill(0)
     if value is not None:
-        out[...] = value
-    return out
+        buf[...] = value
+    return buf
+
+
+def _buffer(xp, out, k, shape, dtype):
+    """out[k], a buffer the plan gave for the loop's k-th result, else a new array."""
+    given = None if out is None else out[k]
+    return xp.empty(shape, dtype) if given is None else given
 
 
 def _prev(xp, series, init, steps, k, b):
@@ -184,16 +193,16 @@ def _transposed(xp, w):
     return xp.ascontiguousarray(w.T)
 
 
-def hidden_weight_grad(xp, y, h0, dgh, steps, batch):
-    """sum over steps of h_prev.T @ dgates: one GEMM (two for a uniform batch)."""
+def hidden_weight_grad(xp, y, h0, dgh, steps, batch, out=None):
+    """sum over steps of h_prev.T @ dgates: one GEMM (two for a uniform batch), into out."""
     n, hidden = y.shape
     if len(steps) > 1 and is_uniform(steps):
         b = steps[0][1]
         if steps[0][0] == 0:  # forward in time: step t reads the rows of step t-1
-            dw = xp.matmul(y[:n - b].T, dgh[b:])
+            dw = xp.matmul(y[:n - b].T, dgh[b:], out=out)
             first = dgh[:b]
         else:
-            dw = xp.matmul(y[b:].T, dgh[:n - b])
+            dw = xp.matmul(y[b:].T, dgh[:n - b], out=out)
             first = dgh[n - b:]
         if h0 is not None:
             dw += xp.matmul(h0.T, first)
@@ -202,17 +211,26 @@ def hidden_weight_grad(xp, y, h0, dgh, steps, batch):
     hp = xp.empty_like(y)
     for k, (off, b) in enumerate(steps):
         hp[off:off + b] = _prev(xp, y, init, steps, k, b)
-    return xp.matmul(hp.T, dgh)
+    return xp.matmul(hp.T, dgh, out=out)
+
+
+def bias_grads(xp, dg, out, k):
+    """(dbx, dbh): the column sums of dg, into out[k] and out[k + 1] where given."""
+    db = xp.sum(dg, axis=0, out=None if out is None else out[k])
+    dbh = _buffer(xp, out, k + 1, db.shape, db.dtype)
+    xp.copyto(dbh, db)
+    return db, dbh
 
 
 # ---- relu and tanh: h[t] = f(W x[t] + R h[t-1] + bW + bR) ----
 
 
-def simple_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None):
+def simple_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None,
+                   out=None):
     hidden = wh.shape[0]
     proj = _projection(xp, x2, wx, bx + bh, steps, 1, hidden, scratch)
-    y = xp.empty((x2.shape[0], hidden), x2.dtype)
-    h = _state(xp, h0, batch, hidden, y.dtype)
+    y = _buffer(xp, out, 0, (x2.shape[0], hidden), x2.dtype)
+    h = _state(xp, h0, batch, hidden, y.dtype, None if out is None else out[1])
     tmp = xp.empty((batch, hidden), y.dtype)
     for k, (off, b) in enumerate(steps):
         yt, rec = y[off:off + b], tmp[:b]
@@ -226,10 +244,10 @@ def simple_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=N
     return y, h, None, ()
 
 
-def simple_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch):
+def simple_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch, out=None):
     hidden = wh.shape[0]
-    dg, whT = xp.empty_like(y), _transposed(xp, wh)
-    dh = _state(xp, ghT, batch, hidden, y.dtype)
+    dg, whT = _buffer(xp, out, 0, y.shape, y.dtype), _transposed(xp, wh)
+    dh = _state(xp, ghT, batch, hidden, y.dtype, None if out is None else out[4])
     tmp = xp.empty((batch, hidden), y.dtype)
     for k in range(len(steps) - 1, -1, -1):
         off, b = steps[k]
@@ -243,23 +261,25 @@ def simple_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch):
         else:
             xp.multiply(dht, y[rows] > 0, out=d)
         xp.matmul(d, whT, out=dht)
-    dwh = hidden_weight_grad(xp, y, h0, dg, steps, batch)
-    db = dg.sum(axis=0)
-    return dg, dwh, db, db.copy(), dh
+    dwh = hidden_weight_grad(xp, y, h0, dg, steps, batch, None if out is None else out[1])
+    return (dg, dwh) + bias_grads(xp, dg, out, 2) + (dh,)
 
 
 # ---- lstm ----
 
 
-def lstm_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None):
+def lstm_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None,
+                 out=None):
     H, dtype = wh.shape[0], x2.dtype
     scale = _scale(xp, 4, H, (0, 1, 3), dtype)
     shift = 1 - scale
     proj = _projection(xp, x2, wx, (bx + bh) * scale, steps, 4, H, scratch, scale)
     wh = wh * scale
-    gates = xp.empty((x2.shape[0], 4 * H), dtype)
-    y, cs, tcs = (xp.empty((x2.shape[0], H), dtype) for _ in range(3))
-    h, c = _state(xp, h0, batch, H, dtype), _state(xp, c0, batch, H, dtype)
+    n = x2.shape[0]
+    y, gates = _buffer(xp, out, 0, (n, H), dtype), _buffer(xp, out, 3, (n, 4 * H), dtype)
+    cs, tcs = _buffer(xp, out, 4, (n, H), dtype), _buffer(xp, out, 5, (n, H), dtype)
+    h = _state(xp, h0, batch, H, dtype, None if out is None else out[1])
+    c = _state(xp, c0, batch, H, dtype, None if out is None else out[2])
     tmp, prod = xp.empty((batch, 4 * H), dtype), xp.empty((batch, H), dtype)
     for k, (off, b) in enumerate(steps):
         rows = slice(off, off + b)
@@ -279,11 +299,12 @@ def lstm_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=Non
     return y, h, c, (gates, cs, tcs)
 
 
-def lstm_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch):
+def lstm_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch, out=None):
     gates, cs, tcs = ws
     H, dtype = wh.shape[0], y.dtype
-    dg, whT = xp.empty_like(gates), _transposed(xp, wh)
-    dh, dc = _state(xp, ghT, batch, H, dtype), _state(xp, gcT, batch, H, dtype)
+    dg, whT = _buffer(xp, out, 0, gates.shape, dtype), _transposed(xp, wh)
+    dh = _state(xp, ghT, batch, H, dtype, None if out is None else out[4])
+    dc = _state(xp, gcT, batch, H, dtype, None if out is None else out[5])
     c_init = _state(xp, c0, batch, H, dtype)
     t1, t2 = xp.empty((batch, H), dtype), xp.empty((batch, 4 * H), dtype)
     # the gates' derivatives are g * (lin - g) + (1 - lin): s(1 - s) for the
@@ -316,24 +337,25 @@ def lstm_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch):
         slope += const
         d *= slope
         xp.matmul(d, whT, out=dht)
-    dwh = hidden_weight_grad(xp, y, h0, dg, steps, batch)
-    db = dg.sum(axis=0)
-    return dg, dwh, db, db.copy(), dh, dc
+    dwh = hidden_weight_grad(xp, y, h0, dg, steps, batch, None if out is None else out[1])
+    return (dg, dwh) + bias_grads(xp, dg, out, 2) + (dh, dc)
 
 
 # ---- gru ----
 
 
-def gru_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None):
+def gru_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None,
+                out=None):
     H, dtype = wh.shape[0], x2.dtype
     # r, z, n; bR stays apart from bW, as n needs it apart
     scale = _scale(xp, 3, H, (0, 1), dtype)
     shift = 1 - scale
     proj = _projection(xp, x2, wx, bx * scale, steps, 3, H, scratch, scale)
     wh, bh = wh * scale, bh * scale
-    gates = xp.empty((x2.shape[0], 3 * H), dtype)
-    y, hn = xp.empty((x2.shape[0], H), dtype), xp.empty((x2.shape[0], H), dtype)
-    h = _state(xp, h0, batch, H, dtype)
+    n = x2.shape[0]
+    y, gates = _buffer(xp, out, 0, (n, H), dtype), _buffer(xp, out, 3, (n, 3 * H), dtype)
+    hn = _buffer(xp, out, 4, (n, H), dtype)
+    h = _state(xp, h0, batch, H, dtype, None if out is None else out[1])
     tmp = xp.empty((batch, 3 * H), dtype)
     for k, (off, b) in enumerate(steps):
         rows = slice(off, off + b)
@@ -358,11 +380,12 @@ def gru_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None
     return y, h, None, (gates, hn)
 
 
-def gru_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch):
+def gru_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch, out=None):
     gates, hn = ws
     H, dtype = wh.shape[0], y.dtype
-    dg, dgh, whT = xp.empty_like(gates), xp.empty_like(gates), _transposed(xp, wh)
-    dh = _state(xp, ghT, batch, H, dtype)
+    dg, dgh = _buffer(xp, out, 0, gates.shape, dtype), xp.empty_like(gates)
+    whT = _transposed(xp, wh)
+    dh = _state(xp, ghT, batch, H, dtype, None if out is None else out[4])
     h_init = _state(xp, h0, batch, H, dtype)
     t1, direct = xp.empty((batch, H), dtype), xp.empty((batch, H), dtype)
     for k in range(len(steps) - 1, -1, -1):
@@ -387,8 +410,10 @@ def gru_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch):
         xp.multiply(dht, z, out=direct[:b])
         xp.matmul(e, whT, out=dht)
         dht += direct[:b]
-    dwh = hidden_weight_grad(xp, y, h0, dgh, steps, batch)
-    return dg, dwh, dg.sum(axis=0), dgh.sum(axis=0), dh
+    dwh = hidden_weight_grad(xp, y, h0, dgh, steps, batch, None if out is None else out[1])
+    dbx = xp.sum(dg, axis=0, out=None if out is None else out[2])
+    dbh = xp.sum(dgh, axis=0, out=None if out is None else out[3])
+    return dg, dwh, dbx, dbh, dh
 
 
 FORWARD = {"relu": simple_forward, "tanh": simple_forward, "gru": gru_forward,

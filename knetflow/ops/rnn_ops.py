@@ -107,6 +107,7 @@ class RnnScan(Op):
     """One RNN layer, one direction, all time steps (see module docstring)."""
     name = "rnn_scan"
     saves = ("out",)
+    outs_arg = True
 
     def infer(x, *rest, mode="lstm", reverse=False, batch_sizes=None, skip_input=False):
         _check_mode("rnn_scan", mode)
@@ -126,8 +127,9 @@ class RnnScan(Op):
         return TupleSpec((Spec(lead + (hidden,), dtype),) + (final,) * _n_final(mode)
                          + _saved_specs(mode, n, hidden, dtype))
 
-    def forward(xp, x, *rest, mode="lstm", reverse=False, batch_sizes=None, skip_input=False):
-        return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input)
+    def forward(xp, x, *rest, mode="lstm", reverse=False, batch_sizes=None, skip_input=False,
+                out=None):
+        return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, out=out)
 
     def bind(xp, attrs, in_specs, out_spec):
         """On NumPy, the loop with a Scratch of its own: its projection chunk is reused
@@ -138,11 +140,11 @@ class RnnScan(Op):
         mode, reverse = attrs.get("mode", "lstm"), attrs.get("reverse", False)
         batch_sizes, skip_input = attrs.get("batch_sizes"), attrs.get("skip_input", False)
 
-        def rnn_scan(x, *rest):
+        def rnn_scan(x, *rest, out=None):
             if not lock.acquire(blocking=False):  # the plan runs on another thread too
-                return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input)
+                return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, out=out)
             try:
-                return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, scratch)
+                return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, scratch, out)
             finally:
                 lock.release()
 
@@ -173,15 +175,22 @@ class RnnScan(Op):
         return (dx,) + dwx + (dwh, dbx, dbh) + tuple(res[4:4 + len(state)])
 
 
-def _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, scratch=None):
-    """rnn_scan's outputs: y, the final state(s) and the arrays the backward reads."""
+def _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, scratch=None, out=None):
+    """rnn_scan's outputs: y, the final state(s) and the arrays the backward reads.
+
+    `out`: the plan's buffers for these outputs, None where it gives none.
+    """
     wx, wh, bx, bh, state = _split(rest, skip_input)
     h0, c0 = (tuple(state) + (None, None))[:2]
     batch = x.shape[1] if batch_sizes is None else batch_sizes[0]
     x2 = x.reshape(-1, x.shape[-1])
     steps = schedule(x2.shape[0], batch, batch_sizes, reverse)
+    if out is not None:  # the loops take (y, h, c, *saved), with c None unless lstm
+        y_buf = None if out[0] is None else out[0].reshape(-1, wh.shape[0])
+        k = 1 + _n_final(mode)
+        out = (y_buf, out[1], out[2] if mode == "lstm" else None) + tuple(out[k:])
     y, h, c, saved = FORWARD[mode](xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch,
-                                   scratch)
+                                   scratch, out)
     y = y.reshape(x.shape[:-1] + (wh.shape[0],))
     return (y, h) + ((c,) if mode == "lstm" else ()) + tuple(saved)
 
@@ -206,6 +215,7 @@ class RnnScanGrad(Op):
     wh, y, the saved arrays and, with `has_state`, h0[, c0].
     """
     name = "rnn_scan_grad"
+    outs_arg = True
 
     def infer(*specs, mode="lstm", reverse=False, batch_sizes=None, given=(), has_state=False):
         _check_mode("rnn_scan_grad", mode)
@@ -222,14 +232,15 @@ class RnnScanGrad(Op):
                           Spec((width,), y.dtype)) + (state,) * _n_final(mode))
 
     def forward(xp, *args, mode="lstm", reverse=False, batch_sizes=None, given=(),
-                has_state=False):
+                has_state=False, out=None):
         gy, ghT, gcT, wh, y, saved, h0, c0 = _grad_args(args, mode, given, has_state)
         hidden = wh.shape[0]
         batch = y.shape[1] if batch_sizes is None else batch_sizes[0]
         y2 = y.reshape(-1, hidden)
         gy2 = None if gy is None else gy.reshape(-1, hidden)
         steps = schedule(y2.shape[0], batch, batch_sizes, reverse)
-        return BACKWARD[mode](xp, mode, gy2, ghT, gcT, wh, y2, saved, h0, c0, steps, batch)
+        return BACKWARD[mode](xp, mode, gy2, ghT, gcT, wh, y2, saved, h0, c0, steps, batch,
+                              out)
 
     def grad(gs, outs, *inputs, **attrs):
         raise NotImplementedError("rnn_scan_grad: second-order gradients through RNN layers "

@@ -2,9 +2,10 @@
 
 Each instruction is one line calling a kernel bound at compile time (a NumPy
 ufunc, or the op's forward with its attributes prebound), writing into a
-planned buffer where the op allows `out=`, and `del`-ing values after their
-last use. The hot loop is thus the Python interpreter running a function
-body: no dict lookups, attribute chains, shape checks or allocations of our
+planned buffer where the op allows `out=` (a tuple of them, one per output, for
+a multi-output op marked `outs_arg`), and `del`-ing values after their last
+use. The hot loop is thus the Python interpreter running a function body: no
+dict lookups, attribute chains, shape checks or allocations of our
 own per op. Generated code holds only generated identifiers (never names or
 strings taken from a graph, which may come from a file); everything else is
 bound as a global of the function.
@@ -115,6 +116,9 @@ def _call(node, names, env, xp, rng, memory) -> str:
     args = [names[i.id] for i in node.inputs]
     if node.id in memory.buffer_of:
         args.append(f"out=b{memory.buffer_of[node.id]}")
+    elif any(b is not None for b in memory.outs_of.get(node.id, ())):
+        outs = ["None" if b is None else f"b{b}" for b in memory.outs_of[node.id]]
+        args.append("out=(" + "".join(f"{o}, " for o in outs) + ")")
     return f"k{node.id}(" + ", ".join(args) + ")"
 
 

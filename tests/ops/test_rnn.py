@@ -499,3 +499,57 @@ def test_kernels_outputs_are_not_its_scratch():
     kernel(rs.randn(4, 2, 3), wx, wh, bx, bh, h0, c0)  # another run must leave `kept` alone
     for k, f in zip(kept, first, strict=True):
         np.testing.assert_array_equal(k, f)
+
+
+def _scan_loss(mode, x, wx, wh, bx, bh, h0, c0, weights):
+    """rnn_scan's outputs and a scalar of y and the last final state."""
+    outs = rnn_scan(x, wx, wh, bx, bh, h0, c0, mode=mode)
+    return outs, kf.sum(outs[0] * weights) + kf.sum(outs[-1] * outs[-1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pooled_outputs_of_the_scan_and_its_backward_run_after_run(mode):
+    # the gradient plan hands rnn_scan and rnn_scan_grad planned buffers for the outputs
+    # read inside the plan (gates, dgates, ...); y's view, the last state and the gradients
+    # are results: kept from one run, they must survive the next, and each run is exact
+    from knetflow.ops.array import reshape
+
+    rs = np.random.RandomState(23)
+    _, wx, wh, bx, bh, h0, c0 = _scan_inputs(rs, mode, (5, 3, 2), 3, 4, False)
+    weights = rs.randn(5, 3, 4)
+    x = kf.placeholder("x", (5, 3, 2), "float64")
+    w = kf.param("wh", value=wh, dtype="float64")
+    outs, loss = _scan_loss(mode, x, wx, w, bx, bh, h0, c0, weights)
+    graph = kf.backward(kf.Graph([loss, reshape(outs[0], (15, 4)), outs[-1]]), wrt=[x, w])
+    plan = kf.compile(graph)
+    kept = []
+    for run in range(3):
+        xv = rs.randn(5, 3, 2)
+        got = plan.run({"x": xv})
+        if run == 0:
+            pooled = [b for prog in plan._programs.values()
+                      for bufs in prog.memory.outs_of.values() for b in bufs]
+            assert any(b is not None for b in pooled), "no planned buffer for a multi-output op"
+        fresh = kf.compile(graph).run({"x": xv})  # new buffers: nothing carried over
+        for g, f in zip(got, fresh, strict=True):
+            np.testing.assert_array_equal(g, f)
+        want = ref_scan(mode)(xv, wx, wh, bx, bh, h0, c0)
+        np.testing.assert_allclose(got[1], want[0].reshape(15, 4), rtol=1e-10)
+        np.testing.assert_allclose(got[2], want[-1], rtol=1e-10)
+        for a, copy in kept:
+            np.testing.assert_array_equal(a, copy)
+        kept += [(a, a.copy()) for a in got]
+
+    def ref_loss(xa, wha):
+        outs = ref_scan(mode)(xa, wx, wha, bx, bh, h0, c0)
+        return float((outs[0] * weights).sum() + (outs[-1] ** 2).sum())
+
+    # the last run's gradients against central differences of the reference
+    for value, grad, nudge in ((xv, got[3], lambda e: (xv + e, wh)),
+                               (wh, got[4], lambda e: (xv, wh + e))):
+        for k in rs.choice(value.size, 4, replace=False):
+            e = np.zeros(value.size)
+            e[k] = 1e-6
+            e = e.reshape(value.shape)
+            num = (ref_loss(*nudge(e)) - ref_loss(*nudge(-e))) / 2e-6
+            assert grad.reshape(-1)[k] == pytest.approx(num, rel=1e-5, abs=1e-8)
