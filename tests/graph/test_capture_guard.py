@@ -357,6 +357,39 @@ def test_kf_diff_feeds_a_rebound_global_param_through_its_guard():
 def test_verify_catches_a_guard_that_disagrees_with_the_walk():
     f = lambda x: kf.sum(x)  # noqa: E731
     x = np.ones(2)
-    wrong = trace_cache.Replay(("not", "the", "key"), [x], [f])
+    wrong = trace_cache.Replay(("not", "the", "key"), None, [x], [f])
     with pytest.raises(AssertionError, match="disagrees with the walk"):
         trace_cache._verify(f, (x,), {}, wrong)
+
+
+def test_a_recognized_call_runs_the_plan_and_explains_its_failures():
+    """A guard picks the plan's program for the shapes it checked; what it runs must
+    equal a fresh trace, cast what needs casting, and name the op that fails."""
+    trace_cache.clear()
+    a = kf.Param(np.array([[2.0, 0.0], [0.0, 4.0]]))
+    k = kf.Param(np.zeros(2))
+    k.value = np.array([1, 2])   # an int array: traced as float64, cast at each call
+
+    def loss(b):
+        return kf.sum(kf.inv(a) @ b * k)
+
+    b = np.array([1.0, 1.0])
+    results = [kf.diff(loss, b) for _ in range(4)]     # traced, cached, recognized twice
+    (_, entry), = trace_cache._guards[loss.__code__]
+    assert trace_cache.find(loss, (b,), {})[1].program is None   # k needs a cast
+    trace_cache.clear()
+    fresh = kf.diff(loss, b)
+    for r in results:
+        assert kf.value(r) == kf.value(fresh)
+        for p in (a, k):
+            np.testing.assert_array_equal(kf.grad(r, p), kf.grad(fresh, p))
+    def floats(b):
+        return kf.sum(kf.inv(a) @ b)
+
+    for _ in range(3):
+        kf.diff(floats, b)
+    (_, entry), = trace_cache._guards[floats.__code__]
+    assert entry.program_for(trace_cache.find(floats, (b,), {})[1]) is not None
+    a.value[...] = 0.0   # singular: the recognized call's program fails in inv
+    with pytest.raises(kf.ExecutionError, match=r"inv failed on inputs of shapes"):
+        kf.diff(floats, b)

@@ -91,7 +91,31 @@ class TraceEntry:
     def run(self, cap) -> tuple:
         """The plan's outputs for a call whose capture is `cap` (left on the plan's device
         when that is not the host)."""
-        return self.plan.run_inputs(self.inputs(cap.leaves, cap), self.on_device)
+        program = cap.program
+        if program is None:
+            return self.plan.run_inputs(self.inputs(cap.leaves, cap), self.on_device)
+        plan = self.plan  # a guard checked what run_inputs would check: run the program
+        plan._last = program
+        try:
+            return program.fn(self.inputs(cap.leaves, cap), plan._values)
+        except Exception as e:  # noqa: BLE001 - re-raised naming the node that failed
+            raise plan._explain(e, program) from e
+
+    def program_for(self, cap):
+        """The plan's program for this call's input shapes when every input is a walked
+        host array of the plan's dtype and the plan runs on the host with nothing to
+        write back: what `Plan.run_inputs` would do for a call of the same shapes and
+        dtypes, which a guard checks. None otherwise."""
+        plan = self.plan
+        if not plan._host or plan._updates or self._others:
+            return None
+        values = self.inputs(cap.leaves, cap)
+        if not all(type(v) is np.ndarray and v.dtype == d
+                   for v, d in zip(values, plan._input_dtypes)):
+            return None
+        key = tuple([v.shape for v in values])
+        program = plan._programs.get(key)
+        return program if program is not None else plan._program(key)
 
     def params(self, cap) -> list:
         """The differentiated Params of a call, in the order of the plan's gradients."""
@@ -191,14 +215,15 @@ def _value(src, cap):
 
 class Replay:
     """What a compiled guard gives for a call: the parts of its `Capture` that running a
-    cached entry reads (the key, the leaves and the walked objects)."""
+    cached entry reads (the key, the leaves and the walked objects), and the plan's
+    program for the shapes the guard checked, when the inputs need no conversion."""
 
-    __slots__ = ("key", "leaves", "objects")
+    __slots__ = ("key", "program", "leaves", "objects")
     owner = Capture.owner
     symbol = None
 
-    def __init__(self, key, leaves, objects):
-        self.key, self.leaves, self.objects = key, leaves, objects
+    def __init__(self, key, program, leaves, objects):
+        self.key, self.program, self.leaves, self.objects = key, program, leaves, objects
 
 
 def find(f, args, kwargs) -> tuple:
@@ -241,7 +266,8 @@ def _add_guard(f, args, kwargs, cap, entry) -> None:
     if n >= _GUARD_COMPILES:
         return
     _compiled[code] = n + 1
-    guard = capture_guard.compile_guard(f, args, kwargs, cap, functools.partial(Replay, cap.key))
+    make = functools.partial(Replay, cap.key, entry.program_for(cap))
+    guard = capture_guard.compile_guard(f, args, kwargs, cap, make)
     if guard is None:
         return
     records = [(guard, entry)] + _guards.pop(code, [])[:_GUARDS_PER_CODE - 1]
