@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from knetflow.graph import trace
@@ -59,22 +61,21 @@ def step(f, args, params=None, optimizer=None):
     opts = [found[k].opt for k in targets]
     if not all(isinstance(o, Optimizer) for o in opts):
         return None
-    plan, slots = _step_plan(entry, targets, opts)
-    device = plan.device
-    on_device = device.kind != "cpu"
-    feed = entry.feed(cap)
+    plan, slots, order = _step_plan(entry, targets, opts)
     states = []
     for k, o in zip(targets, opts):
         state = o.state.get("")
         states.append(_fresh_state(o, found[k].value) if state is None else state)
-    for name, k, slot in slots:
-        feed[name] = states[k][slot]
-    outs = plan.run(feed, keep_on_device=on_device)
-    entry.store_states(cap, outs, device if on_device else None)
+    values = entry.inputs(cap.leaves, cap) + [states[k][slot] for _, k, slot in slots]
+    outs = plan.run_inputs(values if order is None else [values[i] for i in order],
+                           entry.on_device)
+    device = plan.device if entry.on_device else None
+    if entry.states:
+        entry.store_states(cap, outs, device)
     if traced:
         trace_cache.remember_after(entry, cap, capture(f, args, {}))
     _write_back(outs, entry.first_grad, [found[k] for k in targets], opts, states)
-    loss = device.get(outs[0]) if on_device else outs[0]
+    loss = outs[0] if device is None else device.get(outs[0])
     return float(loss) if np.ndim(loss) == 0 else loss
 
 
@@ -83,14 +84,25 @@ def _signature(targets, opts) -> tuple:
     hyperparameters (constants of the plan), and which share a gradient-norm group."""
     groups: dict = {}
     return (tuple(targets),) + tuple(
-        (type(o), tuple([getattr(o, name) for name in o._names]),
-         groups.setdefault(id(o._group), len(groups)))
-        for o in opts)
+        (type(o), _hyper(o), groups.setdefault(id(o._group), len(groups))) for o in opts)
+
+
+def _hyper(opt) -> tuple:
+    """The optimizer's hyperparameter values, in its `_names` order."""
+    getter = _GETTERS.get(opt._names)
+    if getter is None:  # one C-level getter per set of names: a few getattr calls less
+        getter = _GETTERS[opt._names] = operator.attrgetter(*opt._names)
+    return getter(opt)
+
+
+_GETTERS: dict = {}
 
 
 def _step_plan(entry, targets, opts) -> tuple:
     """(the entry's graph with each target Param's optimizer update added, the state
-    inputs as (input name, target position, slot)); made once per signature."""
+    inputs as (input name, target position, slot), the order of the plan's inputs in
+    the entry's inputs followed by the state (None: that order)); made once per
+    signature."""
     key = _signature(targets, opts)
     found = entry.steps.get(key)
     if found is None:
@@ -98,7 +110,11 @@ def _step_plan(entry, targets, opts) -> tuple:
                  for slot in o.all_slots()]
         plan = Plan(_step_graph(entry, targets, opts), devices=[entry.plan.device],
                     training=True)
-        found = entry.steps[key] = (plan, slots)
+        given = entry.plan.input_names + [name for name, _, _ in slots]
+        position = {name: i for i, name in enumerate(given)}
+        order = [position[name] for name in plan.input_names]
+        found = entry.steps[key] = (plan, slots,
+                                    None if order == list(range(len(given))) else order)
     return found
 
 
