@@ -170,7 +170,7 @@ def knetflow_entry(f, args):
         _, trace_cache = knet_modules()
         cap = capture(f, args, {})
         entry, _ = trace_cache.lookup(f, args, {}, cap)
-        return entry, entry.feed(cap)
+        return entry, dict(zip(entry.plan.input_names, entry.inputs(cap.leaves, cap)))
     except (ImportError, AttributeError, TypeError) as e:
         print(f"(knetflow's trace cache has moved: {type(e).__name__}: {e}; skipped)")
         return None

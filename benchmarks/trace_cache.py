@@ -61,19 +61,22 @@ def main(argv=None) -> list:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     rows = []
-    print(f"{'cached call':62s} {'us/call':>8s} {'capture':>8s} {'plan.run':>8s} {'rest':>6s}")
+    print(f"{'cached call':62s} {'us/call':>8s} {'find':>8s} {'walk':>8s} {'plan.run':>8s} "
+          f"{'rest':>6s}")
     for name, call, traced in cases():
         total = _per_call(call, args.calls, args.repeat)
-        walk = run = float("nan")
+        found = walk = run = float("nan")
         if traced is not None:
             f, fargs = traced
             cap = capture(f, fargs, {})
             entry, _ = trace_cache.lookup(f, fargs, {}, cap)
-            feed = entry.feed(cap)
+            inputs = entry.inputs(cap.leaves, cap)
+            found = _per_call(lambda: trace_cache.find(f, fargs, {}), args.calls, args.repeat)
             walk = _per_call(lambda: capture(f, fargs, {}), args.calls, args.repeat)
-            run = _per_call(lambda: entry.plan.run(feed), args.calls, args.repeat)
-        rows.append((name, total, walk, run))
-        print(f"{name:62s} {total:8.1f} {walk:8.1f} {run:8.1f} {total - walk - run:6.1f}")
+            run = _per_call(lambda: entry.plan.run_inputs(inputs), args.calls, args.repeat)
+        rows.append((name, total, found, run))
+        print(f"{name:62s} {total:8.1f} {found:8.1f} {walk:8.1f} {run:8.1f} "
+              f"{total - found - run:6.1f}")
     return rows
 
 

@@ -68,7 +68,7 @@ class Capture:
     such a call builds a graph instead)."""
 
     __slots__ = ("key", "leaves", "keep", "index", "objects", "seen", "symbol")
-    program = None  # a walked call picks its plan's program by its shapes when it runs
+    token = None  # what a compiled guard's answer carries (train/knet/trace_cache.Replay)
 
     def __init__(self):
         self.key = None

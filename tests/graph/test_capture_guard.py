@@ -376,7 +376,7 @@ def test_a_recognized_call_runs_the_plan_and_explains_its_failures():
     b = np.array([1.0, 1.0])
     results = [kf.diff(loss, b) for _ in range(4)]     # traced, cached, recognized twice
     (_, entry), = trace_cache._guards[loss.__code__]
-    assert trace_cache.find(loss, (b,), {})[1].program is None   # k needs a cast
+    assert not entry.direct   # k needs a cast: the plan's run_inputs makes it
     trace_cache.clear()
     fresh = kf.diff(loss, b)
     for r in results:
@@ -389,7 +389,11 @@ def test_a_recognized_call_runs_the_plan_and_explains_its_failures():
     for _ in range(3):
         kf.diff(floats, b)
     (_, entry), = trace_cache._guards[floats.__code__]
-    assert entry.program_for(trace_cache.find(floats, (b,), {})[1]) is not None
+    assert trace_cache.find(floats, (b,), {})[1].token in entry.direct
     a.value[...] = 0.0   # singular: the recognized call's program fails in inv
     with pytest.raises(kf.ExecutionError, match=r"inv failed on inputs of shapes"):
         kf.diff(floats, b)
+    a.value[...] = np.eye(2)
+    entry.plan = kf.compile(entry.plan.source, training=True)  # a plan put in its place
+    assert not entry.direct   # programs of the old plan are never run
+    np.testing.assert_array_equal(kf.grad(kf.diff(floats, b), a), -np.ones((2, 2)))

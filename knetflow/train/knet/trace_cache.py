@@ -53,7 +53,6 @@ class TraceEntry:
     """A traced function: its plan, where each graph input's value comes from, its state."""
 
     def __init__(self, plan, sources, param_sources, states, guards, keep, param_names):
-        self.plan = plan
         self.param_names = param_names  # names of the inputs fed from Params
         self.sources = sources              # [(input name, source)]
         self.param_sources = param_sources  # sources of the differentiated Params, in order
@@ -62,39 +61,37 @@ class TraceEntry:
         self.keep = keep        # objects whose ids are in the key stay alive with the entry
         self.first_grad = 1 + sum(how == "out" for _, (how, _), _ in states)
         self.steps: dict = {}   # fused training-step plans built on this trace (fused_step)
-        # feed() reads arguments and walked values first: most inputs are those
-        self._walked = [(name, src[1]) for name, src in sources if src[0] == "walk"]
-        self._params = [name for name, src in sources if src[0] == "walk" and name in param_names]
         self._others = [(name, src) for name, src in sources if src[0] != "walk"]
-        self.inputs = _feeder(plan.input_names, dict(sources), param_names)
+        self.plan = plan  # sets inputs and on_device too
         self._pick_params = _lister(
             [f"leaves[{s[1]}]" if s[0] == "walk" else f"p{k}"
              for k, s in enumerate(param_sources)],
             {f"p{k}": s[1] for k, s in enumerate(param_sources) if s[0] != "walk"})
-        self.on_device = plan.device.kind != "cpu"  # gradients stay where their Params live
         spec = {name: plan.source.input(name).spec for name, _ in sources}
         # objects fed past the walk are keyed by identity: their shape is checked here
         self.checks = [(src[1], spec[name].shape, np.dtype(spec[name].dtype))
                        for name, src in sources if src[0] == "obj"]
         self.plain = not (guards or self.checks)  # fits every call of its key
 
-    def feed(self, cap) -> dict:
-        """Input name -> value for a call whose capture is `cap`."""
-        leaves = cap.leaves
-        feed = {name: leaves[i] for name, i in self._walked}
-        for name in self._params:
-            feed[name] = feed[name].value
-        for name, src in self._others:
-            feed[name] = _value(src, cap)
-        return feed
+    @property
+    def plan(self):
+        """The compiled plan of the traced function's value and gradients."""
+        return self._plan
+
+    @plan.setter
+    def plan(self, plan):
+        self._plan = plan
+        self.direct: dict = {}  # a guard's token -> the program its shapes select
+        self.inputs = _feeder(plan.input_names, dict(self.sources), self.param_names)
+        self.on_device = plan.device.kind != "cpu"  # gradients stay where their Params live
 
     def run(self, cap) -> tuple:
         """The plan's outputs for a call whose capture is `cap` (left on the plan's device
         when that is not the host)."""
-        program = cap.program
+        program = self.direct.get(cap.token)
         if program is None:
-            return self.plan.run_inputs(self.inputs(cap.leaves, cap), self.on_device)
-        plan = self.plan  # a guard checked what run_inputs would check: run the program
+            return self._plan.run_inputs(self.inputs(cap.leaves, cap), self.on_device)
+        plan = self._plan  # a guard checked what run_inputs would check: run the program
         plan._last = program
         try:
             return program.fn(self.inputs(cap.leaves, cap), plan._values)
@@ -215,15 +212,15 @@ def _value(src, cap):
 
 class Replay:
     """What a compiled guard gives for a call: the parts of its `Capture` that running a
-    cached entry reads (the key, the leaves and the walked objects), and the plan's
-    program for the shapes the guard checked, when the inputs need no conversion."""
+    cached entry reads (the key, the leaves and the walked objects), and the guard's
+    token, under which the entry keeps the program the guard's shapes select."""
 
-    __slots__ = ("key", "program", "leaves", "objects")
+    __slots__ = ("key", "token", "leaves", "objects")
     owner = Capture.owner
     symbol = None
 
-    def __init__(self, key, program, leaves, objects):
-        self.key, self.program, self.leaves, self.objects = key, program, leaves, objects
+    def __init__(self, key, token, leaves, objects):
+        self.key, self.token, self.leaves, self.objects = key, token, leaves, objects
 
 
 def find(f, args, kwargs) -> tuple:
@@ -266,10 +263,14 @@ def _add_guard(f, args, kwargs, cap, entry) -> None:
     if n >= _GUARD_COMPILES:
         return
     _compiled[code] = n + 1
-    make = functools.partial(Replay, cap.key, entry.program_for(cap))
-    guard = capture_guard.compile_guard(f, args, kwargs, cap, make)
+    token = object()
+    guard = capture_guard.compile_guard(f, args, kwargs, cap,
+                                        functools.partial(Replay, cap.key, token))
     if guard is None:
         return
+    program = entry.program_for(cap)
+    if program is not None:
+        entry.direct[token] = program
     records = [(guard, entry)] + _guards.pop(code, [])[:_GUARDS_PER_CODE - 1]
     _guards[code] = records
     if len(_guards) > _CACHE_SIZE:
