@@ -9,15 +9,15 @@ from knetflow.graph.passes.dropout import strip_dropout  # noqa: F401
 from knetflow.graph.passes.fold import fold_constants  # noqa: F401
 from knetflow.graph.passes.fuse import fuse_elementwise  # noqa: F401
 from knetflow.graph.passes.rewrite import rewrite  # noqa: F401
-from knetflow.graph.passes.simplify import simplify_powers  # noqa: F401
+from knetflow.graph.passes.simplify import simplify_broadcasts, simplify_powers  # noqa: F401
 
 
 def optimize(graph, training=True, fuse=True):
-    """The standard pipeline: strip dropout (inference), fold, simplify powers, CSE, fuse,
-    DCE."""
+    """The standard pipeline: strip dropout (inference), fold, simplify powers and spread
+    values, CSE, fuse, DCE."""
     if not training:
         graph = strip_dropout(graph)
-    graph = simplify_powers(fold_constants(graph))
+    graph = simplify_broadcasts(simplify_powers(fold_constants(graph)))
     graph = eliminate_common_subexpressions(graph)
     if fuse:
         graph = fuse_elementwise(graph)

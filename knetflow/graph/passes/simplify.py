@@ -1,8 +1,14 @@
-"""Algebraic simplification: a power with a constant exponent of 1 or 2.
+"""Algebraic simplification: powers with a constant exponent of 1 or 2, and single
+values spread to a whole array before an arithmetic op.
 
 Gradients of `x ** 2` come out as `2 * x ** 1`, and a squared error is a `pow` whose
 result other nodes read: `x ** 1` is x itself, and `x ** 2` is `x * x` (NumPy's power
 squares a float the same way), an op the fusion pass can join to its neighbours.
+
+The gradient of a mean or of a sum spreads one number over the array it came from
+(`broadcast_like`, then perhaps `expand_dims` or `reshape`) and multiplies it in: the
+product can read the number itself, which NumPy broadcasts for free, and each
+spreading op was a call per step.
 
 Example:
     >>> import knetflow as kf
@@ -16,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from knetflow.graph.node import Graph
+from knetflow.graph.passes.dce import eliminate_dead_code
 from knetflow.graph.passes.rewrite import rewrite
 
 
@@ -38,3 +45,44 @@ def simplify_powers(graph: Graph) -> Graph:
         return node
 
     return rewrite(graph, visit)
+
+
+# arithmetic whose kernels broadcast as NumPy does, whatever the shapes
+_ARITHMETIC = frozenset(("add", "sub", "mul", "div"))
+# ops that only spread or rearrange their first input: from one value, all elements equal it
+_SPREADING = frozenset(("broadcast_like", "broadcast_to", "expand_dims", "reshape",
+                        "squeeze", "transpose"))
+
+
+def simplify_broadcasts(graph: Graph) -> Graph:
+    """add, sub, mul or div reading a single value spread to an array (through
+    `broadcast_like`, `expand_dims`, `reshape` ...) read the value itself, when the other
+    input already has the result's shape and every shape is known, and the value has
+    the result's dtype: the result is the same array.
+
+    Example:
+        >>> import knetflow as kf
+        >>> x, s = kf.placeholder("x", (4, 3)), kf.placeholder("s", ())
+        >>> spread = kf.expand_dims(kf.broadcast_like(s, kf.sum(x, axis=1)), 1)
+        >>> [n.op for n in simplify_broadcasts(kf.Graph([x * spread])).nodes]
+        ['input', 'input', 'mul']
+    """
+
+    def visit(node):
+        if node.op not in _ARITHMETIC or node.attrs or not node.spec.is_static:
+            return node
+        inputs = list(node.inputs)
+        for k, x in enumerate(inputs):
+            other, source = inputs[1 - k], x
+            while source.op in _SPREADING:
+                source = source.inputs[0]
+            if (source is not x and source.spec.is_static and source.spec.size == 1
+                    and source.spec.ndim <= node.spec.ndim
+                    and source.spec.dtype == node.spec.dtype == other.spec.dtype
+                    and other.spec.shape == node.spec.shape):
+                inputs[k] = source
+                return node.replace(inputs=tuple(inputs))
+        return node
+
+    new = rewrite(graph, visit)
+    return graph if new is graph else eliminate_dead_code(new)  # the spreads left unread

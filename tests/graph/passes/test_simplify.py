@@ -1,10 +1,11 @@
-"""simplify_powers (graph/passes/simplify.py): x ** 1 is x, x ** 2 is x * x."""
+"""simplify_powers and simplify_broadcasts (graph/passes/simplify.py): x ** 1 is x, x ** 2
+is x * x, and arithmetic reads a spread single value as it is."""
 
 import numpy as np
 import pytest
 
 import knetflow as kf
-from knetflow.graph.passes import optimize, simplify_powers
+from knetflow.graph.passes import optimize, simplify_broadcasts, simplify_powers
 from tests.graph.passes.common import assert_same_values, ops_of
 
 X = {"x": np.array([0.5, -1.0, 2.0, np.nan, -np.inf], dtype="float32")}
@@ -39,3 +40,53 @@ def test_a_squared_error_gradient_has_no_powers_left():
     feed = {"x": np.linspace(-1, 1, 5).astype("float32")}
     np.testing.assert_allclose(kf.compile(g).run(feed)[1],
                                kf.compile(g, optimize_graph=False).run(feed)[1], rtol=1e-6)
+
+
+def _spread(s, like):
+    return kf.expand_dims(kf.broadcast_like(s, like), 1)
+
+
+def test_a_spread_value_is_read_as_it_is():
+    x, s = kf.placeholder("x", (4, 3)), kf.placeholder("s", ())
+    spread = _spread(s, kf.sum(x, axis=1))
+    g = kf.Graph([x * spread, spread - x, x / kf.reshape(kf.broadcast_like(s, x), (3, 4)).T])
+    out = simplify_broadcasts(g)
+    out.verify()
+    assert "broadcast_like" not in ops_of(out) and "expand_dims" not in ops_of(out)
+    feed = {"x": np.arange(12, dtype="float32").reshape(4, 3) - 5, "s": np.float32(0.7)}
+    assert_same_values(g, out, feed)
+
+
+@pytest.mark.parametrize("build", [
+    # the other input is smaller than the result: the spread sets the shape
+    lambda x, s: kf.sum(x, axis=1, keepdims=True) * kf.broadcast_like(s, x),
+    # the spread value is a whole row, not one number
+    lambda x, s: x * kf.broadcast_like(kf.sum(x, axis=0), x),
+    # another dtype: the product's dtype would change
+    lambda x, s: kf.cast(x, "float64") * kf.cast(kf.broadcast_like(s, x), "float64"),
+    # both inputs spread
+    lambda x, s: kf.broadcast_like(s, x) * kf.broadcast_like(s, x),
+])
+def test_spreads_that_set_the_result_stay(build):
+    x, s = kf.placeholder("x", (4, 3)), kf.placeholder("s", ())
+    g = kf.Graph([build(x, s)])
+    assert "broadcast_like" in ops_of(simplify_broadcasts(g))
+
+
+def test_unknown_dims_keep_the_spread():
+    x, s = kf.placeholder("x", (None, 3)), kf.placeholder("s", ())
+    g = kf.Graph([x * kf.broadcast_like(s, x)])
+    assert simplify_broadcasts(g) is g
+
+
+def test_a_mean_nll_gradient_scales_by_the_number_itself():
+    x = kf.placeholder("x", (5, 4))
+    labels = kf.placeholder("y", (5,), "int64")
+    w = kf.param("w", value=np.linspace(-1, 1, 16).reshape(4, 4).astype("float32"))
+    g = kf.backward(kf.Graph([kf.nll(x @ w, labels)]))
+    assert "broadcast_like" in ops_of(g)
+    assert "broadcast_like" not in ops_of(optimize(g))
+    feed = {"x": np.linspace(-2, 2, 20).reshape(5, 4).astype("float32"),
+            "y": np.array([0, 3, -1, 2, 1])}
+    for a, b in zip(kf.compile(g).run(feed), kf.compile(g, optimize_graph=False).run(feed)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
