@@ -222,7 +222,7 @@ class NllTerms(Op):
             return None
         rows = (x.shape[0], 1)
         forward, ignore = NllTerms.forward, attrs.get("ignore_index", -1)
-        sub, exp, log, multiply, divide = np.subtract, np.exp, np.log, np.multiply, np.divide
+        sub, exp, log, divide = np.subtract, np.exp, np.log, np.divide
 
         def nll_terms(x, labels):
             idx = at(labels)
@@ -233,7 +233,7 @@ class NllTerms(Op):
             e = exp(z, out=z)
             s = total(e)
             terms = sub(log(s), picked, out=picked)
-            multiply(e, divide(1, s, out=s).reshape(rows), out=e)  # softmax
+            divide(e, s.reshape(rows), out=e)  # softmax
             e.put(idx, e.take(idx) - 1)
             return terms, e
 
