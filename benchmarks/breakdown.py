@@ -297,7 +297,10 @@ def fused_decisions(program, calls, repeat):
         from knetflow.ops import fused
     except ImportError:
         return NA, NA, 0
-    nodes = [n for n in program.graph.nodes if n.op == "fused"]
+    # chains too small to block run as straight-line code bound at compile time
+    # (ops/fused.py's bind): no decision is left for run time
+    nodes = [n for n in program.graph.nodes if n.op == "fused"
+             and (n.spec.nbytes or 0) >= 2 * getattr(fused, "BLOCK_BYTES", 0)]
     if not nodes:
         return 0.0, 0.0, 0
     progs = [n.attrs["program"] for n in nodes]
@@ -543,11 +546,15 @@ def breakdown(name, spec, args, ticks, wrap_us):
         print(f"\nAllocation: {count} of {len(ops)} ops allocate their result at every run "
               f"({nbytes} B); the rest write into planned buffers or are views.")
         kern, blocks, nfused = fused_decisions(program, args.calls, args.repeat)
+        chains = sum(n.op == "fused" for n in program.graph.nodes)
         if nfused:
-            print(f"Run-time fusion decisions: {nfused} fused chain(s); at each run their "
-                  f"kernels are looked up in an lru_cache keyed by the chain "
-                  f"({fmt(kern)} us for all) and their row blocks chosen "
+            print(f"Run-time fusion decisions: {nfused} of {chains} fused chain(s) block "
+                  f"their rows; at each run their kernels are looked up in an lru_cache "
+                  f"keyed by the chain ({fmt(kern)} us for all) and their row blocks chosen "
                   f"({fmt(blocks)} us for all).")
+        elif chains:
+            print(f"Fused chains: {chains}, each straight-line code bound when the plan was "
+                  f"compiled (no decision at run time).")
     ctx, top = context_calls(step_update)
     print(f"\nPer-run context, calls per step (with kf.update): device activate "
           f"{ctx['activate']:g}, knetflow's BLAS limit {ctx['blas.limit']:g}, threadpoolctl "
