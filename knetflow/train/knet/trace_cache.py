@@ -12,6 +12,10 @@ compiles a Plan. Each entry says where every plan input comes from at a call:
   the k-th object of this call's walk (another instance of the same structure
   gets its own state), or the slot's own owner when k is None.
 
+A call of a structure seen before is recognized by a guard compiled from its walk
+(graph/capture_guard.py; see `find`), which gives the same leaves as the walk
+without walking; the entry then runs the program that the guard's shapes select.
+
 State the function sets, and list or dict items and attributes it replaces
 (graph/trace_python.py), flow out of the plan as extra outputs and are stored
 back after every call (see `TraceEntry.store_states`). A call where a state
