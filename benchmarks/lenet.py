@@ -216,7 +216,7 @@ def _workspace_bytes() -> int:
     """The kernels' workspace of this thread, and of OpenBLAS's threads where split kernel
     calls ran shares there (0 in checkouts without one)."""
     try:
-        from knetflow.ops.conv_cpu import workspace_bytes
+        from knetflow.ops.cpu_threads import workspace_bytes
     except ImportError:
         return 0
     return workspace_bytes()

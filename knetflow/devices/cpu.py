@@ -152,7 +152,7 @@ class _BlasBudget:
 
     def hold(self) -> None:
         """Say a kernel has set BLAS to one thread and runs work on BLAS's own threads
-        (ops/conv_cpu.py): `limit` waits until every hold is released."""
+        (ops/cpu_threads.py): `limit` waits until every hold is released."""
         with self._idle:
             self._held += 1
 

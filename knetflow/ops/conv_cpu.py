@@ -11,12 +11,12 @@ GEMM covers the chunk; with the batch first, each image is its own GEMM and
 the result lands in NCHW directly. The general kernels stay the reference:
 tests compare these with them.
 
-When NumPy's BLAS may use two threads or more (an OpenBLAS with its own
-pthreads pool, as NumPy's wheels ship), a kernel call splits its chunks
-between the calling thread and a thread of that pool: each runs its chunks'
-copies and GEMMs, with BLAS held to one thread per call meanwhile, so the
-copies, transposes and col2im sums use both cores too, not only the GEMMs.
-`WORKERS` overrides the choice.
+When NumPy's BLAS may use two threads or more, a kernel call splits its chunks
+between the calling thread and a thread of OpenBLAS's own pool
+(`knetflow.ops.cpu_threads`): each runs its chunks' copies and GEMMs, with BLAS
+held to one thread per call meanwhile, so the copies, transposes and col2im sums
+use both cores too, not only the GEMMs. `WORKERS` overrides the choice for
+convolutions.
 
     >>> import numpy as np
     >>> from knetflow.ops.conv_cpu import bind_conv
@@ -31,15 +31,13 @@ copies, transposes and col2im sums use both cores too, not only the GEMMs.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import math
-import os
-import threading
 
 import numpy as np
 
-from knetflow.devices.cpu import blas as cpu_blas
+from knetflow.ops import cpu_threads
+from knetflow.ops.cpu_threads import scratch, workspace_bytes
 
 __all__ = ["bind_conv", "scratch", "workspace_bytes"]
 
@@ -47,206 +45,19 @@ __all__ = ["bind_conv", "scratch", "workspace_bytes"]
 #: 4 MB than with 1 or 2 (1 thread), and the workspace stays under 4 MB there
 CHUNK_BYTES = 4 << 20
 
-#: threads a kernel call splits its chunks between: None follows NumPy's BLAS (2 when it
-#: may use 2 threads or more, else 1); an int asks for that many (at most the threads
-#: OpenBLAS's pool has; without a pthreads OpenBLAS, always 1)
+#: the largest column matrix a thread's chunk builds when a call is split between threads,
+#: so the threads' workspaces together stay near one thread's (LeNet at 2 threads: 2 x 2.1
+#: MB instead of 2 x 4.0; its step took as long as with 4 MB, paired A/B 1.00)
+SHARE_BYTES = 2 << 20
+
+#: threads a convolution call splits its chunks between: None follows
+#: `cpu_threads.workers()` (NumPy's BLAS budget); an int asks for that many
 WORKERS = None
-
-#: the most threads the BLAS budget gives a call (only two cores were there to measure)
-MAX_WORKERS = 2
-
-_local = threading.local()
-
-
-def _workspace(nbytes: int) -> np.ndarray:
-    """This thread's scratch bytes, at least `nbytes` of them (grown, never shrunk).
-
-    Kernels carve their scratch from it within one call and return none of it, so
-    every kernel a thread runs can share it; a plan run in another thread gets its own.
-    """
-    buf = getattr(_local, "buf", None)
-    if buf is None or buf.nbytes < nbytes:
-        buf = _local.buf = np.empty(nbytes, dtype=np.uint8)
-    return buf
-
-
-def scratch(sizes) -> list:
-    """Arrays cut from this thread's workspace, one per (size, dtype) of `sizes` (flat,
-    64-byte aligned); valid until the caller's next kernel call, so a kernel returns
-    none of them.
-
-        >>> a, b = scratch([(3, "float32"), (2, "bool")])
-        >>> a.shape, b.dtype
-        ((3,), dtype('bool'))
-    """
-    offsets, total = [], 0
-    for size, dtype in sizes:
-        offsets.append(total)
-        total += -(-size * np.dtype(dtype).itemsize // 64) * 64
-    buf = _workspace(total)
-    return [buf[o:o + size * np.dtype(d).itemsize].view(d) for o, (size, d) in zip(offsets, sizes)]
-
-
-def workspace_bytes() -> int:
-    """Bytes of the kernel workspaces of the calling thread and of OpenBLAS's threads
-    that ran shares of split calls (0 before any kernel ran)."""
-    buf = getattr(_local, "buf", None)
-    return (0 if buf is None else buf.nbytes) + sum(b.nbytes for b in _pool_bufs.values())
-
-
-# ---- kernel calls split between this thread and OpenBLAS's own threads ----
-
-#: a share of a split call, as OpenBLAS's gotoblas_pthread calls it: void f(void *arg)
-_SHARE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-
-#: the workspaces of OpenBLAS's threads, by thread id: a callback from a thread Python did
-#: not start gets a new thread state each time, so `_local` would not keep them
-_pool_bufs: dict = {}
-
-
-class _OpenBlas:
-    """NumPy's OpenBLAS when it is a pthreads build (one process-wide thread pool, as
-    NumPy's wheels ship): its thread count, read and set through its C API, and its
-    threads, which run the shares of split kernel calls. `usable` is False for any
-    other BLAS, and the kernels then stay on the calling thread.
-
-    Why OpenBLAS's threads and not threads of our own: after each threaded BLAS call
-    its idle threads spin for a while (about 0.1 s by default) before they sleep, so a
-    thread of ours running beside them got about half a core (LeNet's step on two
-    cores: 1.25x the one-thread kernels' time that way, 0.92x this way). A job on a pool
-    thread must not make a threaded BLAS call (its pool thread would wait for itself):
-    `run` holds BLAS to one thread, so nothing else may raise the limit meanwhile.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._active, self._saved = 0, 1
-        self._get = self._set = self._pthread = self._pool = None
-        self._found = False
-
-    def _find(self):
-        self._found = True
-        try:
-            from threadpoolctl import threadpool_info
-        except ImportError:
-            return
-        found = [i for i in threadpool_info() if i.get("internal_api") == "openblas"]
-        # the OpenBLAS NumPy links (a wheel's numpy.libs, or any if none lies there)
-        here = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
-        mine = [i for i in found if os.path.abspath(i.get("filepath", "")).startswith(
-            os.path.join(here, "numpy"))]
-        libs = mine or found
-        if len(libs) != 1 or libs[0].get("threading_layer") != "pthreads":
-            return
-        lib = ctypes.CDLL(libs[0]["filepath"])
-        for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
-            get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-            set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
-            if get is not None and set_ is not None:
-                break
-        else:
-            return
-        try:    # the thread server's entry points (exported, not part of the documented API)
-            pthread = lib.gotoblas_pthread
-            pool = ctypes.c_int.in_dll(lib, "blas_num_threads")
-        except (AttributeError, ValueError):
-            return
-        get.restype, get.argtypes = ctypes.c_int, []
-        set_.restype, set_.argtypes = None, [ctypes.c_int]
-        pthread.restype = ctypes.c_int
-        pthread.argtypes = [ctypes.c_int, _SHARE, ctypes.c_void_p, ctypes.c_int]
-        self._get, self._set, self._pthread, self._pool = get, set_, pthread, pool
-
-    @property
-    def usable(self) -> bool:
-        if not self._found:
-            with self._lock:
-                if not self._found:
-                    self._find()
-        return self._get is not None
-
-    def budget(self) -> int:
-        """BLAS threads per call outside split calls, at most the threads its pool has
-        (1 when not `usable`)."""
-        if not self.usable:
-            return 1
-        return min(self._saved if self._active else self._get(), self._pool.value)
-
-    def enter(self):
-        """Holds BLAS to one thread per call (nested and concurrent splits count: the last
-        one out restores the count the first one found); knetflow's own BLAS limit
-        (devices/cpu.py) waits meanwhile."""
-        cpu_blas.hold()
-        with self._lock:
-            if self._active == 0:
-                self._saved = self._get()
-                if self._saved != 1:
-                    self._set(1)
-            self._active += 1
-
-    def exit(self):
-        with self._lock:
-            self._active -= 1
-            if self._active == 0 and self._saved != 1:
-                self._set(self._saved)
-        cpu_blas.release()
-
-    def run(self, jobs) -> list:
-        """Each of `jobs` (callables) at once, the first on this thread, the others on
-        the pool's threads, BLAS held to one thread per call meanwhile (a job's BLAS
-        call on a pool thread must not fan out to the pool it runs on); their results,
-        or the first error raised.
-
-        Needs as many pool threads as `jobs` (see `budget`).
-        """
-        results, errors = [None] * len(jobs), []
-
-        def share(arg):
-            k = arg - 1
-            me = threading.get_ident()
-            if k:
-                _local.buf = _pool_bufs.get(me)
-            try:
-                results[k] = jobs[k]()
-            except BaseException as e:      # raised by run, once every share is done
-                errors.append(e)
-            finally:
-                if k and getattr(_local, "buf", None) is not None:
-                    _pool_bufs[me] = _local.buf
-
-        callback = _SHARE(share)    # referenced until the call returns
-        self.enter()
-        try:
-            # job k gets arg = 1 + k (a null pointer would reach Python as None)
-            self._pthread(len(jobs), callback, 1, 1)
-        finally:
-            self.exit()
-        if errors:
-            raise errors[0]
-        return results
-
-    def after_fork(self):
-        """In a forked child: no split runs there (its threads did not come along)."""
-        self._lock = threading.Lock()
-        if self._active:
-            self._active = 0
-            if self._saved != 1:
-                self._set(self._saved)
-
-
-_blas = _OpenBlas()
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: (_blas.after_fork(), _pool_bufs.clear()))
 
 
 def _workers() -> int:
-    """Threads for the next kernel call: `WORKERS`, else NumPy's BLAS budget (at most
-    MAX_WORKERS); either at most the threads OpenBLAS's pool has, 1 without it."""
-    if not _blas.usable:
-        return 1
-    wanted = min(MAX_WORKERS, _blas.budget()) if WORKERS is None else int(WORKERS)
-    return max(1, min(wanted, _blas._pool.value))
+    """Threads for the next convolution call (see `WORKERS`)."""
+    return cpu_threads.workers(WORKERS)
 
 
 def _split(g, job):
@@ -256,24 +67,19 @@ def _split(g, job):
     shares = g.share(workers) if workers > 1 else None
     if shares is None:
         return [job(g.spans, 0)]
-    return _blas.run([lambda k=k: job(shares[k], k) for k in range(len(shares))])
+    return cpu_threads.run([lambda k=k: job(shares[k], k) for k in range(len(shares))])
 
 
 class _Carver:
-    """Consecutive, aligned arrays cut from the workspace for one call."""
+    """Arrays of one dtype cut from this thread's workspace for one call, sized by the
+    chunk in hand (a thread running smaller chunks keeps a smaller workspace)."""
 
-    def __init__(self, sizes, dtype):
+    def __init__(self, dtype):
         self.dtype = np.dtype(dtype)
-        self.offsets, total = [], 0
-        for size in sizes:
-            self.offsets.append(total)
-            total += -(-size * self.dtype.itemsize // 64) * 64
-        self.total = total
 
     def arrays(self, shapes):
-        buf = _workspace(self.total)
-        return [buf[o:o + math.prod(s) * self.dtype.itemsize].view(self.dtype).reshape(s)
-                for o, s in zip(self.offsets, shapes)]
+        flat = scratch([(math.prod(s), self.dtype) for s in shapes])
+        return [a.reshape(s) for a, s in zip(flat, shapes)]
 
 
 class _Geometry:
@@ -295,24 +101,42 @@ class _Geometry:
                       slice(j * dw, j * dw + (self.wo - 1) * sw + 1, sw))
                      for i in range(self.kh) for j in range(self.kw)]
         per_image = self.rows * self.pixels
-        self.chunk = max(1, min(self.n, CHUNK_BYTES // (itemsize * per_image)))
+        self.image_bytes = itemsize * per_image
+        self.chunk = max(1, min(self.n, CHUNK_BYTES // self.image_bytes))
         count = -(-self.n // self.chunk)
         self.chunk = -(-self.n // count)     # even chunks: the last one is not a sliver
         self.spans = [(a, min(a + self.chunk, self.n)) for a in range(0, self.n, self.chunk)]
         self._shares = {}
 
+    def tap_steps(self, sh, sw):
+        """Strides (kh, kw, Ho, Wo) of the column view of an input whose H and W strides
+        are sh and sw: a kernel offset steps by the dilation, an output pixel by the stride."""
+        (dh, dw), (th, tw) = self.dilation, self.stride
+        return dh * sh, dw * sw, th * sh, tw * sw
+
     def share(self, workers):
         """The chunks of each of `workers` threads (lists of (a, b) covering the batch in
-        order), none bigger than a chunk, as many as `spans` rounded up to a multiple of
-        the workers where the batch allows, so each thread gets as many; None when the
-        batch has fewer images than workers."""
+        order), none bigger than a chunk nor, where one image allows, than SHARE_BYTES of
+        columns, their count rounded up to a multiple of the workers where the batch
+        allows, so each thread gets as many; None when the batch has fewer images than
+        workers."""
         if self.n < workers:
             return None
-        if workers not in self._shares:
-            count = min(self.n, -(-len(self.spans) // workers) * workers)
+        key = (workers, SHARE_BYTES)
+        if key not in self._shares:
+            images = max(1, min(self.chunk, SHARE_BYTES // self.image_bytes))
+            chunks = -(-self.n // images)
+            count = min(self.n, -(-chunks // workers) * workers)
             spans = _even(self.n, count)
-            self._shares[workers] = [spans[a:b] for a, b in _even(count, workers)]
-        return self._shares[workers]
+            self._shares[key] = [spans[a:b] for a, b in _even(count, workers)]
+        return self._shares[key]
+
+
+def _windows(a, shape, strides):
+    """A read-only view of `a`'s bytes with `shape` and `strides`: every kernel offset's
+    strided window at once, so the columns are one copy, not one per offset (one NumPy
+    call: fewer calls, and none to pass the GIL between split threads)."""
+    return np.lib.stride_tricks.as_strided(a, shape, strides, writeable=False)
 
 
 def _even(n, count):
@@ -338,8 +162,8 @@ def _fill_last(g, x, a, b, xb, cols):
     if g.padded:
         xb.fill(0)
     xb[(slice(None),) + g.interior] = x[a:b].transpose(1, 2, 3, 0)
-    for i, j, hs, ws in g.taps:
-        cols[:, i, j] = xb[:, hs, ws]
+    sc, sh, sw, sn = xb.strides
+    cols[...] = _windows(xb, cols.shape, (sc,) + g.tap_steps(sh, sw) + (sn,))
 
 
 def _conv_last(g, w, x, out, mode, alpha, carve):
@@ -411,8 +235,8 @@ def _fill_first(g, x, a, b, xb, cols):
         xb.fill(0)
         xb[(Ellipsis,) + g.interior] = src
         src = xb
-    for i, j, hs, ws in g.taps:
-        cols[:, :, i, j] = src[:, :, hs, ws]
+    sn, sc, sh, sw = src.strides
+    cols[...] = _windows(src, cols.shape, (sn, sc) + g.tap_steps(sh, sw))
 
 
 def _pad_shape(g, n):
@@ -481,17 +305,6 @@ def _data_first(g, w, dy, out, mode, alpha, carve):
     return out
 
 
-def _scratch_sizes(g, kind, last):
-    n = g.chunk
-    cols = g.rows * g.pixels * n
-    # a filter gradient's last size: the sum another thread hands back
-    if last:
-        sizes = [g.c * g.hp * g.wp * n, cols, g.co * g.pixels * n]
-        return sizes + [g.co * g.rows] * 2 if kind == "conv4_filter" else sizes
-    pad = g.c * g.hp * g.wp * n if g.padded else 0
-    return [pad, cols] + ([g.co * g.rows * n, g.co * g.rows] if kind == "conv4_filter" else [])
-
-
 def bind_conv(kind, xshape, wshape, dtype, padding, stride, dilation, mode, alpha, last):
     """A kernel for one 2-D, one-group convolution op of fixed shapes and dtype.
 
@@ -503,7 +316,7 @@ def bind_conv(kind, xshape, wshape, dtype, padding, stride, dilation, mode, alph
     dtype = np.dtype(dtype)
     g = _Geometry(tuple(xshape), tuple(wshape), tuple(padding), tuple(stride),
                   tuple(dilation), dtype.itemsize)
-    carve = _Carver(_scratch_sizes(g, kind, last), dtype)
+    carve = _Carver(dtype)
     xshape, wshape = tuple(xshape), tuple(wshape)
     yshape = (g.n, g.co, g.ho, g.wo)
     if kind == "conv4":

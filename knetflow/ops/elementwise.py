@@ -30,6 +30,7 @@ import math
 import numpy as np
 
 from knetflow.devices import registry
+from knetflow.ops import cpu_threads
 from knetflow.ops.base import Op, Spec, apply, broadcast_shapes, float_dtype, register
 from knetflow.ops.binary import gt, neg, where
 
@@ -348,6 +349,30 @@ def _selu_forward(xp, x):
     return SELU_LAMBDA * xp.where(x > 0, x, negative)
 
 
+def _relu_grad_bind(xp, in_specs, out_spec):
+    """In a plan, for g and y of one shape big enough to split (`cpu_threads`): the
+    batch cut in parts, one per thread, each g * (y > 0) on its rows; None (the forward,
+    on one thread) otherwise."""
+    g, y = in_specs
+    if (xp is not np or not out_spec.is_static or not out_spec.ndim or not out_spec.size
+            or g.shape != out_spec.shape or y.shape != out_spec.shape):
+        return None
+    # reads g and y, writes and reads the mask, writes the result
+    moved = g.nbytes + y.nbytes + out_spec.nbytes + 2 * out_spec.size
+    if moved < cpu_threads.SPLIT_BYTES:
+        return None
+    n, shape, dtype = out_spec.shape[0], out_spec.shape, np.dtype(out_spec.dtype)
+
+    def relu_grad(g, y, out=None):
+        if out is None:
+            out = np.empty(shape, dtype=dtype)
+        cpu_threads.split_rows(
+            n, lambda a, b: np.multiply(g[a:b], y[a:b] > 0, out=out[a:b]), moved)
+        return out
+
+    return relu_grad
+
+
 @register
 class ReluGrad(Op):
     """g where out > 0, else 0: relu's gradient as one pass (no where/copy pair)."""
@@ -359,6 +384,9 @@ class ReluGrad(Op):
 
     def forward(xp, g, y, out=None):
         return xp.multiply(g, y > 0, out=out)
+
+    def bind(xp, attrs, in_specs, out_spec):
+        return _relu_grad_bind(xp, in_specs, out_spec)
 
     def grad(gg, res, g, y):
         return relu_grad(gg, y), None

@@ -43,9 +43,10 @@ import sys
 
 import numpy as np
 
+from knetflow.ops import cpu_threads
 from knetflow.ops.base import Op, Spec, apply, fail, fmt, register
 from knetflow.ops.conv import check_per_dim, ntuple
-from knetflow.ops.conv_cpu import scratch
+from knetflow.ops.cpu_threads import scratch
 
 __all__ = ["pool", "pool_grad", "pool_select", "unpool"]
 
@@ -271,17 +272,36 @@ def _pool_select(xp, x, y, g, window, padding, stride, mode, nanopt, alpha, out=
     return out
 
 
+def _bind_pool(xp, attrs, in_specs, out_spec):
+    """A plan's NumPy kernel for pool on arrays big enough to split (`cpu_threads`): the
+    batch cut in parts, one per thread, each pooled by the general kernel; None (the
+    forward, on one thread) for smaller or dynamic shapes."""
+    (x,) = in_specs
+    if xp is not np or not x.is_static or not x.size or not out_spec.is_static:
+        return None
+    window = fit_window(x.shape[2:], attrs["window"], attrs["padding"])
+    args = (window, attrs["padding"], attrs["stride"], attrs["mode"],
+            attrs["maxpoolingNanOpt"], attrs["alpha"])
+    # each window offset is a strided pass that reads x's cache lines and rewrites out
+    moved = 2 * x.nbytes + 2 * math.prod(window) * out_spec.nbytes
+    if moved < cpu_threads.SPLIT_BYTES:
+        return None
+    n, shape, dtype = x.shape[0], out_spec.shape, np.dtype(out_spec.dtype)
+
+    def pool(x, out=None):
+        if out is None:
+            out = np.empty(shape, dtype=dtype)
+        cpu_threads.split_rows(n, lambda a, b: _pool(np, x[a:b], *args, out=out[a:b]), moved)
+        return out
+
+    return pool
+
+
 def _bind_max_grad(xp, attrs, in_specs, out_spec):
     """A plan's NumPy kernel for the gradient of 2-D max pooling whose windows tile x
     (stride = window, no padding, sizes multiples of the window, alpha 1), all of one
-    float32/float64 dtype; None (the general kernel) otherwise.
-
-    y and dy are repeated to x's shape (along W by strided copies, or for float32 pairs
-    by one integer multiply that writes each 32-bit pattern twice into 64 bits; along
-    H by row `take`), so every pass runs over contiguous memory: mask = (x == y up),
-    result = dy up * mask. Ties and NaN, where the first maximum rule matters, are
-    caught by one count (a window of y = pool(x) always holds its maximum, so as many
-    hits as windows means one each) and go to the general kernel.
+    float32/float64 dtype; None (the general kernel) otherwise. Big batches are cut in
+    parts, one per thread (`cpu_threads.split_rows`), each through `_max_grad_part`.
     """
     x, y, dy = in_specs
     window, stride = attrs["window"], attrs["stride"]
@@ -293,14 +313,43 @@ def _bind_max_grad(xp, attrs, in_specs, out_spec):
             or fit_window(x.shape[2:], window, attrs["padding"]) != tuple(window)
             or any(n % k for n, k in zip(x.shape[2:], window))):
         return None
-    (n, c, h, w), (kh, kw) = x.shape, window
+    n, dtype = x.shape[0], np.dtype(out_spec.dtype)
+    general = functools.partial(PoolGrad.forward, np, **attrs)
+    parts = {}      # a kernel per part size (two at most)
+    # about eight passes over x's size: repeats, compares, tie masks, the product
+    moved = 8 * x.nbytes
+
+    def part(x, y, dy, out):
+        if len(x) not in parts:
+            parts[len(x)] = _max_grad_part(x.shape, window, dtype, general)
+        return parts[len(x)](x, y, dy, out)
+
+    def pool_grad(x, y, dy, out=None):
+        if out is None:
+            out = np.empty(x.shape, dtype=dtype)
+        cpu_threads.split_rows(n, lambda a, b: part(x[a:b], y[a:b], dy[a:b], out[a:b]), moved)
+        return out
+
+    return pool_grad
+
+
+def _max_grad_part(shape, window, dtype, general):
+    """The tiled max-pool gradient for x of `shape` (N, C, H, W): fn(x, y, dy, out).
+
+    y and dy are repeated to x's shape (along W by strided copies, or for float32 pairs
+    by one integer multiply that writes each 32-bit pattern twice into 64 bits; along
+    H by row `take`), so every pass runs over contiguous memory: mask = (x == y up),
+    result = dy up * mask. Ties and NaN, where the first maximum rule matters, are
+    caught by one count (a window of y = pool(x) always holds its maximum, so as many
+    hits as windows means one each) and go to `general`.
+    """
+    (n, c, h, w), (kh, kw) = shape, window
     rows, wo = n * c * (h // kh), w // kw
-    dtype = np.dtype(out_spec.dtype)
     pairs = kw == 2 and dtype.itemsize == 4
     again = np.repeat(np.arange(rows), kh)          # row r of the result is row r // kh
     twice = np.uint64(0x100000001)
-    sizes = ((rows * w, dtype), (x.size, np.bool_))
-    general = functools.partial(PoolGrad.forward, np, **attrs)
+    sizes = ((rows * w, dtype), (n * c * h * w, np.bool_))
+    first_only = _first_hit_2x2(rows, w) if (kh, kw) == (2, 2) else None
 
     def up(src, wide, dst):
         """src (N, C, Ho, Wo) repeated to dst (N*C*H, W) through wide (N*C*Ho, W)."""
@@ -311,11 +360,11 @@ def _bind_max_grad(xp, attrs, in_specs, out_spec):
                 wide.reshape(rows, wo, kw)[:, :, q] = src.reshape(rows, wo)
         np.take(wide, again, axis=0, out=dst, mode="clip")
 
-    def pool_grad(x, y, dy, out=None):
-        if out is None:
-            out = np.empty(x.shape, dtype=dtype)
+    def pool_grad(x, y, dy, out):
         wide, hit = scratch(sizes)
-        wide, hit, flat = wide.reshape(rows, w), hit.reshape(x.shape), out.reshape(-1, w)
+        wide, hit = wide.reshape(rows, w), hit.reshape(shape)
+        # `take` writes only into a contiguous out; a part of a C-contiguous out is one
+        flat = out.reshape(-1, w)
         up(y, wide, flat)
         np.equal(x, out, out=hit)
         if first_only is not None:
@@ -324,8 +373,6 @@ def _bind_max_grad(xp, attrs, in_specs, out_spec):
             return general(x, y, dy, out=out)
         up(dy, wide, flat)
         return np.multiply(out, hit, out=out)
-
-    first_only = _first_hit_2x2(rows, w) if (kh, kw) == (2, 2) else None
 
     return pool_grad
 
@@ -371,6 +418,9 @@ class Pool(Op):
                 out=None):
         window = fit_window(x.shape[2:], window, padding)
         return _pool(xp, x, window, padding, stride, mode, maxpoolingNanOpt, alpha, out=out)
+
+    def bind(xp, attrs, in_specs, out_spec):
+        return _bind_pool(xp, attrs, in_specs, out_spec)
 
     def grad(g, out, x, **attrs):
         return (pool_grad(x, out, g, **attrs),)

@@ -130,7 +130,7 @@ def test_blas_report_hints_only_at_a_pinned_kernel_without_the_cpus_avx512(
 
 
 def test_the_blas_limit_waits_while_a_kernel_holds_blas_to_one_thread():
-    # ops/conv_cpu.py runs work on BLAS's own threads with BLAS at one thread: raising the
+    # ops/cpu_threads.py runs work on BLAS's own threads with BLAS at one thread: raising the
     # limit meanwhile would make those threads wait for themselves
     import threading
 

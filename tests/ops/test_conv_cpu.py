@@ -15,9 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import knetflow as kf
-from knetflow.ops import conv_cpu
+from knetflow.ops import conv_cpu, cpu_threads
 from knetflow.ops.base import Spec, get_op
 from knetflow.ops.conv import conv_size
+from tests.ops.threads import grow_pool, needs_pool
 
 Conv4, Conv4Data, Conv4Filter = get_op("conv4"), get_op("conv4_data"), get_op("conv4_filter")
 
@@ -186,25 +187,12 @@ def test_workspace_is_shared_and_reported():
 
 # ---- kernel calls split between threads ----
 
-needs_pool = pytest.mark.skipif(not conv_cpu._blas.usable,
-                                reason="split calls need NumPy's BLAS to be a pthreads OpenBLAS")
-
-
-def _pool(n):
-    """OpenBLAS's pool grown to n threads (it never shrinks), the limit left as it was."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=n, user_api="blas"):
-        np.ones((300, 300)) @ np.ones((300, 300))
-    assert conv_cpu._blas._pool.value >= n
-
-
 @pytest.fixture
 def workers(monkeypatch):
     """Sets conv_cpu.WORKERS (the threads a kernel call splits its chunks between), with
     OpenBLAS's pool grown to that many."""
     def set_workers(n):
-        _pool(n)
+        grow_pool(n)
         monkeypatch.setattr(conv_cpu, "WORKERS", n)
         assert conv_cpu._workers() == n
     return set_workers
@@ -236,7 +224,7 @@ def test_split_kernels_match_one_thread_over_random_shapes(data):
     last = draw(st.booleans())
     chunk_bytes = draw(st.sampled_from([1, 500, 4000, 1 << 22]))
     threads = draw(st.integers(2, 4))
-    _pool(threads)
+    grow_pool(threads)
     rs = np.random.RandomState(draw(st.integers(0, 1000)))
     x, w, dy = _problem(rs, (n, c) + hw, (co, c) + k, attrs)
     args = {"conv4": (w, x), "conv4_data": (w, dy, x), "conv4_filter": (x, dy, w)}
@@ -279,7 +267,7 @@ def test_shares_cover_the_batch_in_order(n, chunk_images, threads, monkeypatch):
 def test_errors_are_raised_once_every_share_is_done(workers):
     workers(2)
     g = conv_cpu._Geometry((4, 1, 3, 3), (1, 1, 2, 2), (0, 0), (1, 1), (1, 1), 8)
-    limit = conv_cpu._blas._get()
+    limit = cpu_threads._blas._get()
     done = []
 
     def fails_on(k_bad, error):
@@ -295,7 +283,7 @@ def test_errors_are_raised_once_every_share_is_done(workers):
         conv_cpu._split(g, fails_on(0, KeyError("this thread failed")))
     assert done == [0, 1]
     assert conv_cpu._split(g, lambda spans, k: spans) == g.share(2)
-    assert conv_cpu._blas._get() == limit and conv_cpu._blas._active == 0
+    assert cpu_threads._blas._get() == limit and cpu_threads._blas._active == 0
 
 
 @needs_pool
@@ -305,15 +293,15 @@ def test_blas_is_held_to_one_thread_while_split_and_restored(workers):
     workers(2)
     g = conv_cpu._Geometry((4, 1, 3, 3), (1, 1, 2, 2), (0, 0), (1, 1), (1, 1), 8)
     with threadpool_limits(limits=2, user_api="blas"):
-        assert conv_cpu._blas.budget() == 2
-        seen = conv_cpu._split(g, lambda spans, k: conv_cpu._blas._get())
+        assert cpu_threads._blas.budget() == 2
+        seen = conv_cpu._split(g, lambda spans, k: cpu_threads._blas._get())
         assert seen == [1, 1]
-        assert conv_cpu._blas.budget() == 2 and conv_cpu._blas._get() == 2
-        conv_cpu._blas.enter()          # nested and concurrent splits: the last one restores
+        assert cpu_threads._blas.budget() == 2 and cpu_threads._blas._get() == 2
+        cpu_threads._blas.enter()          # nested and concurrent splits: the last one restores
         conv_cpu._split(g, lambda spans, k: None)
-        assert conv_cpu._blas._get() == 1 and conv_cpu._blas.budget() == 2
-        conv_cpu._blas.exit()
-        assert conv_cpu._blas._get() == 2
+        assert cpu_threads._blas._get() == 1 and cpu_threads._blas.budget() == 2
+        cpu_threads._blas.exit()
+        assert cpu_threads._blas._get() == 2
 
 
 @needs_pool
@@ -321,20 +309,20 @@ def test_workers_follow_the_blas_budget():
     from threadpoolctl import threadpool_limits
 
     assert conv_cpu.WORKERS is None
-    _pool(2)
+    grow_pool(2)
     with threadpool_limits(limits=1, user_api="blas"):
         assert conv_cpu._workers() == 1
     with threadpool_limits(limits=2, user_api="blas"):
         assert conv_cpu._workers() == 2
     with threadpool_limits(limits=8, user_api="blas"):
-        assert conv_cpu._workers() == conv_cpu.MAX_WORKERS
+        assert conv_cpu._workers() == cpu_threads.MAX_WORKERS
 
 
 def test_without_openblas_kernels_stay_on_one_thread(monkeypatch):
-    monkeypatch.setattr(conv_cpu, "_blas", conv_cpu._OpenBlas())
-    monkeypatch.setattr(conv_cpu._blas, "_found", True)      # found nothing usable
+    monkeypatch.setattr(cpu_threads, "_blas", cpu_threads._OpenBlas())
+    monkeypatch.setattr(cpu_threads._blas, "_found", True)      # found nothing usable
     monkeypatch.setattr(conv_cpu, "WORKERS", 4)
-    assert conv_cpu._workers() == 1 and conv_cpu._blas.budget() == 1
+    assert conv_cpu._workers() == 1 and cpu_threads._blas.budget() == 1
     g = conv_cpu._Geometry((4, 1, 3, 3), (1, 1, 2, 2), (0, 0), (1, 1), (1, 1), 8)
     assert conv_cpu._split(g, lambda spans, k: (spans, k)) == [(g.spans, 0)]
 
@@ -347,13 +335,14 @@ def test_workspace_counts_the_pool_threads(workers):
     fn = conv_cpu.bind_conv("conv4", x.shape, w.shape, x.dtype, (0, 0), (1, 1), (1, 1), 0,
                             1.0, last=True)
     fn(w, x)
-    assert conv_cpu._pool_bufs and all(b.nbytes > 0 for b in conv_cpu._pool_bufs.values())
-    own = conv_cpu._local.buf.nbytes
+    bufs = cpu_threads._pool_bufs
+    assert bufs and all(b.nbytes > 0 for b in bufs.values())
+    own = cpu_threads._local.buf.nbytes
     assert conv_cpu.workspace_bytes() == own + sum(
-        b.nbytes for b in conv_cpu._pool_bufs.values())
-    before = dict(conv_cpu._pool_bufs)
+        b.nbytes for b in cpu_threads._pool_bufs.values())
+    before = dict(cpu_threads._pool_bufs)
     fn(w, x)        # a pool thread keeps its workspace from call to call
-    assert all(conv_cpu._pool_bufs[t] is b for t, b in before.items())
+    assert all(cpu_threads._pool_bufs[t] is b for t, b in before.items())
 
 
 @needs_pool
@@ -375,3 +364,38 @@ def test_a_forked_child_splits_too(workers):
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+@pytest.mark.parametrize("n, chunk_images, share_images", [(100, 50, 25), (100, 25, 13),
+                                                            (7, 7, 2), (5, 5, 1), (3, 2, 9)])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_split_chunks_are_held_to_share_bytes(n, chunk_images, share_images, threads,
+                                              monkeypatch):
+    # split, each thread's chunks are held to SHARE_BYTES of columns (never more than a chunk)
+    monkeypatch.setattr(conv_cpu, "CHUNK_BYTES", 8 * chunk_images)
+    monkeypatch.setattr(conv_cpu, "SHARE_BYTES", 8 * share_images)
+    g = conv_cpu._Geometry((n, 1, 1, 1), (1, 1, 1, 1), (0, 0), (1, 1), (1, 1), 8)
+    shares = g.share(threads)
+    spans = [s for share in shares for s in share]
+    assert [a for a, _ in spans] + [n] == [0] + [b for _, b in spans]
+    assert max(b - a for a, b in spans) <= min(chunk_images, share_images, n)
+    if len(spans) < n:
+        assert len({len(share) for share in shares}) == 1
+
+
+@needs_pool
+def test_split_workspaces_hold_only_their_chunks(workers, monkeypatch):
+    # two threads with chunks half a one-thread chunk's size: each workspace about half
+    monkeypatch.setattr(conv_cpu, "CHUNK_BYTES", 8 * 8 * 100)     # 8 images of 10x10 columns
+    monkeypatch.setattr(conv_cpu, "SHARE_BYTES", 8 * 4 * 100)
+    rs = np.random.RandomState(3)
+    x, w, _ = _problem(rs, (16, 1, 10, 10), (1, 1, 1, 1), _attrs())
+    fn = conv_cpu.bind_conv("conv4", x.shape, w.shape, x.dtype, (0, 0), (1, 1), (1, 1), 0,
+                            1.0, last=False)
+    workers(2)
+    want = Conv4.forward(np, w, x, **_attrs())
+    cpu_threads._local.buf = None
+    cpu_threads._pool_bufs.clear()
+    np.testing.assert_allclose(fn(w, x), want, rtol=1e-12)
+    sizes = [cpu_threads._local.buf.nbytes] + [b.nbytes for b in cpu_threads._pool_bufs.values()]
+    assert len(sizes) == 2 and max(sizes) <= 8 * 4 * 100 + 64

@@ -16,6 +16,7 @@ import knetflow as kf
 from knetflow.ops import elementwise as ew
 from knetflow.ops.base import spec_of
 from tests.ops.harness import Arg, Case, check
+from tests.ops.threads import force_split, needs_pool
 
 # Knet's selu constants (seed 000), written out here rather than read from the module
 LAMBDA01 = 1.0507009873554805
@@ -354,3 +355,53 @@ def test_relu_in_a_plan_equals_the_eager_relu_small_blocked_and_strided(shape):
     if len(shape) == 2:
         xt = np.asfortranarray(x)  # not C-contiguous: the forward's path
         np.testing.assert_array_equal(plan.run({"x": xt})[0], np.maximum(x, 0))
+
+
+# ---- relu's gradient on big arrays, split between threads (knetflow/ops/cpu_threads.py) ----
+
+
+def _bound_relu_grad(g, y):
+    from knetflow.ops.base import Spec
+
+    specs = [spec_of(g), spec_of(y)]
+    return kf.get_op("relu_grad").bind(np, {}, specs, Spec(g.shape, str(g.dtype)))
+
+
+@needs_pool
+@pytest.mark.parametrize("shape", [(2, 3), (7, 5, 3), (101, 64)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_split_relu_grad_matches_the_forward(shape, dtype, monkeypatch):
+    rs = np.random.RandomState(0)
+    g = rs.randn(*shape).astype(dtype)
+    y = np.maximum(np.round(rs.randn(*shape)), 0).astype(dtype)     # zeros: no gradient
+    y.flat[::7] = np.nan
+    want = ew.ReluGrad.forward(np, g, y)
+    force_split(monkeypatch, 2)
+    fn = _bound_relu_grad(g, y)
+    np.testing.assert_array_equal(fn(g, y), want)
+    out = np.full_like(g, 7.0)
+    assert fn(g, y, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    assert fn(g, y, out=g) is g              # a plan may hand over g's buffer (inplace)
+    np.testing.assert_array_equal(g, want)
+
+
+def test_relu_grad_binds_only_big_arrays_of_one_shape(monkeypatch):
+    from knetflow.ops import cpu_threads
+
+    g = np.ones((4, 3), "float32")
+    assert _bound_relu_grad(g, g) is None                   # below SPLIT_BYTES
+    monkeypatch.setattr(cpu_threads, "SPLIT_BYTES", 0)
+    assert _bound_relu_grad(g, g) is not None
+    assert _bound_relu_grad(g, np.ones((1, 3), "float32")) is None     # broadcast
+    assert _bound_relu_grad(np.ones((), "float32"), np.ones((), "float32")) is None
+
+
+def test_relu_grad_on_one_thread_budget_stays_on_this_thread(monkeypatch):
+    from knetflow.ops import cpu_threads
+
+    monkeypatch.setattr(cpu_threads, "SPLIT_BYTES", 0)
+    monkeypatch.setattr(cpu_threads, "WORKERS", 1)
+    monkeypatch.setattr(cpu_threads, "run", lambda jobs: pytest.fail("split on 1 thread"))
+    g, y = np.arange(-3.0, 3.0).reshape(3, 2), np.arange(6.0).reshape(3, 2) - 2
+    np.testing.assert_array_equal(_bound_relu_grad(g, y)(g, y), g * (y > 0))

@@ -21,6 +21,7 @@ from knetflow.ops import cudnn
 from knetflow.ops.pool import pool, pool_grad, pool_select, unpool
 from tests.ops.cudnn_fake import NumpyCudnn
 from tests.ops.harness import Arg, Case, check, check_into_planned_buffers
+from tests.ops.threads import force_split, needs_pool
 
 
 def _tup(v, nd):
@@ -529,3 +530,113 @@ def test_bound_2x2_max_pool_grad_settles_ties_itself(dtype, monkeypatch):
     assert not calls
     np.testing.assert_array_equal(got, want)
     assert got[0, 0, 0, 0] == dy[0, 0, 0, 0] and not got[0, 0, :2, :2].ravel()[1:].any()
+
+
+# ---- big pooling kernels split between threads (knetflow/ops/cpu_threads.py) ----
+
+
+def _bound(opname, arrays, out, **attrs):
+    from knetflow.ops.base import Spec, get_op
+
+    specs = [Spec(a.shape, str(a.dtype)) for a in arrays]
+    return get_op(opname).bind(np, attrs, specs, Spec(out.shape, str(out.dtype)))
+
+
+@needs_pool
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_split_pool_matches_one_thread(data):
+    """Every mode, padding and stride, odd batches (parts of unequal size), ties and NaN:
+    the batch pooled in parts on two threads gives the one-thread values exactly."""
+    draw = data.draw
+    nd = draw(st.integers(1, 2))
+    window = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    padding = tuple(draw(st.integers(0, w - 1)) for w in window)
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    xs = (draw(st.integers(2, 7)), draw(st.integers(1, 3))) + tuple(
+        draw(st.integers(max(1, w - 2 * p), 7)) for w, p in zip(window, padding))
+    attrs = _grad_attrs(window, mode=draw(st.integers(0, 3)), nanopt=draw(st.integers(0, 1)),
+                        alpha=draw(st.sampled_from([1.0, 0.5])), padding=padding,
+                        stride=stride)
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    rs = np.random.RandomState(draw(st.integers(0, 100)))
+    x = np.round(rs.randn(*xs) * draw(st.sampled_from([1.0, 3.0]))).astype(dtype)   # ties
+    if draw(st.booleans()):
+        x.flat[::5] = np.nan
+    want = kf.pool(x, **attrs)
+    with pytest.MonkeyPatch.context() as m:
+        force_split(m, 2)
+        fn = _bound("pool", [x], want, **attrs)
+        assert fn is not None
+        np.testing.assert_array_equal(fn(x), want)
+        out = np.full_like(want, 7.0)
+        assert fn(x, out=out) is out
+        np.testing.assert_array_equal(out, want)
+
+
+@needs_pool
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_split_max_pool_grad_matches_one_thread(data):
+    """Odd batches (two part kernels), ties and NaN (each part may fall back alone)."""
+    draw = data.draw
+    window = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    xs = (draw(st.integers(2, 7)), draw(st.integers(1, 3)),
+          window[0] * draw(st.integers(1, 4)), window[1] * draw(st.integers(1, 4)))
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    attrs = _grad_attrs(window, mode=draw(st.sampled_from([0, 3])),
+                        nanopt=draw(st.integers(0, 1)))
+    rs = np.random.RandomState(draw(st.integers(0, 100)))
+    x = rs.randn(*xs).astype(dtype)
+    values = draw(st.sampled_from(["distinct", "ties", "relu", "nan in one part"]))
+    if values == "ties":
+        x = np.round(x)
+    elif values == "relu":
+        x = np.maximum(x, 0)
+    elif values == "nan in one part":
+        x[-1].flat[::3] = np.nan
+    y = kf.pool(x, **attrs)
+    dy = rs.randn(*y.shape).astype(dtype)
+    want = kf.pool_grad(x, y, dy, **attrs)
+    with pytest.MonkeyPatch.context() as m:
+        force_split(m, 2)
+        fn = _bound("pool_grad", [x, y, dy], x, **attrs)
+        np.testing.assert_array_equal(fn(x, y, dy), want)
+        out = np.full_like(x, 7.0)
+        assert fn(x, y, dy, out=out) is out
+        np.testing.assert_array_equal(out, want)
+
+
+def test_pool_binds_only_arrays_big_enough_to_split(monkeypatch):
+    from knetflow.ops import cpu_threads
+
+    attrs = _grad_attrs((2, 2))
+    x = np.zeros((4, 2, 8, 8), "float32")
+    y = kf.pool(x, **attrs)
+    assert _bound("pool", [x], y, **attrs) is None          # below SPLIT_BYTES
+    monkeypatch.setattr(cpu_threads, "SPLIT_BYTES", 0)
+    assert _bound("pool", [x], y, **attrs) is not None
+    from knetflow.ops.base import Spec, get_op
+
+    dynamic = Spec((None, 2, 8, 8), "float32")
+    assert get_op("pool").bind(np, attrs, [dynamic], Spec((None, 2, 4, 4), "float32")) is None
+
+
+@pytest.mark.parametrize("opname", ["pool", "pool_grad"])
+def test_a_blas_budget_of_one_thread_keeps_pooling_on_this_thread(opname, monkeypatch):
+    # thread budget 1 (a CPU device's share, or WORKERS=1): no part goes to another thread
+    from knetflow.ops import cpu_threads
+
+    monkeypatch.setattr(cpu_threads, "SPLIT_BYTES", 0)
+    monkeypatch.setattr(cpu_threads, "WORKERS", 1)
+    monkeypatch.setattr(cpu_threads, "run", lambda jobs: pytest.fail("split on 1 thread"))
+    rs = np.random.RandomState(5)
+    attrs = _grad_attrs((2, 2))
+    x = rs.randn(6, 2, 4, 4).astype("float32")
+    y = kf.pool(x, **attrs)
+    dy = rs.randn(*y.shape).astype("float32")
+    if opname == "pool":
+        np.testing.assert_array_equal(_bound("pool", [x], y, **attrs)(x), y)
+    else:
+        np.testing.assert_array_equal(_bound("pool_grad", [x, y, dy], x, **attrs)(x, y, dy),
+                                      kf.pool_grad(x, y, dy, **attrs))
