@@ -183,26 +183,31 @@ def _conv_last(g, w, x, out, mode, alpha, carve):
 
 
 def _filter_last(g, x, dy, dw, carve):
+    # the sum is built transposed, (rows, Co) = cols @ dy^T: OpenBLAS runs that orientation
+    # faster than dy @ cols^T (LeNet's second layer: 0.73x with SkylakeX kernels, 0.94x Haswell)
     def job(spans, k):
         acc = None
         for a, b in spans:
             n = b - a
-            xb, cols, dyb, part, mine = carve.arrays([
-                (g.c, g.hp, g.wp, n), (g.c, g.kh, g.kw, g.ho, g.wo, n), (g.co, g.ho, g.wo, n),
-                (g.co, g.rows), (g.co, g.rows)])
+            # the running sum first: its place in the workspace does not depend on n
+            mine, part, xb, cols, dyb = carve.arrays([
+                (g.rows, g.co), (g.rows, g.co), (g.c, g.hp, g.wp, n),
+                (g.c, g.kh, g.kw, g.ho, g.wo, n), (g.co, g.ho, g.wo, n)])
             _fill_last(g, x, a, b, xb, cols)
             dyb[...] = dy[a:b].transpose(1, 2, 3, 0)
+            product = np.matmul(cols.reshape(g.rows, -1), dyb.reshape(g.co, -1).T,
+                                out=mine if acc is None else part)
             if acc is None:
-                # the first chunk's product is the sum so far: dw here, another thread's own buffer
-                acc = dw if k == 0 else mine
-                np.matmul(dyb.reshape(g.co, -1), cols.reshape(g.rows, -1).T, out=acc)
+                acc = product
             else:
-                np.matmul(dyb.reshape(g.co, -1), cols.reshape(g.rows, -1).T, out=part)
-                acc += part
+                acc += product
         return acc
 
-    for part in _split(g, job)[1:]:
-        dw += part
+    # each thread's sum lies in its own workspace, untouched until its next kernel call
+    parts = _split(g, job)
+    for part in parts[1:]:
+        parts[0] += part
+    dw[...] = parts[0].T
     return dw
 
 
@@ -265,9 +270,10 @@ def _filter_first(g, x, dy, dw, carve):
         acc = None
         for a, b in spans:
             n = b - a
-            xb, cols, parts, mine = carve.arrays([
-                _pad_shape(g, n), (n, g.c, g.kh, g.kw, g.ho, g.wo), (n, g.co, g.rows),
-                (g.co, g.rows)])
+            # the running sum first: its place in the workspace does not depend on n
+            mine, xb, cols, parts = carve.arrays([
+                (g.co, g.rows), _pad_shape(g, n), (n, g.c, g.kh, g.kw, g.ho, g.wo),
+                (n, g.co, g.rows)])
             _fill_first(g, x, a, b, xb, cols)
             np.matmul(dyp[a:b], cols.reshape(n, g.rows, g.pixels).transpose(0, 2, 1),
                       out=parts)

@@ -399,3 +399,20 @@ def test_split_workspaces_hold_only_their_chunks(workers, monkeypatch):
     np.testing.assert_allclose(fn(w, x), want, rtol=1e-12)
     sizes = [cpu_threads._local.buf.nbytes] + [b.nbytes for b in cpu_threads._pool_bufs.values()]
     assert len(sizes) == 2 and max(sizes) <= 8 * 4 * 100 + 64
+
+
+@needs_pool
+@pytest.mark.parametrize("last", [False, True])
+def test_a_filter_sum_survives_chunks_of_unequal_size(last, workers, monkeypatch):
+    # a thread's running sum lives in its workspace while later chunks, smaller by an
+    # image, carve theirs: few pixels and many filters make the sum bigger than an image
+    monkeypatch.setattr(conv_cpu, "CHUNK_BYTES", 8 * 12 * 2)     # 2 images of 12x1 columns
+    rs = np.random.RandomState(6)
+    attrs = _attrs()
+    x, w, dy = _problem(rs, (7, 3, 2, 2), (16, 3, 2, 2), attrs)
+    fn = conv_cpu.bind_conv("conv4_filter", x.shape, w.shape, x.dtype, (0, 0), (1, 1),
+                            (1, 1), 0, 1.0, last)
+    want = Conv4Filter.forward(np, x, dy, w, **attrs)
+    for n in (1, 2):
+        workers(n)
+        np.testing.assert_allclose(fn(x, dy, w), want, rtol=1e-12, atol=1e-12)
