@@ -200,3 +200,37 @@ def _canon(index):
     from knetflow.ops.index import _canon_index
 
     return _canon_index(index)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 40), st.sampled_from([(), (3,), (2, 2)]),
+       st.sampled_from(["float32", "float64"]), st.integers(0, 2 ** 31))
+def test_a_plan_groups_repeated_rows_as_add_at_adds_them(rows, n, tail, dtype, seed):
+    """The bound kernel (one sort, add.reduceat, one addition per row) against add.at;
+    float64 sums in another order agree to rounding."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows,) + tail).astype(dtype)
+    ids = rng.integers(0, rows, size=(n,))
+    update = rng.standard_normal((n,) + tail).astype(dtype)
+    want, before = x.copy(), x.copy()
+    np.add.at(want, ids, update)
+    xs = kf.placeholder("x", x.shape, dtype)
+    us = kf.placeholder("u", update.shape, dtype)
+    ys = kf.placeholder("i", ids.shape, "int64")
+    plan = kf.compile(kf.Graph([kf.index_add(xs, ys, us)]))
+    (got,) = plan.run({"x": x, "u": update, "i": ids})
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(x, before)   # x is read, never written
+
+
+def test_a_planned_index_add_with_negative_or_out_of_range_ids_does_as_numpy():
+    x = np.zeros((2, 3), "float32")
+    update = np.ones((8, 3), "float32")
+    xs, us = kf.placeholder("x", (2, 3)), kf.placeholder("u", (8, 3))
+    ys = kf.placeholder("i", (8,), "int64")
+    plan = kf.compile(kf.Graph([kf.index_add(xs, ys, us)]))
+    (got,) = plan.run({"x": x, "u": update, "i": np.array([0, -1, 1, -2, 0, 0, 1, -1])})
+    np.testing.assert_array_equal(got, np.full((2, 3), 4.0, "float32"))
+    with pytest.raises(kf.ExecutionError, match=r"index_add failed .*IndexError"):
+        plan.run({"x": x, "u": update, "i": np.array([0, 1, 2, 0, 0, 0, 0, 0])})
