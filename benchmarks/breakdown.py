@@ -9,11 +9,11 @@ x, y)`, then each Param updated from `kf.grad(r, p)`), on one batch:
 - "in a step": real steps run with timers around kf.diff's internals (recognizing
   the call: `trace_cache.find`, which runs the function's compiled capture guard of
   graph/capture_guard.py, or the full capture walk and the keyed lookup when no guard
-  answers; `Entry.inputs`, the plan's input list; `Plan.run_inputs`; `Entry.params`)
+  answers; `Entry.run`, which runs the program the guard's shapes select, or
+  `Plan.run_inputs`; `Entry.inputs`, the plan's input list; `Entry.params`)
   and with the plan's program swapped for its profiled copy (the same kernels, a
-  timer around each op). Derived parts: `Plan.run`'s own Python (dtype checks, the
-  shape key, the program lookup, the update write-back) = Plan.run_inputs -
-  program.fn; the generated function's own lines = program.fn - the ops - the
+  timer around each op). Derived parts: `Entry.run`'s own Python = Entry.run -
+  program.fn - Entry.inputs; the generated function's own lines = program.fn - the ops - the
   timers' lines; the rest of kf.diff (gradients dict, DiffResult, the loss as a
   float). Each timer's measured cost is taken off the part around it. These rounds
   alternate with rounds of the same step untimed;
@@ -214,7 +214,7 @@ def in_step(loss, model, x, y, lr, inner, calls, repeat, ticks, wrap_us):
             meter.patch(inner["trace_cache"], "find", "find")
             meter.patch(inner["entry"], "inputs", "Entry.inputs")
             meter.patch(type(inner["entry"]), "params", "after the run")
-            meter.patch(inner["plan"], "run_inputs", "Plan.run")
+            meter.patch(type(inner["entry"]), "run", "Plan.run")
             program = inner["program"]
             old_fn = program.fn
             program.fn = meter.wrap("program.fn", inner["timed"].fn)
@@ -237,8 +237,8 @@ def in_step(loss, model, x, y, lr, inner, calls, repeat, ticks, wrap_us):
         row["step"], row["timed step"] = plain_us, timed_us
         # derived parts per round (medians of differences are steadier than differences
         # of medians); each wrapper's own cost lands in the part around it and is taken
-        # off there: kf.diff calls 5 wrapped functions (find, inputs, Plan.run_inputs,
-        # program.fn inside it, params), Plan.run_inputs one
+        # off there: kf.diff calls 5 wrapped functions (find, Entry.run, and inside it
+        # Entry.inputs and program.fn, Entry.params), Entry.run two
         row["kf.diff net"] = row["kf.diff"]
         if inner:
             fn_calls += calls
@@ -252,11 +252,12 @@ def in_step(loss, model, x, y, lr, inner, calls, repeat, ticks, wrap_us):
             n_ops = sum(not n.is_leaf for n in nodes)
             row["ops"] = ops_us
             row["kf.diff net"] = row["kf.diff"] - 5 * wrap_us
-            row["Plan.run net"] = row["Plan.run"] - wrap_us
-            row["Plan.run own"] = row["Plan.run net"] - row["program.fn"]
+            row["Plan.run net"] = row["Plan.run"] - 2 * wrap_us
+            row["Plan.run own"] = (row["Plan.run net"] - row["program.fn"]
+                                   - row["Entry.inputs"])
             row["generated lines"] = row["program.fn"] - ops_us - n_ops * pair
             row["rest"] = row["kf.diff net"] - row["Plan.run net"] - sum(
-                row[k] for k in ("find", "Entry.inputs", "after the run"))
+                row[k] for k in ("find", "after the run"))
         for name, v in row.items():
             rounds.setdefault(name, []).append(v)
     med = {name: P.median(v) for name, v in rounds.items()}
@@ -487,7 +488,7 @@ def breakdown(name, spec, args, ticks, wrap_us):
             "capture walk": lambda: inner["capture"](loss, (x, y), {}),
             "cache lookup": lambda: inner["lookup"](loss, (x, y), {}, c),
             "Entry.inputs": lambda: e.inputs(c.leaves, c),
-            "Plan.run": lambda: plan.run_inputs(arrays),
+            "Plan.run": lambda: e.run(inner["trace_cache"].find(loss, (x, y), {})[1]),
             "program.fn": lambda: program.fn(arrays, values),
         })
     alone = per_call(parts, args.calls, args.repeat)
@@ -504,11 +505,13 @@ def breakdown(name, spec, args, ticks, wrap_us):
          alone.get("capture walk", NA)),
         ("what the guard replaces: the keyed lookup (key hash, Entry.fits)", 3, NA,
          alone.get("cache lookup", NA)),
-        ("Entry.inputs (the plan's input list)", 2, g("Entry.inputs", NA),
+        ("Entry.run (the plan's program the guard selected, or Plan.run_inputs)", 2,
+         g("Plan.run net", NA), alone.get("Plan.run", NA) - alone.get("find", NA)),
+        ("Entry.inputs (the plan's input list)", 3, g("Entry.inputs", NA),
          alone.get("Entry.inputs", NA)),
-        ("Plan.run_inputs", 2, g("Plan.run net", NA), alone.get("Plan.run", NA)),
-        ("Plan.run's own Python (Plan.run_inputs - program.fn)", 3, g("Plan.run own", NA),
-         alone.get("Plan.run", NA) - alone.get("program.fn", NA)),
+        ("Entry.run's own Python (Entry.run - program.fn - Entry.inputs)", 3,
+         g("Plan.run own", NA), alone.get("Plan.run", NA) - alone.get("find", NA)
+         - alone.get("program.fn", NA) - alone.get("Entry.inputs", NA)),
         ("generated function's own lines (program.fn - ops - timers)", 3,
          g("generated lines", NA), NA),
         (f"ops, sum of {len(ops)} (profiled, timer taken off)", 3, g("ops", NA), NA),
