@@ -262,13 +262,16 @@ class _Walk:
                     sites.append((fglobals, n, "item"))
 
     def klass(self, cls, t):
-        """A user class: its functions (methods read globals too) and class attributes."""
+        """A user class: its functions (methods read globals too) and class attributes,
+        its user base classes' too."""
         if _library(cls.__module__):
             self.opaque(cls)
             return
         self.parts.append(id(cls))
         self.cap.keep.append(cls)
-        for v in _class_members(cls):
+        names, values = _class_members(cls)
+        self.parts.append(names)
+        for v in values:
             self.visit(v)
 
 
@@ -338,19 +341,25 @@ def is_device_array_type(t) -> bool:
     return registry.is_device_array_type(t)
 
 
-def _class_members(cls) -> list:
-    """What a class holds that a method may read: its functions and array attributes."""
-    out = []
-    for k, v in vars(cls).items():
-        if k.startswith("__") and k != "__call__":
+def _class_members(cls) -> tuple:
+    """(names, values): what a user class and its user base classes hold that a method
+    may read, dunder names aside (but `__call__`): functions (a static or class method's,
+    a property's getter) and every other attribute, walked as any value is, so that a
+    class attribute a method reads through `self` (`scale = 2.0`) is keyed too."""
+    names, values = [], []
+    for c in cls.__mro__:
+        if _library(c.__module__):
             continue
-        if isinstance(v, (staticmethod, classmethod)):
-            v = v.__func__
-        elif isinstance(v, property):
-            v = v.fget
-        if type(v) is types.FunctionType or type(v) is np.ndarray or is_param(v):
-            out.append(v)
-    return out
+        for k, v in vars(c).items():
+            if k.startswith("__") and k != "__call__":
+                continue
+            if isinstance(v, (staticmethod, classmethod)):
+                v = v.__func__
+            elif isinstance(v, property):
+                v = v.fget
+            names.append(k)
+            values.append(v)
+    return tuple(names), values
 
 
 def _global_names(code) -> tuple:

@@ -307,7 +307,11 @@ class _Recorder:
             self.opaque(cls, v)
             return
         self.line(f"if {v} is not {self.const(cls)}: return None")
-        self.items(walk_rules._class_members(cls), f"class_members({v})")
+        names, values = walk_rules._class_members(cls)
+        members = self.var()
+        self.line(f"{members} = class_members({v})")
+        self.line(f"if {members}[0] != {self.const(names)}: return None")
+        self.items(values, f"{members}[1]")
 
 
 _MISSING = object()

@@ -315,3 +315,31 @@ def test_an_attribute_the_function_sets_is_carried_out():
         np.testing.assert_array_equal(kf.grad(r.loss)(np.ones(2)), np.full(2, k + 2.0))
         assert type(r.total) is np.ndarray
         np.testing.assert_array_equal(r.total, np.full(2, k + 1.0))
+
+
+class _Scaled:
+    scale = 2.0
+    shift = np.zeros(3)
+
+    def loss(self, x):
+        return kf.sum(x * self.scale + self.shift)
+
+
+class _Child(_Scaled):
+    pass
+
+
+@pytest.mark.parametrize("cls", [_Scaled, _Child])
+def test_a_class_attribute_read_through_self_is_keyed_or_fed(cls, monkeypatch):
+    """A number on the class (or a base class) is static, an array on it is fed: a
+    changed value must never get the answer cached for the old one."""
+    monkeypatch.setattr(_Scaled, "scale", 2.0)
+    monkeypatch.setattr(_Scaled, "shift", np.zeros(3))
+    m, x = cls(), np.ones(3)
+    assert [kf.diff(m.loss, x).value for _ in range(3)] == [6.0] * 3   # cached, recognized
+    _Scaled.scale = 3.0
+    assert kf.diff(m.loss, x).value == 9.0
+    _Scaled.shift = np.ones(3)
+    assert kf.diff(m.loss, x).value == 12.0
+    _Scaled.shift[...] = 2.0
+    assert kf.diff(m.loss, x).value == 15.0
