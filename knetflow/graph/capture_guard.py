@@ -68,12 +68,13 @@ def compile_guard(f, args, kwargs, cap, make=None):
             rec.line("if kwargs: return None")
     except _Unsupported:
         return None
-    if ([id(x) for x in rec.leaf_values] != [id(x) for x in cap.leaves]
-            or [id(x) for x in rec.walked_values] != [id(x) for x in cap.objects]):
-        return None  # not the walk it was meant to mirror: no guard rather than a wrong one
+    # the recorder must have found what the walk found, and the code it wrote must give
+    # that back for this very call: else no guard, rather than a wrong one
+    if not (_same(rec.leaf_values, cap.leaves) and _same(rec.walked_values, cap.objects)):
+        return None
     found = rec.build(_pair)(f, args, kwargs)
     if found is None or not (_same(found[0], cap.leaves) and _same(found[1], cap.objects)):
-        return None  # not the walk it was meant to mirror: no guard rather than a wrong one
+        return None
     return rec.build(make or _pair)
 
 
