@@ -55,17 +55,19 @@ NA = float("nan")
 
 
 def per_call(fns: dict, calls: int, repeat: int) -> dict:
-    """name -> median microseconds per call; the fns alternate within each round."""
-    for fn in fns.values():
-        fn()
-    rounds = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            t = time.perf_counter()
+    """name -> median microseconds per call; rounds of `calls` calls of each fn alternate
+    (peers.interleaved)."""
+    def batch(fn):
+        def run():
             for _ in range(calls):
                 fn()
-            rounds[name].append((time.perf_counter() - t) / calls * 1e6)
-    return {name: P.median(v) for name, v in rounds.items()}
+        return run
+
+    for fn in fns.values():  # one call each first: a round may be the first to compile
+        fn()
+    rounds = P.interleaved({name: batch(fn) for name, fn in fns.items()}, repeat,
+                           warmup=False)
+    return {name: P.median(v) / calls * 1e6 for name, v in rounds.items()}
 
 
 def fmt(us) -> str:

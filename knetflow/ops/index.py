@@ -14,6 +14,8 @@ boolean, NumPy arrays or Symbols) become extra, never-differentiated inputs;
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from knetflow.devices import registry
@@ -233,7 +235,7 @@ class IndexAdd(Op):
                 or np.dtype(ids.dtype).kind not in "iu" or not ids.size
                 or x.shape[0] * _REPEATS > ids.size):
             return None
-        rows, width, n = x.shape[0], _size(x.shape[1:]), ids.size
+        rows, width, n = x.shape[0], math.prod(x.shape[1:]), ids.size
         forward, index = IndexAdd.forward, attrs["index"]
 
         def index_add(x, update, ids, out=None):
@@ -261,13 +263,6 @@ class IndexAdd(Op):
 
 #: index_add groups the updates by row when there are at least this many ids per row
 _REPEATS = 4
-
-
-def _size(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _add_at(xp, out, where, update):

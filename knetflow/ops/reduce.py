@@ -6,6 +6,8 @@ broadcast pair `broadcast_like` / `sum_to` that gradients of broadcasting use.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from knetflow.ops.base import (
@@ -89,7 +91,7 @@ class Mean(Op):
             return None
         axis, keepdims = attrs.get("axis"), attrs.get("keepdims", False)
         axes = range(x.ndim) if axis is None else axis
-        n = _prod(x.shape[a] for a in axes)
+        n = math.prod(x.shape[a] for a in axes)
         if n == 0:
             return None
         reduce, divide = np.add.reduce, np.true_divide
@@ -185,7 +187,7 @@ class Count(Op):
         return Spec((), x.dtype if x.is_float else "float64")
 
     def forward(xp, x, axis=None):
-        n = x.size if axis is None else int(_prod([x.shape[a] for a in axis]))
+        n = x.size if axis is None else int(math.prod([x.shape[a] for a in axis]))
         return xp.asarray(n, dtype=x.dtype if x.dtype.kind == "f" else "float64")
 
     def bind(xp, attrs, in_specs, out_spec):
@@ -195,7 +197,7 @@ class Count(Op):
         if xp is not np or not x.is_static:
             return None
         axis = attrs.get("axis")
-        n = _prod(x.shape) if axis is None else _prod(x.shape[a] for a in axis)
+        n = math.prod(x.shape) if axis is None else math.prod(x.shape[a] for a in axis)
         value = np.asarray(n, dtype=out_spec.dtype)
         value.flags.writeable = False
 
@@ -316,13 +318,6 @@ def _first(g, like):
     # a copy, not g: the plan's memory planner takes sum_to's result for a new value and
     # may hand g's buffer to another op while the result is still read
     return g.copy()
-
-
-def _prod(xs):
-    n = 1
-    for x in xs:
-        n *= x
-    return n
 
 
 def _axis(opname, x, axis):

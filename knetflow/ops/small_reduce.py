@@ -14,6 +14,8 @@ longer than `DOT_SUM_MAX` stay with `add.reduce`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from knetflow.ops.base import Spec
@@ -23,13 +25,6 @@ __all__ = ["DOT_SUM_MAX", "dot_sum", "row_max"]
 #: the longest run of elements summed through BLAS (float32 rounding stays near
 #: NumPy's at this length: a few ulps per partial sum)
 DOT_SUM_MAX = 4096
-
-
-def _prod(xs) -> int:
-    n = 1
-    for x in xs:
-        n *= x
-    return n
 
 
 def _blas_float(x: Spec) -> bool:
@@ -64,8 +59,8 @@ def dot_sum(x: Spec, axes, out_shape: tuple):
     trail = len(axes) - lead
     if axes[lead:] != tuple(range(n - trail, n)):
         return None
-    first, kept, last = (_prod(x.shape[:lead]), _prod(x.shape[lead:n - trail]),
-                         _prod(x.shape[n - trail:]))
+    first, kept, last = (math.prod(x.shape[:lead]), math.prod(x.shape[lead:n - trail]),
+                         math.prod(x.shape[n - trail:]))
     if kept < 2 or first * last < 2 or max(first, last) > DOT_SUM_MAX:
         return None
     ones_first, ones_last = (np.ones(k, x.dtype) if k > 1 else None for k in (first, last))

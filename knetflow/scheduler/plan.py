@@ -187,6 +187,27 @@ class Plan:
             return outs
         return tuple(o if type(o) is np.ndarray else transfers.to_host(o) for o in outs)
 
+    def direct_program(self, arrays):
+        """The program `run_inputs(arrays)` runs, when it would run it on `arrays` as they
+        are: a one-device host plan with nothing to write back, each input a host array
+        of its input's dtype; else None. A caller that checks the same shapes and dtypes
+        at each call (kf.diff's capture guards) can then `run_program` it directly."""
+        if (not self._host or self._updates or len(arrays) != len(self._input_dtypes)
+                or not all(type(a) is np.ndarray and a.dtype == d
+                           for a, d in zip(arrays, self._input_dtypes))):
+            return None
+        key = tuple([a.shape for a in arrays])
+        program = self._programs.get(key)
+        return program if program is not None else self._program(key)
+
+    def run_program(self, program, arrays) -> tuple:
+        """Run a program `direct_program` gave on inputs of its shapes and dtypes."""
+        self._last = program
+        try:
+            return program.fn(arrays, self._values)
+        except Exception as e:  # noqa: BLE001 - re-raised with the node that failed
+            raise self._explain(e, program) from e
+
     def __call__(self, feed=None, **kw):
         return self.run(feed, **kw)
 

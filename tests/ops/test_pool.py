@@ -455,23 +455,37 @@ def _grad_attrs(window, mode=0, nanopt=1, alpha=1.0, padding=(0, 0), stride=None
             "maxpoolingNanOpt": nanopt, "alpha": alpha}
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.data())
-def test_bound_max_pool_grad_matches_the_general_kernel(data):
-    draw = data.draw
+def _draw_max_pool_grad_problem(draw, batches, kinds):
+    """(x, attrs, rs): a random max pooling of non-overlapping windows that tile x, x of
+    one of `kinds` of values: "distinct", "ties" (equal maxima: the first one in the
+    window gets dy), "relu" (windows of zeros), "nan" or "nan in one part" (the last
+    image only)."""
     window = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    xs = (draw(st.integers(1, 3)), draw(st.integers(1, 3)),
+    xs = (draw(batches), draw(st.integers(1, 3)),
           window[0] * draw(st.integers(1, 4)), window[1] * draw(st.integers(1, 4)))
     dtype = draw(st.sampled_from(["float32", "float64"]))
     attrs = _grad_attrs(window, mode=draw(st.sampled_from([0, 3])),
                         nanopt=draw(st.integers(0, 1)))
     rs = np.random.RandomState(draw(st.integers(0, 100)))
     x = rs.randn(*xs).astype(dtype)
-    values = draw(st.sampled_from(["distinct", "ties", "nan"]))
-    if values == "ties":        # equal maxima: the first one in the window gets dy
+    values = draw(st.sampled_from(kinds))
+    if values == "ties":
         x = np.round(x)
+    elif values == "relu":
+        x = np.maximum(x, 0)
     elif values == "nan":
         x.flat[::3] = np.nan
+    elif values == "nan in one part":
+        x[-1].flat[::3] = np.nan
+    return x, attrs, rs
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_bound_max_pool_grad_matches_the_general_kernel(data):
+    x, attrs, rs = _draw_max_pool_grad_problem(data.draw, st.integers(1, 3),
+                                               ["distinct", "ties", "nan"])
+    dtype = x.dtype
     y, dy = kf.pool(x, **attrs), rs.randn(*kf.pool(x, **attrs).shape).astype(dtype)
     fn = _bound_grad(x, y, dy, **attrs)
     assert fn is not None
@@ -579,24 +593,10 @@ def test_split_pool_matches_one_thread(data):
 @given(st.data())
 def test_split_max_pool_grad_matches_one_thread(data):
     """Odd batches (two part kernels), ties and NaN (each part may fall back alone)."""
-    draw = data.draw
-    window = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    xs = (draw(st.integers(2, 7)), draw(st.integers(1, 3)),
-          window[0] * draw(st.integers(1, 4)), window[1] * draw(st.integers(1, 4)))
-    dtype = draw(st.sampled_from(["float32", "float64"]))
-    attrs = _grad_attrs(window, mode=draw(st.sampled_from([0, 3])),
-                        nanopt=draw(st.integers(0, 1)))
-    rs = np.random.RandomState(draw(st.integers(0, 100)))
-    x = rs.randn(*xs).astype(dtype)
-    values = draw(st.sampled_from(["distinct", "ties", "relu", "nan in one part"]))
-    if values == "ties":
-        x = np.round(x)
-    elif values == "relu":
-        x = np.maximum(x, 0)
-    elif values == "nan in one part":
-        x[-1].flat[::3] = np.nan
+    x, attrs, rs = _draw_max_pool_grad_problem(
+        data.draw, st.integers(2, 7), ["distinct", "ties", "relu", "nan in one part"])
     y = kf.pool(x, **attrs)
-    dy = rs.randn(*y.shape).astype(dtype)
+    dy = rs.randn(*y.shape).astype(x.dtype)
     want = kf.pool_grad(x, y, dy, **attrs)
     with pytest.MonkeyPatch.context() as m:
         force_split(m, 2)

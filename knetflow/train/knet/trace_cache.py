@@ -95,28 +95,15 @@ class TraceEntry:
         program = self.direct.get(cap.token)
         if program is None:
             return self._plan.run_inputs(self.inputs(cap.leaves, cap), self.on_device)
-        plan = self._plan  # a guard checked what run_inputs would check: run the program
-        plan._last = program
-        try:
-            return program.fn(self.inputs(cap.leaves, cap), plan._values)
-        except Exception as e:  # noqa: BLE001 - re-raised naming the node that failed
-            raise plan._explain(e, program) from e
+        # the guard checked the shapes and dtypes that selected this program
+        return self._plan.run_program(program, self.inputs(cap.leaves, cap))
 
     def program_for(self, cap):
-        """The plan's program for this call's input shapes when every input is a walked
-        host array of the plan's dtype and the plan runs on the host with nothing to
-        write back: what `Plan.run_inputs` would do for a call of the same shapes and
-        dtypes, which a guard checks. None otherwise."""
-        plan = self.plan
-        if not plan._host or plan._updates or self._others:
+        """The plan's program a guard of this call may run directly (`Plan.direct_program`),
+        when every input is a walked value, which the guard checks; else None."""
+        if self._others:
             return None
-        values = self.inputs(cap.leaves, cap)
-        if not all(type(v) is np.ndarray and v.dtype == d
-                   for v, d in zip(values, plan._input_dtypes)):
-            return None
-        key = tuple([v.shape for v in values])
-        program = plan._programs.get(key)
-        return program if program is not None else plan._program(key)
+        return self._plan.direct_program(self.inputs(cap.leaves, cap))
 
     def params(self, cap) -> list:
         """The differentiated Params of a call, in the order of the plan's gradients."""
