@@ -13,6 +13,7 @@ from __future__ import annotations
 from knetflow.errors import ShapeError
 from knetflow.graph.build import const
 from knetflow.graph.node import Graph, Node, toposort
+from knetflow.graph.passes.project import fold_embedding_projections
 from knetflow.graph.symbol import Symbol
 from knetflow.ops import reduce
 from knetflow.ops.base import Get, apply, get_op
@@ -23,7 +24,9 @@ def backward(graph, wrt=None) -> Graph:
 
     `wrt` is a list of param/input nodes, Symbols or names (default: every param
     not marked `trainable=False`).
-    The first output must be a scalar.
+    The first output must be a scalar. The outputs come as the graph computes them
+    best for differentiating: a lookup in a small table that feeds an RNN layer is
+    folded through its input matrix first (`fold_embedding_projections`).
 
     Example:
         >>> import knetflow as kf, numpy as np
@@ -34,6 +37,8 @@ def backward(graph, wrt=None) -> Graph:
     """
     if not isinstance(graph, Graph):
         graph = Graph(graph)
+    # rewrites that make the derived graph cheaper go first (same values, other rounding)
+    graph = fold_embedding_projections(graph)
     loss = graph.outputs[0]
     if loss.spec.shape != ():
         raise ShapeError(

@@ -26,7 +26,19 @@ from knetflow.ops.base import Spec, spec_of
 
 # with a trailing separator, so that e.g. `knetflow_extra/` or `numpyro/` stay user code
 _PKG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
-_NUMPY_DIR = os.path.join(os.path.dirname(np.__file__), "")
+_NUMPY_DIR = os.path.join(os.path.dirname(os.path.abspath(np.__file__)), "")
+_LIBRARY = {}   # a code object's file name -> whether it is knetflow's, numpy's or frozen
+
+
+def _is_library(path: str) -> bool:
+    known = _LIBRARY.get(path)
+    if known is None:
+        # absolute first: a package imported through a relative sys.path entry (a script's
+        # `sys.path.insert(0, "..")`) has relative file names
+        full = os.path.abspath(path)
+        known = _LIBRARY[path] = (full.startswith(_PKG_DIR) or full.startswith(_NUMPY_DIR)
+                                  or path.startswith("<frozen"))
+    return known
 
 
 def user_line() -> str:
@@ -34,7 +46,7 @@ def user_line() -> str:
     frame = sys._getframe(1)
     while frame is not None:
         path = frame.f_code.co_filename
-        if not (path.startswith(_PKG_DIR) or path.startswith(_NUMPY_DIR) or path.startswith("<frozen")):
+        if not _is_library(path):
             return f"{os.path.basename(path)}:{frame.f_lineno}"
         frame = frame.f_back
     return "?"

@@ -136,12 +136,16 @@ def _gates_onnx(ctx, name, spec, order, hidden):
     return ctx.emit("Reshape", [picked, ctx.ints([g * hidden, -1])])
 
 
-def _rnn_weights(ctx, wx, wh, bx, bh, order, hidden, dtype) -> tuple:
-    """ONNX's W (1, G*H, X), R (1, G*H, H) and B (1, 2*G*H) from knetflow's weights."""
+def _rnn_weights(ctx, wx, wh, bx, bh, order, hidden, dtype, terms=False) -> tuple:
+    """ONNX's W (1, G*H, X), R (1, G*H, H) and B (1, 2*G*H) from knetflow's weights.
+
+    Without wx, x holds the input terms: of every gate (skip_input), or with
+    `terms` each gate's own (G*H wide)."""
     g = len(order)
     values = [ctx.value(v) if v is not None else None for v in (wx, wh, bx, bh)]
     if wx is None:   # skip_input: every gate reads x itself
-        values[0] = np.tile(np.eye(hidden, dtype=dtype), (1, g))
+        values[0] = np.eye(g * hidden, dtype=dtype) if terms else \
+            np.tile(np.eye(hidden, dtype=dtype), (1, g))
     if all(v is not None for v in values):
         w, r, b1, b2 = (_gates_np(np.asarray(v, dtype=dtype), order, hidden) for v in values)
         return (ctx.const(w[None], dtype), ctx.const(r[None], dtype),
@@ -171,10 +175,15 @@ def _rnn_scan(ctx, node):
         ctx.fail("the hidden size must be static")
     dtype = node.spec[0].dtype
     op_type, order, extra = _RNN_FORMS[a["mode"]]
-    w, r, b = _rnn_weights(ctx, wx, wh, bx, bh, order, hidden, dtype)
+    lookup = a.get("lookup", False)
+    if lookup:  # the input terms are rows of the table in wx, read through W = I
+        x_name, wx = ctx.emit("Gather", [ctx.arg(wx, dtype), ctx.arg(x)], axis=0), None
+    else:
+        x_name = ctx.arg(x, dtype)
+    w, r, b = _rnn_weights(ctx, wx, wh, bx, bh, order, hidden, dtype, terms=lookup)
     axis0 = ctx.ints([0])
     states = [ctx.emit("Unsqueeze", [ctx.arg(s, dtype), axis0]) for s in state]
-    inputs = [ctx.arg(x, dtype), w, r, b, ""] + states
+    inputs = [x_name, w, r, b, ""] + states
     n_final = 2 if a["mode"] == "lstm" else 1
     outs = ctx.emit(op_type, inputs, outputs=1 + n_final, hidden_size=int(hidden),
                     direction="reverse" if a.get("reverse") else "forward", **extra)

@@ -15,6 +15,7 @@ boolean, NumPy arrays or Symbols) become extra, never-differentiated inputs;
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 
@@ -223,9 +224,9 @@ class IndexAdd(Op):
     def bind(xp, attrs, in_specs, out_spec):
         """In a plan, rows of x added to by one integer array of row ids with many repeats
         (an embedding's gradient: ids of a small vocabulary over a whole batch): the
-        updates grouped by row with one stable sort and summed with `add.reduceat`, then
-        added once per row, instead of `add.at`'s one addition per id (20 -> 6 ms for
-        12800 ids of 76 rows, 256 wide). Otherwise, and for ids out of [0, rows), forward."""
+        updates grouped by row with one stable sort and summed per group, then added once
+        per row, instead of `add.at`'s one addition per id (20 -> 1.6 ms for 12800 ids of
+        76 rows, 256 wide). Otherwise, and for ids out of [0, rows), forward."""
         if xp is not np or attrs.get("index") != (("array", 0),) or len(in_specs) != 3:
             return None
         x, update, ids = in_specs
@@ -246,8 +247,7 @@ class IndexAdd(Op):
             order = flat.argsort(kind="stable")  # each row's updates in the order given
             ordered = flat[order]
             starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-            sums = np.add.reduceat(update.reshape(n, width).take(order, axis=0), starts,
-                                   axis=0)
+            sums = _group_sums(update.reshape(n, width), order, starts)
             if out is None:
                 out = x.copy()
             else:
@@ -263,6 +263,30 @@ class IndexAdd(Op):
 
 #: index_add groups the updates by row when there are at least this many ids per row
 _REPEATS = 4
+#: ... and sums each group on its own (else all with one add.reduceat) from this many
+_GROUP_ROWS = 16
+
+
+def _group_sums(update, order, starts):
+    """The sums of update's rows in each group: rows order[starts[k]:starts[k + 1]].
+
+    Large groups are gathered one at a time into a block that stays in cache and
+    summed down its rows; `add.reduceat` over all rows gathered at once walks
+    each column down the whole array, which for 4 KB rows costs 10x more.
+    Small groups: the per-group calls would cost more than reduceat.
+    """
+    n, width = update.shape
+    if len(starts) * _GROUP_ROWS > n:
+        return np.add.reduceat(update.take(order, axis=0), starts, axis=0)
+    bounds = np.append(starts, n)
+    sizes = np.diff(bounds)
+    sums = np.empty((len(starts), width), update.dtype)
+    block = np.empty((int(sizes.max()), width), update.dtype)
+    for k, (lo, hi) in enumerate(pairwise(bounds.tolist())):
+        rows = block[:hi - lo]
+        update.take(order[lo:hi], axis=0, out=rows)
+        np.add.reduce(rows, axis=0, out=sums[k])
+    return sums
 
 
 def _add_at(xp, out, where, update):

@@ -1,7 +1,8 @@
 """The time loops under the `rnn_scan` op: forward and BPTT for relu, tanh, gru and lstm.
 
 Written against an array module `xp` (numpy or cupy) on 2-D arrays: the input
-`x2` is (N, X) with the N rows grouped by time step, as in a packed batch.
+`x2` is (N, X) with the N rows grouped by time step, as in a packed batch, or
+for a lookup (N,) integer ids of rows of wx, the table of projected inputs.
 A *schedule* lists the steps in the order they are processed as
 `(row offset, rows)`; a uniform batch is the packed batch whose steps all have
 B rows, and a reversed direction is the same list reversed. Sequences are
@@ -109,12 +110,13 @@ class Projection:
     the first of its chunk, in the order the loop processes the steps. Chunks
     are consecutive steps in that order, so their rows are contiguous in x2
     (reversed steps walk the rows backwards). Without wx (skip_input) a chunk
-    is x2's rows repeated per gate, times `scale`.
+    is x2's rows repeated per gate, times `scale`; for ids x2 (a lookup), the
+    rows of wx they pick.
     """
 
     def __init__(self, xp, x2, wx, bias, steps, width, scratch=None, scale=None):
         self.xp, self.x2, self.wx, self.bias, self.scale = xp, x2, wx, bias, scale
-        per_row = width * x2.dtype.itemsize
+        per_row = width * bias.dtype.itemsize
         most = max([b for _, b in steps] + [CHUNK_BYTES // max(per_row, 1)])
         self.first, self.span = {}, []  # chunk start step -> chunk index; chunk row ranges
         k = 0
@@ -129,7 +131,7 @@ class Projection:
             self.span.append((lo, hi))
             k = j + 1
         rows = max([hi - lo for lo, hi in self.span] + [0])
-        self.buf = _empty(xp, scratch, "projection", (rows, width), x2.dtype)
+        self.buf = _empty(xp, scratch, "projection", (rows, width), bias.dtype)
         self.steps, self.lo = steps, 0
 
     def rows(self, k):
@@ -143,6 +145,8 @@ class Projection:
                 gates = out.shape[1] // self.x2.shape[1]
                 xp.multiply(self.x2[lo:hi, None, :], self.scale.reshape(gates, -1),
                             out=out.reshape(n, gates, -1))
+            elif self.x2.ndim == 1:
+                self.xp.take(self.wx, self.x2[lo:hi], axis=0, out=out)
             else:
                 self.xp.matmul(self.x2[lo:hi], self.wx, out=out)
             out += self.bias
@@ -167,7 +171,7 @@ def _scale(xp, n_gates, hidden, sigm_blocks, dtype):
 def _projection(xp, x2, wx, bias, steps, n_gates, hidden, scratch, scale=None):
     """The Projection of x2 by wx (times scale when given), plus bias (already scaled)."""
     if scale is None:
-        scale = xp.ones(n_gates * hidden, dtype=x2.dtype)
+        scale = xp.ones(n_gates * hidden, dtype=bias.dtype)
         wxs = wx
     else:
         wxs = None if wx is None else wx * scale
@@ -229,7 +233,7 @@ def simple_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=N
                    out=None):
     hidden = wh.shape[0]
     proj = _projection(xp, x2, wx, bx + bh, steps, 1, hidden, scratch)
-    y = _buffer(xp, out, 0, (x2.shape[0], hidden), x2.dtype)
+    y = _buffer(xp, out, 0, (x2.shape[0], hidden), wh.dtype)
     h = _state(xp, h0, batch, hidden, y.dtype, None if out is None else out[1])
     tmp = xp.empty((batch, hidden), y.dtype)
     for k, (off, b) in enumerate(steps):
@@ -270,7 +274,7 @@ def simple_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch, out
 
 def lstm_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None,
                  out=None):
-    H, dtype = wh.shape[0], x2.dtype
+    H, dtype = wh.shape[0], wh.dtype
     scale = _scale(xp, 4, H, (0, 1, 3), dtype)
     shift = 1 - scale
     proj = _projection(xp, x2, wx, (bx + bh) * scale, steps, 4, H, scratch, scale)
@@ -346,7 +350,7 @@ def lstm_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch, out=N
 
 def gru_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None,
                 out=None):
-    H, dtype = wh.shape[0], x2.dtype
+    H, dtype = wh.shape[0], wh.dtype
     # r, z, n; bR stays apart from bW, as n needs it apart
     scale = _scale(xp, 3, H, (0, 1), dtype)
     shift = 1 - scale

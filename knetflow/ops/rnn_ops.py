@@ -13,6 +13,9 @@ x is (T, B, X), or (N, X) packed time step after time step when
 (H, G*H), bx and bh are (G*H,), h0 and c0 are (B, H) with G the number of
 gate blocks (1 for relu/tanh, 3 for gru, 4 for lstm); y is (T, B, H) or (N, H).
 `wx=None` (Knet's skipInput) uses x itself as every gate's input term (X == H).
+`lookup=True` takes x as integer ids, (T, B) or packed (N,), of rows of wx, a
+(V, G*H) table of input terms already projected: the compiler folds an
+embedding through the input matrix this way (`knetflow.graph.passes.project`).
 The op also outputs the arrays its backward reads (gate activations, cell
 states), which the public function hides.
 
@@ -27,7 +30,8 @@ from itertools import pairwise
 
 import numpy as np
 
-from knetflow.ops.base import Op, Spec, TupleSpec, apply_multi, fail, fmt, register
+from knetflow.ops.base import (
+    INT_DTYPES, Op, Spec, TupleSpec, apply_multi, fail, fmt, register)
 from knetflow.ops.rnn_loops import BACKWARD, FORWARD, GATES, SAVED, Scratch, schedule
 
 __all__ = ["rnn_scan"]
@@ -69,7 +73,16 @@ def _rows(opname, x: Spec, batch_sizes):
     return (n,), n, batch_sizes[0]
 
 
-def _check_weights(opname, x, wx, wh, bx, bh, mode):
+def _looked_up(x: Spec, wx: Spec) -> Spec:
+    """What the rows a lookup picks make up: the input x the layer reads."""
+    if x.dtype not in INT_DTYPES:
+        fail("rnn_scan", f"a lookup's input must be integer row ids, got {x.dtype} {fmt(x)}")
+    if wx.ndim != 2:
+        fail("rnn_scan", f"a lookup's table must be (V, G*H), got {fmt(wx)}")
+    return Spec(x.shape + wx.shape[1:], wx.dtype)
+
+
+def _check_weights(opname, x, wx, wh, bx, bh, mode, lookup=False):
     """Hidden size H from wh (H, G*H); every weight's shape checked against it and x."""
     gates = GATES[mode]
     if wh.ndim != 2 or not _same(wh.shape[1], None if wh.shape[0] is None else gates * wh.shape[0]):
@@ -83,6 +96,9 @@ def _check_weights(opname, x, wx, wh, bx, bh, mode):
         if not _same(x.shape[-1], hidden):
             fail(opname, f"skip_input needs input size == hidden size, got input {fmt(x)} "
                          f"and hidden size {hidden}")
+    elif lookup:
+        if not _same(wx.shape[1], width):
+            fail(opname, f"a lookup's table must be (V, {width}) for wh {fmt(wh)}, got {fmt(wx)}")
     elif wx.ndim != 2 or not _same(wx.shape[0], x.shape[-1]) or not _same(wx.shape[1], width):
         fail(opname, f"input weight must be ({x.shape[-1]}, {width}) for input {fmt(x)} and "
                      f"wh {fmt(wh)}, got {fmt(wx)}")
@@ -109,13 +125,18 @@ class RnnScan(Op):
     saves = ("out",)
     outs_arg = True
 
-    def infer(x, *rest, mode="lstm", reverse=False, batch_sizes=None, skip_input=False):
+    def infer(x, *rest, mode="lstm", reverse=False, batch_sizes=None, skip_input=False,
+              lookup=False):
         _check_mode("rnn_scan", mode)
+        if skip_input and lookup:
+            fail("rnn_scan", "a lookup reads its table in wx: it has no skip_input form")
         if len(rest) < (3 if skip_input else 4):
             fail("rnn_scan", f"needs x, {'' if skip_input else 'wx, '}wh, bx and bh")
         wx, wh, bx, bh, state = _split(rest, skip_input)
+        if lookup:
+            x = _looked_up(x, wx)
         dtype = _check_dtypes("rnn_scan", (x,) + tuple(rest))
-        hidden = _check_weights("rnn_scan", x, wx, wh, bx, bh, mode)
+        hidden = _check_weights("rnn_scan", x, wx, wh, bx, bh, mode, lookup)
         lead, n, batch = _rows("rnn_scan", x, batch_sizes)
         if len(state) not in (0, _n_final(mode)):
             fail("rnn_scan", f"{mode} takes {_n_final(mode)} initial state(s) or none, "
@@ -128,8 +149,8 @@ class RnnScan(Op):
                          + _saved_specs(mode, n, hidden, dtype))
 
     def forward(xp, x, *rest, mode="lstm", reverse=False, batch_sizes=None, skip_input=False,
-                out=None):
-        return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, out=out)
+                lookup=False, out=None):
+        return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, lookup, out=out)
 
     def bind(xp, attrs, in_specs, out_spec):
         """On NumPy, the loop with a Scratch of its own: its projection chunk is reused
@@ -139,20 +160,24 @@ class RnnScan(Op):
         scratch, lock = Scratch(), threading.Lock()
         mode, reverse = attrs.get("mode", "lstm"), attrs.get("reverse", False)
         batch_sizes, skip_input = attrs.get("batch_sizes"), attrs.get("skip_input", False)
+        lookup = attrs.get("lookup", False)
 
         def rnn_scan(x, *rest, out=None):
             if not lock.acquire(blocking=False):  # the plan runs on another thread too
-                return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, out=out)
+                return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, lookup,
+                             out=out)
             try:
-                return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, scratch, out)
+                return _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, lookup,
+                             scratch, out)
             finally:
                 lock.release()
 
         return rnn_scan
 
     def grad(gs, outs, x, *rest, mode="lstm", reverse=False, batch_sizes=None,
-             skip_input=False):
+             skip_input=False, lookup=False):
         from knetflow.ops.array import reshape, reshape_like, transpose
+        from knetflow.ops.index import index_add, zeros_like
         from knetflow.ops.linalg import matmul
         from knetflow.ops.reduce import sum as sum_
 
@@ -165,7 +190,10 @@ class RnnScan(Op):
         res = apply_multi(RnnScanGrad, *ins, mode=mode, reverse=reverse,
                           batch_sizes=batch_sizes, given=given, has_state=bool(state))
         dxw, dwh, dbx, dbh = res[:4]
-        if skip_input:
+        if lookup:  # the rows' gradients added up per id: the table's gradient
+            dx = None
+            dwx = (index_add(zeros_like(wx), reshape(x, (-1,)), dxw),)
+        elif skip_input:
             hidden = wh.shape[0]
             dx = reshape_like(sum_(reshape(dxw, (-1, GATES[mode], hidden)), axis=1), x)
             dwx = ()
@@ -175,7 +203,8 @@ class RnnScan(Op):
         return (dx,) + dwx + (dwh, dbx, dbh) + tuple(res[4:4 + len(state)])
 
 
-def _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, scratch=None, out=None):
+def _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, lookup=False, scratch=None,
+          out=None):
     """rnn_scan's outputs: y, the final state(s) and the arrays the backward reads.
 
     `out`: the plan's buffers for these outputs, None where it gives none.
@@ -183,7 +212,11 @@ def _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, scratch=None, out
     wx, wh, bx, bh, state = _split(rest, skip_input)
     h0, c0 = (tuple(state) + (None, None))[:2]
     batch = x.shape[1] if batch_sizes is None else batch_sizes[0]
-    x2 = x.reshape(-1, x.shape[-1])
+    if lookup:  # ids, read as rows of x's own (N, X) with one column
+        x = x[..., None]
+        x2 = x.reshape(-1)
+    else:
+        x2 = x.reshape(-1, x.shape[-1])
     steps = schedule(x2.shape[0], batch, batch_sizes, reverse)
     if out is not None:  # the loops take (y, h, c, *saved), with c None unless lstm
         y_buf = None if out[0] is None else out[0].reshape(-1, wh.shape[0])
@@ -258,13 +291,17 @@ def _batch_sizes(batch_sizes):
     return sizes
 
 
-def rnn_scan(x, wx, wh, bx, bh, h0=None, c0=None, mode="lstm", reverse=False, batch_sizes=None):
+def rnn_scan(x, wx, wh, bx, bh, h0=None, c0=None, mode="lstm", reverse=False, batch_sizes=None,
+             lookup=False):
     """One recurrent layer in one direction over a whole sequence, as one op (Knet `RNN`'s loop).
 
     Returns (y, hT), and (y, hT, cT) for lstm; see the module docstring for
     shapes. `wx=None` skips the input matrix (Knet's skipInput). With only
     one of h0, c0 given, the other starts at zero. `reverse=True` runs from
     the last step to the first (the backward half of a bidirectional layer).
+    `lookup=True`: x holds integer ids, (T, B) or packed (N,), and the input
+    terms of a row are row x of wx, a (V, G*H) table: `rnn_scan(ids, E @ wx, ...,
+    lookup=True)` is `rnn_scan(kf.embedding(E, ids), wx, ...)`.
 
     Example:
         >>> import knetflow as kf, numpy as np
@@ -282,7 +319,10 @@ def rnn_scan(x, wx, wh, bx, bh, h0=None, c0=None, mode="lstm", reverse=False, ba
         h0 = zeros_like(c0) if h0 is None else h0
         c0 = zeros_like(h0) if c0 is None else c0
     state = tuple(s for s in (h0, c0) if s is not None)
+    if lookup and wx is None:
+        fail("rnn_scan", "a lookup reads its rows in wx: give the (V, G*H) table")
     weights = (wh, bx, bh) if wx is None else (wx, wh, bx, bh)
     outs = apply_multi(RnnScan, x, *weights, *state, mode=mode, reverse=bool(reverse),
-                       batch_sizes=_batch_sizes(batch_sizes), skip_input=wx is None)
+                       batch_sizes=_batch_sizes(batch_sizes), skip_input=wx is None,
+                       **({"lookup": True} if lookup else {}))
     return tuple(outs[:1 + _n_final(mode)])

@@ -32,6 +32,7 @@ from knetflow.graph import build
 from knetflow.graph.autodiff import gradients, trainable_params
 from knetflow.graph.build import const, placeholder
 from knetflow.graph.node import Graph
+from knetflow.graph.passes.project import fold_embedding_projections
 from knetflow.graph.passes.rewrite import rewrite, rewrite_nodes
 from knetflow.graph.symbol import Symbol
 from knetflow.ops.base import Spec
@@ -71,6 +72,7 @@ def replicated_backward(graph: Graph, devices: list, loss_reduction: str = "mean
     `param_homes`.
     """
     names = [str(getattr(d, "name", d)) for d in devices]
+    graph = fold_embedding_projections(graph)  # as kf.backward does before differentiating
     split = set(batch_inputs(graph))
     params = trainable_params(graph)
     homes = homes or param_homes(params, names)

@@ -256,10 +256,11 @@ def step_graph(graph, optimizers=None, wrt=None, kinds=None) -> Graph:
     optimizers = SGD() if optimizers is None else optimizers
     graph = graph if isinstance(graph, Graph) else Graph(graph)
     targets = trainable(graph, wrt)
-    derived = backward(graph, wrt=targets)
-    grads = [Symbol(g) for g in derived.outputs[len(graph.outputs):]]
-    updates = {**graph.updates, **apply_updates(optimizers, targets, grads, kinds)}
-    return Graph(list(graph.outputs), inputs=graph.inputs, updates=updates)
+    derived = backward(graph, wrt=targets)  # its outputs are graph's, perhaps rewritten
+    n = len(graph.outputs)
+    grads = [Symbol(g) for g in derived.outputs[n:]]
+    updates = {**derived.updates, **apply_updates(optimizers, targets, grads, kinds)}
+    return Graph(list(derived.outputs[:n]), inputs=derived.inputs, updates=updates)
 
 
 def update_graph(graph: Graph, optimizer, names: list, parts: int = 1) -> Graph:

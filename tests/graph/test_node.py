@@ -1,7 +1,9 @@
 """The IR (graph/node.py, graph/printing.py): Node, toposort, Graph, verify, printing."""
 
 import dataclasses
+import os
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -262,3 +264,17 @@ def test_leaf_nodes_carry_their_user_names():
     g = kf.Graph([kf.sum(x @ w1)])
     assert [p.name for p in g.params] == ["w1"] and [n.name for n in g.inputs] == ["x"]
     assert g.param("w1").name == "w1"
+
+
+def test_the_user_line_when_knetflow_is_imported_through_a_relative_path(tmp_path):
+    """A script that puts the checkout on sys.path as a relative path (as benchmarks/ do)
+    still gets its own lines, not knetflow's."""
+    root = os.path.relpath(os.path.dirname(os.path.dirname(kf.__file__)), tmp_path)
+    script = tmp_path / "script.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {root!r})\nimport knetflow as kf\n"
+                      "print(kf.__file__)\n"
+                      "print((kf.placeholder('x', (2,)) * 2).node.where)\n")
+    out = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert ".." in out[0]      # knetflow came through the relative entry, unnormalized
+    assert out[1] == "script.py:5"

@@ -170,6 +170,22 @@ def test_the_seeds_lstm_over_a_lumped_weight(tmp_path):
     assert_matches(path, plan, feeds)
 
 
+@pytest.mark.parametrize("mode", ["lstm", "gru", "tanh"])
+def test_an_rnn_looking_its_terms_up_in_a_table(tmp_path, mode):
+    """rnn_scan(ids, E @ wx, ..., lookup=True), as kf.backward folds an embedded layer:
+    a Gather of the table's rows read through an identity W."""
+    hidden, width = 3, {"lstm": 12, "gru": 9, "tanh": 3}[mode]
+    ids = kf.placeholder("ids", (4, None), dtype="int64")
+    table = kf.param("E", value=_x(6, 2)) @ kf.param("wx", value=_x(2, width))
+    ws = [kf.param(k, value=_x(*s) * 0.5) for k, s in
+          (("wh", (hidden, width)), ("bx", (width,)), ("bh", (width,)))]
+    y = kf.rnn_scan(ids, table, *ws, mode=mode, lookup=True)[0]
+    plan, path = export_plan(kf.Graph([y]), tmp_path / "lookup.onnx")
+    assert "Gather" in op_types(path)
+    assert_matches(path, plan, [{"ids": RS.randint(0, 6, (4, b)).astype("int64")}
+                                for b in (1, 3)])
+
+
 def test_rnn_weights_computed_in_the_graph(tmp_path):
     """Weights fed as inputs: the gate blocks are reordered by ONNX ops, not NumPy."""
     n, hidden = 3, 2

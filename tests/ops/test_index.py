@@ -205,11 +205,14 @@ def _canon(index):
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 6), st.integers(0, 20), st.sampled_from([(), (3,), (2, 2)]),
-       st.sampled_from(["float32", "float64"]), st.integers(0, 2 ** 31))
-def test_a_plan_groups_repeated_rows_as_add_at_adds_them(rows, extra, tail, dtype, seed):
-    """The bound kernel (one sort, add.reduceat, one addition per row) against add.at;
-    float64 sums in another order agree to rounding."""
-    n = rows * index_ops._REPEATS + extra   # enough repeats for the kernel to bind
+       st.sampled_from(["float32", "float64"]), st.integers(0, 2 ** 31),
+       st.sampled_from(["_REPEATS", "_GROUP_ROWS"]))
+def test_a_plan_groups_repeated_rows_as_add_at_adds_them(rows, extra, tail, dtype, seed,
+                                                          per_row):
+    """The bound kernel (one sort, sums per group, one addition per row) against add.at,
+    with few repeats (one add.reduceat) and many (a sum per group); float64 sums in
+    another order agree to rounding."""
+    n = rows * getattr(index_ops, per_row) + extra   # enough repeats for the kernel to bind
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((rows,) + tail).astype(dtype)
     ids = rng.integers(0, rows, size=(n,))
@@ -226,6 +229,19 @@ def test_a_plan_groups_repeated_rows_as_add_at_adds_them(rows, extra, tail, dtyp
     tol = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
     np.testing.assert_array_equal(x, before)   # x is read, never written
+
+
+@pytest.mark.parametrize("per_row", [2, 40])   # one add.reduceat; a sum per group
+def test_group_sums_adds_the_rows_of_each_group(per_row):
+    rng = np.random.default_rng(per_row)
+    ids = rng.integers(0, 5, size=5 * per_row)
+    update = rng.standard_normal((ids.size, 7))
+    order = ids.argsort(kind="stable")
+    ordered = ids[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    got = index_ops._group_sums(update, order, starts)
+    want = [update[ids == v].sum(axis=0) for v in ordered[starts]]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_a_planned_index_add_with_negative_or_out_of_range_ids_does_as_numpy():

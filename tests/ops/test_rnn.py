@@ -118,13 +118,18 @@ def ref_rnn(r, x, batch_sizes=None, h0=None, c0=None):
 # ---- harness cases of the two ops ----
 
 
-def _scan_case(mode, reverse=False, state=True, batch_sizes=None, skip=False, T=3, B=2, X=2,
-               H=2):
+def _scan_case(mode, reverse=False, state=True, batch_sizes=None, skip=False, lookup=False,
+               T=3, B=2, X=2, H=2, V=3):
+    """A harness case of rnn_scan; `lookup`: x is ids of rows of a (V, G*H) table in wx,
+    against the reference reading those rows with an identity input matrix."""
     width = GATES[mode] * H
     X = H if skip else X
     x_shape = (sum(batch_sizes), X) if batch_sizes else (T, B, X)
     B = batch_sizes[0] if batch_sizes else B
-    args = [Arg(x_shape)] + ([] if skip else [Arg((X, width), "unit")])
+    if lookup:
+        args = [Arg(x_shape[:-1], "int", high=V), Arg((V, width), "unit")]
+    else:
+        args = [Arg(x_shape)] + ([] if skip else [Arg((X, width), "unit")])
     args += [Arg((H, width), "unit"), Arg((width,), "unit"), Arg((width,), "unit")]
     if state:
         args += [Arg((B, H), "unit")] * (2 if mode == "lstm" else 1)
@@ -134,13 +139,17 @@ def _scan_case(mode, reverse=False, state=True, batch_sizes=None, skip=False, T=
         if skip:
             rest = (None,) + rest
         return rnn_scan(x, *rest[:4], *rest[4:], mode=mode, reverse=reverse,
-                        batch_sizes=batch_sizes)
+                        batch_sizes=batch_sizes, lookup=lookup)
 
     def ref_fn(x, *rest):
+        if lookup:
+            table = rest[0]
+            return ref(table[x], np.eye(width, dtype=table.dtype), *rest[1:])
         return ref(x, *(((None,) + rest) if skip else rest))
 
     name = (f"rnn_scan_{mode}{'_rev' if reverse else ''}{'' if state else '_nostate'}"
-            f"{'_packed' if batch_sizes else ''}{'_skip' if skip else ''}")
+            f"{'_packed' if batch_sizes else ''}{'_skip' if skip else ''}"
+            f"{'_lookup' if lookup else ''}")
     return Case(name, fn, ref_fn, args, grad_rtol=1e-4, grad_atol=1e-6)
 
 
@@ -156,6 +165,11 @@ CASES = [
     _scan_case("tanh", reverse=True, batch_sizes=(2, 2, 1), state=False),
     _scan_case("relu"),
     _scan_case("relu", reverse=True, skip=True),
+    _scan_case("lstm", lookup=True),
+    _scan_case("lstm", reverse=True, batch_sizes=(3, 2, 2, 1), lookup=True),
+    _scan_case("gru", state=False, lookup=True),
+    _scan_case("tanh", reverse=True, lookup=True),
+    _scan_case("relu", batch_sizes=(2, 2, 1), state=False, lookup=True),
 ]
 
 
@@ -433,6 +447,22 @@ def test_rnn_scan_shape_errors():
     with pytest.raises(kf.ShapeError, match=r"recurrent weight must be \(H, 3\*H\)"):
         rnn_scan(x, kf.placeholder("wx", (5, 12)), kf.placeholder("wh", (4, 16)),
                  kf.placeholder("bx", (12,)), kf.placeholder("bh", (12,)), mode="gru")
+
+
+def test_rnn_scan_lookup_errors():
+    ids, table = kf.placeholder("ids", (3, 2), "int64"), kf.placeholder("t", (7, 16))
+    wh, b = kf.placeholder("wh", (4, 16)), kf.placeholder("b", (16,))
+    with pytest.raises(kf.ShapeError, match=r"lookup's input must be integer row ids, got "
+                                            r"float32 \(3, 2\)"):
+        rnn_scan(kf.placeholder("x", (3, 2)), table, wh, b, b, lookup=True)
+    with pytest.raises(kf.ShapeError, match=r"lookup's table must be \(V, 16\) for wh "
+                                            r"\(4, 16\), got \(7, 12\)"):
+        rnn_scan(ids, kf.placeholder("t12", (7, 12)), wh, b, b, lookup=True)
+    with pytest.raises(kf.ShapeError, match=r"lookup's table must be \(V, G\*H\), got \(16,\)"):
+        rnn_scan(ids, b, wh, b, b, lookup=True)
+    with pytest.raises(kf.ShapeError, match=r"lookup reads its rows in wx: give the \(V, "
+                                            r"G\*H\) table"):
+        rnn_scan(ids, None, wh, b, b, lookup=True)
 
 
 # ---- the input projection in chunks, and the kernel plans bind ----

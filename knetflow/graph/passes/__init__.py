@@ -8,16 +8,18 @@ from knetflow.graph.passes.dce import eliminate_dead_code  # noqa: F401
 from knetflow.graph.passes.dropout import strip_dropout  # noqa: F401
 from knetflow.graph.passes.fold import fold_constants  # noqa: F401
 from knetflow.graph.passes.fuse import fuse_elementwise  # noqa: F401
+from knetflow.graph.passes.project import fold_embedding_projections  # noqa: F401
 from knetflow.graph.passes.rewrite import rewrite  # noqa: F401
 from knetflow.graph.passes.simplify import simplify_broadcasts, simplify_powers  # noqa: F401
 
 
 def optimize(graph, training=True, fuse=True):
-    """The standard pipeline: strip dropout (inference), fold, simplify powers and spread
-    values, CSE, fuse, DCE."""
+    """The standard pipeline: strip dropout (inference), fold constants and table lookups
+    through RNN input matrices, simplify powers and spread values, CSE, fuse, DCE."""
     if not training:
         graph = strip_dropout(graph)
-    graph = simplify_broadcasts(simplify_powers(fold_constants(graph)))
+    graph = fold_embedding_projections(fold_constants(graph))
+    graph = simplify_broadcasts(simplify_powers(graph))
     graph = eliminate_common_subexpressions(graph)
     if fuse:
         graph = fuse_elementwise(graph)
