@@ -213,6 +213,7 @@ def _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, lookup=False, scr
     h0, c0 = (tuple(state) + (None, None))[:2]
     batch = x.shape[1] if batch_sizes is None else batch_sizes[0]
     if lookup:  # ids, read as rows of x's own (N, X) with one column
+        _check_ids(x, wx.shape[0])
         x = x[..., None]
         x2 = x.reshape(-1)
     else:
@@ -226,6 +227,18 @@ def _scan(xp, x, rest, mode, reverse, batch_sizes, skip_input, lookup=False, scr
                                    scratch, out)
     y = y.reshape(x.shape[:-1] + (wh.shape[0],))
     return (y, h) + ((c,) if mode == "lstm" else ()) + tuple(saved)
+
+
+def _check_ids(ids, rows):
+    """IndexError unless every id picks a row of a `rows`-row table, as np.take (negative
+    ids count from the end); the message says where such a lookup comes from."""
+    if ids.size == 0:
+        return
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < -rows or hi >= rows:
+        raise IndexError(f"id {hi if hi >= rows else lo} is out of range for a lookup in a "
+                         f"table of {rows} rows (the layer reads an embedding's rows as rows "
+                         f"of E @ wx)")
 
 
 def _grad_args(args, mode, given, has_state):

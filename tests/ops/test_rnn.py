@@ -449,6 +449,24 @@ def test_rnn_scan_shape_errors():
                  kf.placeholder("bx", (12,)), kf.placeholder("bh", (12,)), mode="gru")
 
 
+def test_an_id_out_of_range_names_the_lookup_as_the_embedding_did():
+    rnn = kf.RNN(4, 5)
+    emb = kf.Param(np.ones((3, 4), "float32"))
+    ids = np.zeros((10, 2), "int64")
+    ids[3, 1] = 7
+
+    def loss(ids):
+        return kf.sum(rnn(kf.embedding(emb, ids)))
+
+    with pytest.raises(kf.ExecutionError, match=r"IndexError: id 7 is out of range for a lookup "
+                                                r"in a table of 3 rows \(the layer reads an "
+                                                r"embedding's rows as rows of E @ wx\)"):
+        kf.diff(loss, ids)
+    ids[3, 1] = -3   # as np.take: the first row
+    want = kf.sum(rnn(kf.embedding(emb.value, np.where(ids < 0, ids + 3, ids))))
+    assert kf.diff(loss, ids).value == pytest.approx(float(want), rel=1e-6)
+
+
 def test_rnn_scan_lookup_errors():
     ids, table = kf.placeholder("ids", (3, 2), "int64"), kf.placeholder("t", (7, 16))
     wh, b = kf.placeholder("wh", (4, 16)), kf.placeholder("b", (16,))
