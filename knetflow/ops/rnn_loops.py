@@ -3,20 +3,18 @@
 Written against an array module `xp` (numpy or cupy) on 2-D arrays: the input
 `x2` is (N, X) with the N rows grouped by time step, as in a packed batch, or
 for a lookup (N,) integer ids of rows of wx, the table of projected inputs.
-A *schedule* lists the steps in the order they are processed as
-`(row offset, rows)`; a uniform batch is the packed batch whose steps all have
-B rows, and a reversed direction is the same list reversed. Sequences are
-sorted by decreasing length, so the rows active at a step are always the first
+The steps come in the order of their schedule, and each step's input terms
+from a `Projection` (both in `knetflow.ops.rnn_input`). Sequences are sorted
+by decreasing length, so the rows active at a step are always the first
 `rows` rows of the running state: a sequence that has ended keeps its final
 state there, and (reversed) a sequence that has not started still holds h0.
 
-The work is shaped for BLAS: the input projection `x2 @ wx` is a few large
-GEMMs (`Projection`: chunks of steps, computed just before the loop reaches
-them, into one reused scratch block), each step adds one `h @ wh` GEMM, and the
-backward gets `dwh` from one GEMM after the loop. Gate activations go into the saved
-arrays in place. The logistic function is computed as 0.5 * tanh(x / 2) + 0.5,
-which is exact in real arithmetic and much cheaper than an expit pass; the
-1/2 is folded into the weights (`_scale`).
+The work is shaped for BLAS: the input projection is a few large GEMMs, each
+step adds one `h @ wh` GEMM, and the backward gets `dwh` from one GEMM after
+the loop. Gate activations go into the saved arrays in place. The logistic
+function is computed as 0.5 * tanh(x / 2) + 0.5, which is exact in real
+arithmetic and much cheaper than an expit pass; the 1/2 is folded into the
+weights (`rnn_input.gate_scale`).
 
 Gate column blocks (H columns each) follow Knet's `rnnparam` ids:
 lstm (i, f, n, o), gru (r, z, n) where z is the formulas' input gate i[t],
@@ -25,24 +23,9 @@ relu/tanh (a single block).
 
 from __future__ import annotations
 
+from knetflow.ops.rnn_input import gate_scale, is_uniform, projection
+
 GATES = {"relu": 1, "tanh": 1, "gru": 3, "lstm": 4}
-
-
-def schedule(n_rows: int, batch: int, batch_sizes, reverse: bool) -> list:
-    """[(row offset, rows)] of every step, in the order the direction processes them."""
-    if batch_sizes is None:
-        sizes = [batch] * (n_rows // batch if batch else 0)
-    else:
-        sizes = list(batch_sizes)
-    steps, off = [], 0
-    for b in sizes:
-        steps.append((off, b))
-        off += b
-    return steps[::-1] if reverse else steps
-
-
-def is_uniform(steps) -> bool:
-    return len({b for _, b in steps}) <= 1
 
 
 def _state(xp, value, batch, hidden, dtype, buf=None):
@@ -70,112 +53,6 @@ def _prev(xp, series, init, steps, k, b):
     if pb >= b:
         return series[poff:poff + b]
     return xp.concatenate([series[poff:poff + pb], init[pb:b]])
-
-
-#: about how many bytes of projected rows a chunk holds: small enough to stay in
-#: the last-level cache until its steps read it, large enough for full-speed GEMMs
-CHUNK_BYTES = 4 << 20
-
-
-class Scratch:
-    """Arrays a loop may reuse from one call to the next; `None` in its place allocates.
-
-    A plan's bound kernel keeps one, so that the large projection chunk is
-    memory already mapped: a GEMM writing into fresh pages pays the page faults
-    on its threads, which on two threads cost as much as the GEMM itself.
-    Nothing a loop returns ever lives here.
-    """
-
-    def __init__(self):
-        self._arrays = {}
-
-    def get(self, xp, name, shape, dtype):
-        a = self._arrays.get(name)
-        if a is None or a.shape != shape or a.dtype != dtype:
-            a = self._arrays[name] = xp.empty(shape, dtype)
-        return a
-
-
-def _empty(xp, scratch, name, shape, dtype):
-    if scratch is None:
-        return xp.empty(shape, dtype)
-    return scratch.get(xp, name, shape, dtype)
-
-
-class Projection:
-    """x2 @ wx + bias for the rows of each step, one chunk of steps at a time.
-
-    `rows(k)` is step k's (b, G*H) block, valid until the step after it; the
-    chunk holding step k is computed (one GEMM and one bias pass) when step k is
-    the first of its chunk, in the order the loop processes the steps. Chunks
-    are consecutive steps in that order, so their rows are contiguous in x2
-    (reversed steps walk the rows backwards). Without wx (skip_input) a chunk
-    is x2's rows repeated per gate, times `scale`; for ids x2 (a lookup), the
-    rows of wx they pick.
-    """
-
-    def __init__(self, xp, x2, wx, bias, steps, width, scratch=None, scale=None):
-        self.xp, self.x2, self.wx, self.bias, self.scale = xp, x2, wx, bias, scale
-        per_row = width * bias.dtype.itemsize
-        most = max([b for _, b in steps] + [CHUNK_BYTES // max(per_row, 1)])
-        self.first, self.span = {}, []  # chunk start step -> chunk index; chunk row ranges
-        k = 0
-        while k < len(steps):
-            j, lo, hi = k, steps[k][0], steps[k][0] + steps[k][1]
-            while j + 1 < len(steps):
-                off, b = steps[j + 1]
-                if max(hi, off + b) - min(lo, off) > most:
-                    break
-                lo, hi, j = min(lo, off), max(hi, off + b), j + 1
-            self.first[k] = len(self.span)
-            self.span.append((lo, hi))
-            k = j + 1
-        rows = max([hi - lo for lo, hi in self.span] + [0])
-        self.buf = _empty(xp, scratch, "projection", (rows, width), bias.dtype)
-        self.steps, self.lo = steps, 0
-
-    def rows(self, k):
-        chunk = self.first.get(k)
-        if chunk is not None:
-            lo, hi = self.span[chunk]
-            self.lo = lo
-            out = self.buf[:hi - lo]
-            if self.wx is None:
-                xp, n = self.xp, hi - lo
-                gates = out.shape[1] // self.x2.shape[1]
-                xp.multiply(self.x2[lo:hi, None, :], self.scale.reshape(gates, -1),
-                            out=out.reshape(n, gates, -1))
-            elif self.x2.ndim == 1:
-                self.xp.take(self.wx, self.x2[lo:hi], axis=0, out=out)
-            else:
-                self.xp.matmul(self.x2[lo:hi], self.wx, out=out)
-            out += self.bias
-        off, b = self.steps[k]
-        return self.buf[off - self.lo:off - self.lo + b]
-
-
-def _scale(xp, n_gates, hidden, sigm_blocks, dtype):
-    """1/2 on the columns of the blocks that take a sigmoid, 1 elsewhere.
-
-    sigm(a) = 0.5 * tanh(a / 2) + 0.5, so with the 1/2 folded into the (small)
-    weights and biases a step needs one tanh over all its gates, then
-    `g * scale + (1 - scale)` over whole rows (scale is 1/2 on sigmoid columns,
-    1 elsewhere): contiguous passes, much cheaper than passes over column blocks.
-    """
-    scale = xp.ones(n_gates * hidden, dtype=dtype)
-    for k in sigm_blocks:
-        scale[k * hidden:(k + 1) * hidden] = 0.5
-    return scale
-
-
-def _projection(xp, x2, wx, bias, steps, n_gates, hidden, scratch, scale=None):
-    """The Projection of x2 by wx (times scale when given), plus bias (already scaled)."""
-    if scale is None:
-        scale = xp.ones(n_gates * hidden, dtype=bias.dtype)
-        wxs = wx
-    else:
-        wxs = None if wx is None else wx * scale
-    return Projection(xp, x2, wxs, bias, steps, n_gates * hidden, scratch, scale)
 
 
 def _dsigm_(xp, d, s, tmp):
@@ -232,7 +109,7 @@ def bias_grads(xp, dg, out, k):
 def simple_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None,
                    out=None):
     hidden = wh.shape[0]
-    proj = _projection(xp, x2, wx, bx + bh, steps, 1, hidden, scratch)
+    proj = projection(xp, x2, wx, bx + bh, steps, 1, hidden, scratch)
     y = _buffer(xp, out, 0, (x2.shape[0], hidden), wh.dtype)
     h = _state(xp, h0, batch, hidden, y.dtype, None if out is None else out[1])
     tmp = xp.empty((batch, hidden), y.dtype)
@@ -275,9 +152,9 @@ def simple_backward(xp, mode, gy, ghT, gcT, wh, y, ws, h0, c0, steps, batch, out
 def lstm_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None,
                  out=None):
     H, dtype = wh.shape[0], wh.dtype
-    scale = _scale(xp, 4, H, (0, 1, 3), dtype)
+    scale = gate_scale(xp, 4, H, (0, 1, 3), dtype)
     shift = 1 - scale
-    proj = _projection(xp, x2, wx, (bx + bh) * scale, steps, 4, H, scratch, scale)
+    proj = projection(xp, x2, wx, (bx + bh) * scale, steps, 4, H, scratch, scale)
     wh = wh * scale
     n = x2.shape[0]
     y, gates = _buffer(xp, out, 0, (n, H), dtype), _buffer(xp, out, 3, (n, 4 * H), dtype)
@@ -352,9 +229,9 @@ def gru_forward(xp, mode, x2, wx, wh, bx, bh, h0, c0, steps, batch, scratch=None
                 out=None):
     H, dtype = wh.shape[0], wh.dtype
     # r, z, n; bR stays apart from bW, as n needs it apart
-    scale = _scale(xp, 3, H, (0, 1), dtype)
+    scale = gate_scale(xp, 3, H, (0, 1), dtype)
     shift = 1 - scale
-    proj = _projection(xp, x2, wx, bx * scale, steps, 3, H, scratch, scale)
+    proj = projection(xp, x2, wx, bx * scale, steps, 3, H, scratch, scale)
     wh, bh = wh * scale, bh * scale
     n = x2.shape[0]
     y, gates = _buffer(xp, out, 0, (n, H), dtype), _buffer(xp, out, 3, (n, 3 * H), dtype)

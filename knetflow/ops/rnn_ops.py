@@ -3,7 +3,8 @@ all time steps, and `rnn_scan_grad` is its whole backward pass (BPTT) in one loo
 
 A 100-step sequence is thus one node in the forward graph and one in the
 backward graph, never 100: plans stay small and compile in constant time.
-The loops themselves live in `knetflow.ops.rnn_loops`.
+The loops themselves live in `knetflow.ops.rnn_loops`, their input side (the
+order of the steps, the input terms) in `knetflow.ops.rnn_input`.
 
     rnn_scan(x, wx, wh, bx, bh, h0=None, c0=None, mode, reverse, batch_sizes)
         -> (y, hT) or, for lstm, (y, hT, cT)
@@ -32,7 +33,8 @@ import numpy as np
 
 from knetflow.ops.base import (
     INT_DTYPES, Op, Spec, TupleSpec, apply_multi, fail, fmt, register)
-from knetflow.ops.rnn_loops import BACKWARD, FORWARD, GATES, SAVED, Scratch, schedule
+from knetflow.ops.rnn_input import Scratch, schedule
+from knetflow.ops.rnn_loops import BACKWARD, FORWARD, GATES, SAVED
 
 __all__ = ["rnn_scan"]
 

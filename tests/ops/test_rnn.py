@@ -501,11 +501,11 @@ def _scan_inputs(rs, mode, x_shape, batch, hidden, skip):
                                                  (False, True, True), (True, False, True)])
 def test_projection_in_chunks_matches_the_reference(monkeypatch, mode, chunk_steps, packed,
                                                     reverse, skip):
-    from knetflow.ops import rnn_loops
+    from knetflow.ops import rnn_input
 
     H, B = 3, 4
     # chunks of chunk_steps full steps (more when the packed batch's steps shrink)
-    monkeypatch.setattr(rnn_loops, "CHUNK_BYTES", chunk_steps * B * GATES[mode] * H * 8)
+    monkeypatch.setattr(rnn_input, "CHUNK_BYTES", chunk_steps * B * GATES[mode] * H * 8)
     sizes = (4, 4, 3, 2, 2, 1, 1) if packed else None
     shape = (sum(sizes), H if skip else 2) if packed else (7, B, H if skip else 2)
     x, wx, wh, bx, bh, h0, c0 = _scan_inputs(np.random.RandomState(20), mode, shape, B, H, skip)
@@ -518,10 +518,10 @@ def test_projection_in_chunks_matches_the_reference(monkeypatch, mode, chunk_ste
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_plans_bound_kernel_equals_the_eager_op_run_after_run(monkeypatch, mode, reverse):
-    from knetflow.ops import rnn_loops
+    from knetflow.ops import rnn_input
     from knetflow.ops.rnn_ops import RnnScan
 
-    monkeypatch.setattr(rnn_loops, "CHUNK_BYTES", 2 * 3 * GATES[mode] * 4 * 8)
+    monkeypatch.setattr(rnn_input, "CHUNK_BYTES", 2 * 3 * GATES[mode] * 4 * 8)
     assert RnnScan.bind(np, {"mode": mode}, [], None) is not None
     rs = np.random.RandomState(21)
     _, wx, wh, bx, bh, h0, c0 = _scan_inputs(rs, mode, (5, 3, 2), 3, 4, False)
