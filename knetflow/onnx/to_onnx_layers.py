@@ -23,7 +23,8 @@ Semantics that differ between the two, and how each is bridged:
   blocks are reordered and transposed with NumPy when the weights are params
   or constants (as `kf.RNN`'s are), with ONNX ops otherwise.
 - `softmax`, `logsoftmax` over one axis are ONNX's ops of that name (nll's
-  `nll_terms` is LogSoftmax, then pick_label's gather, negated); over
+  `nll_terms` is LogSoftmax, then pick_label's gather, negated; `nll_mean`
+  sums those and divides by the count of labels kept); over
   several axes, or all of x (Knet's default axis=None), they are written
   out with the maximum subtracted, as knetflow computes them.
 - `dropout` that drops only in training is removed; `batchnorm` in
@@ -275,6 +276,19 @@ def _nll_terms(ctx, node):
     axis, dtype = node.attrs["axis"], node.spec[0].dtype
     logp = ctx.emit("LogSoftmax", [ctx.arg(x, dtype)], axis=axis)
     return ctx.emit("Neg", [_pick(ctx, logp, labels, node.attrs, dtype)]), None
+
+
+@converts("nll_mean")
+def _nll_mean(ctx, node):
+    """The -LogSoftmax picked at each label, summed and divided by the count of labels
+    kept (0 / 0, NaN, when none is); the gradient output has no ONNX form."""
+    x, labels = node.inputs
+    axis, dtype = node.attrs["axis"], node.spec[0].dtype
+    logp = ctx.emit("LogSoftmax", [ctx.arg(x, dtype)], axis=axis)
+    total = reduce(ctx, "ReduceSum", _pick(ctx, logp, labels, node.attrs, dtype), None, False)
+    kept = _kept(ctx, ctx.arg(labels, "int64"), node.attrs.get("ignore_index", -1))
+    count = reduce(ctx, "ReduceSum", ctx.cast(kept, "bool", dtype), None, False)
+    return ctx.emit("Div", [ctx.emit("Neg", [total]), count]), None
 
 
 @converts("correct_label")

@@ -6,12 +6,15 @@ Python conventions replace Julia's (see DESIGN.md): class scores lie on
 label 0) skips its instance. `average=True` returns total/count,
 `average=False` the pair `(total, count)`.
 
-`nll` sums `nll_terms`: per instance -logsoftmax(scores)[label] and, as a
-second output, its gradient softmax(scores) - onehot(label), made in one pass
-(0 for skipped instances). The gradient output is differentiable, so second
-derivatives work. `pick_label` takes each label's entry along the class axis;
-its gradient `unpick_label` scatters back. `bce` and `logistic` use
-`log1pexp(x) = log(1 + exp(x))`, computed without overflow or log(0).
+`nll` with `average=False` sums `nll_terms`: per instance -logsoftmax(scores)[label]
+and, as a second output, its gradient softmax(scores) - onehot(label), made in one
+pass (0 for skipped instances). The average is one op, `nll_mean`: the mean over
+the instances kept and, as a second output, its gradient (the same rows divided by
+their count), so a training step's loss and its backward cost one kernel and one
+product. The gradient outputs are differentiable, so second derivatives work.
+`pick_label` takes each label's entry along the class axis; its gradient
+`unpick_label` scatters back. `bce` and `logistic` use `log1pexp(x) = log(1 +
+exp(x))`, computed without overflow or log(0).
 """
 
 from __future__ import annotations
@@ -163,11 +166,15 @@ def _label_offsets(xp, scores: Spec, labels: Spec, attrs):
     """For (N, C) scores with classes on the last axis and N > 0 integer labels, on
     NumPy: a function labels -> the flat offsets row * C + label, or None when a label
     is not a class (skipped instances, labels out of range: the general forward's
-    cases). None instead of the function for any other shape or device."""
+    cases). None instead of the function for any other shape or device, and when
+    `ignore_index` is itself a class (0..C-1): a label in range may then be skipped,
+    which only the general forward sees."""
     if (xp is not np or scores.ndim != 2 or labels.ndim != 1 or not scores.is_static
             or attrs.get("axis", -1) not in (-1, 1) or not scores.shape[0]):
         return None
     classes = scores.shape[1]
+    if 0 <= attrs.get("ignore_index", -1) < classes:
+        return None
     starts = np.arange(0, scores.shape[0] * classes, classes)
     kind, size = np.dtype(labels.dtype).kind, np.dtype(labels.dtype).itemsize
     unsigned = np.dtype(f"u{size}")  # a negative label viewed unsigned is huge: one test
@@ -244,14 +251,94 @@ class NllTerms(Op):
         dx = None
         if gterms is not None:
             dx = mul(outs[1], expand_dims(gterms, axis))
-        if gd is not None:  # through the gradient output: softmax's Jacobian, rows kept
-            p = softmax(x, axis=axis)
-            kept = _kept(labels, ignore_index, p.dtype)
+        if gd is not None:  # through the gradient output: rows kept, softmax's Jacobian
+            kept = _kept(labels, ignore_index, float_dtype(_spec(x)))
             if kept is not None:
                 gd = mul(gd, expand_dims(kept, axis))
-            term = mul(p, sub(gd, sum(mul(gd, p), axis=(axis,), keepdims=True)))
+            term = _through_softmax(gd, x, axis)
             dx = term if dx is None else dx + term
         return dx, None
+
+
+@register
+class NllMean(Op):
+    """The mean of -logsoftmax(x)[label] along `axis` over the instances whose label is
+    not `ignore_index`, and its gradient with respect to x: (softmax(x) - onehot(label))
+    / count, 0 for the skipped instances. No instance kept: NaN for both (0 / 0), as
+    `nll_terms`' sum divided by a count of 0 gives.
+
+    `nll`'s average as one op: the count of kept labels is folded into the kernel (in a
+    plan, every label a class means the count is the batch), so the chain that counted
+    them (ne, cast, sum, the division and the backward's 1/count) is gone, and the
+    backward is one product of the gradient output with the incoming scalar.
+    """
+    name, nondiff = "nll_mean", (1,)
+    saves = ("out", 0, 1)
+
+    def infer(x: Spec, labels: Spec, axis=-1, ignore_index=-1) -> TupleSpec:
+        check_labels("nll_mean", x, labels, axis)
+        dtype = float_dtype(x)
+        return TupleSpec((Spec((), dtype), Spec(x.shape, dtype)))
+
+    def forward(xp, x, labels, axis=-1, ignore_index=-1):
+        terms, d = NllTerms.forward(xp, x, labels, axis=axis, ignore_index=ignore_index)
+        count = xp.asarray(xp.count_nonzero(labels != ignore_index), dtype=terms.dtype)
+        return xp.sum(terms) / count, d / count
+
+    def bind(xp, attrs, in_specs, out_spec):
+        """In a plan, for (N, C) float scores with classes last and N, C >= 2, when every
+        label is a class (so the count is N): nll_terms' kernel with the terms summed and
+        divided by N, and the row sums scaled by N before the softmax's division, so the
+        gradient comes out divided by N; otherwise the general forward."""
+        x = in_specs[0]
+        at = _label_offsets(xp, x, in_specs[1], attrs)
+        if at is None:
+            return None
+        shifted, total = shift_kernel(x, (1,)), dot_sum(x, (1,), (x.shape[0],))
+        if shifted is None or total is None:
+            return None
+        rows, n = (x.shape[0], 1), np.dtype(x.dtype).type(x.shape[0])
+        inv = np.dtype(x.dtype).type(1) / n
+        forward, ignore = NllMean.forward, attrs.get("ignore_index", -1)
+        sub, exp, log, divide, scale = np.subtract, np.exp, np.log, np.divide, np.multiply
+        add = np.add.reduce
+
+        def nll_mean(x, labels):
+            idx = at(labels)
+            if idx is None:
+                return forward(np, x, labels, axis=1, ignore_index=ignore)
+            z = shifted(x)  # as logsoftmax's kernel: the same NaNs for +-inf rows
+            picked = z.take(idx)
+            e = exp(z, out=z)
+            s = total(e)
+            mean = add(sub(log(s), picked, out=picked)) / n
+            divide(e, scale(s, n, out=s).reshape(rows), out=e)  # softmax / N
+            e.put(idx, e.take(idx) - inv)
+            return mean, e
+
+        return nll_mean
+
+    def grad(gs, outs, x, labels, axis=-1, ignore_index=-1):
+        gmean, gd = gs
+        dx = None
+        if gmean is not None:
+            dx = mul(outs[1], gmean)
+        if gd is not None:  # through the gradient output: rows kept / count, softmax's
+            kept = _kept(labels, ignore_index, float_dtype(_spec(x)))
+            if kept is None:
+                gd = div(gd, _count(labels, ignore_index, float_dtype(_spec(x))))
+            else:
+                gd = mul(gd, expand_dims(div(kept, sum(kept)), axis))
+            term = _through_softmax(gd, x, axis)
+            dx = term if dx is None else dx + term
+        return dx, None
+
+
+def _through_softmax(gd, x, axis):
+    """gd times the Jacobian of softmax(x) along `axis`: the gradient reaching x through
+    a gradient output of nll_terms or nll_mean (onehot and the count are constants)."""
+    p = softmax(x, axis=axis)
+    return mul(p, sub(gd, sum(mul(gd, p), axis=(axis,), keepdims=True)))
 
 
 def _kept(labels, ignore_index, dtype):
@@ -340,6 +427,22 @@ def nll_terms(x, labels, axis=-1, ignore_index=-1):
     return apply_multi(NllTerms, x, labels, axis=ax, ignore_index=int(ignore_index))
 
 
+def nll_mean(x, labels, axis=-1, ignore_index=-1):
+    """(mean of -logsoftmax(x)[label], its gradient (softmax(x) - onehot(label)) / count)
+    over the instances along `axis` whose label is not ignore_index (gradient rows 0 for
+    the others): `nll`'s average and its gradient, as one op.
+
+    Example:
+        >>> import numpy as np; from knetflow.ops.loss import nll_mean
+        >>> mean, grad = nll_mean(np.array([[0., 0.], [0., 5.]]), np.array([0, -1]))
+        >>> round(float(mean), 4), grad
+        (0.6931, array([[-0.5,  0.5],
+               [ 0. ,  0. ]]))
+    """
+    ax, _ = _class_axis("nll_mean", x, labels, axis)
+    return apply_multi(NllMean, x, labels, axis=ax, ignore_index=int(ignore_index))
+
+
 def log1pexp(x):
     """log(1 + exp(x)), elementwise and stable (softplus); bce and logistic use it."""
     return apply(Log1pExp, x)
@@ -370,9 +473,10 @@ def nll(scores, labels, axis=-1, average=True, ignore_index=-1):
     """
     ax, spec = _class_axis("nll", scores, labels, axis)
     ignore_index = int(ignore_index)
+    if average:
+        return apply_multi(NllMean, scores, labels, axis=ax, ignore_index=ignore_index)[0]
     total = sum(nll_terms(scores, labels, axis=ax, ignore_index=ignore_index)[0])
-    count = _count(labels, ignore_index, float_dtype(spec))
-    return div(total, count) if average else (total, count)
+    return total, _count(labels, ignore_index, float_dtype(spec))
 
 
 def accuracy(scores, labels, axis=-1, average=True, ignore_index=-1):
