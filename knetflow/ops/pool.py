@@ -24,9 +24,11 @@ agree and the gradient is deterministic. `maxpoolingNanOpt=1` propagates NaN,
 
 Ops: `pool(x)`, `pool_grad(x, y, dy)` (its gradient), `pool_select(x, y, g)`
 (for max modes: g at each window's maximum, the adjoint of pool_grad; for the
-average modes: the average of g) and `unpool(x)`. Every kernel is a loop over
-the prod(window) offsets of the window, each a strided, vectorised ufunc over
-the whole batch; there is no loop over pixels, batch or channels.
+average modes: the average of g), `unpool(x)`, and `pool_relu_grad(x, y, dy)`,
+pool_grad kept where x > 0, which the compiler makes of a relu_grad over it.
+Every kernel is a loop over the prod(window) offsets of the window, each a
+strided, vectorised ufunc over the whole batch; there is no loop over pixels,
+batch or channels.
 
 On a GPU, compiled plans run `pool`, `pool_grad` and the average modes of
 `pool_select` with cuDNN's pooling instead (same mode numbers and NaN
@@ -44,9 +46,10 @@ import sys
 import numpy as np
 
 from knetflow.ops import cpu_threads
-from knetflow.ops.base import Op, Spec, apply, fail, fmt, register
+from knetflow.ops.base import Op, Spec, apply, fail, fmt, kernel, register
 from knetflow.ops.conv import check_per_dim, ntuple
 from knetflow.ops.cpu_threads import scratch
+from knetflow.ops.elementwise import relu_grad
 
 __all__ = ["pool", "pool_grad", "pool_select", "unpool"]
 
@@ -297,11 +300,12 @@ def _bind_pool(xp, attrs, in_specs, out_spec):
     return pool
 
 
-def _bind_max_grad(xp, attrs, in_specs, out_spec):
+def _bind_max_grad(xp, attrs, in_specs, out_spec, relu=False):
     """A plan's NumPy kernel for the gradient of 2-D max pooling whose windows tile x
     (stride = window, no padding, sizes multiples of the window, alpha 1), all of one
     float32/float64 dtype; None (the general kernel) otherwise. Big batches are cut in
     parts, one per thread (`cpu_threads.split_rows`), each through `_max_grad_part`.
+    With `relu`, pool_relu_grad's kernel: the same, kept where x > 0.
     """
     x, y, dy = in_specs
     window, stride = attrs["window"], attrs["stride"]
@@ -314,14 +318,14 @@ def _bind_max_grad(xp, attrs, in_specs, out_spec):
             or any(n % k for n, k in zip(x.shape[2:], window))):
         return None
     n, dtype = x.shape[0], np.dtype(out_spec.dtype)
-    general = functools.partial(PoolGrad.forward, np, **attrs)
+    general = functools.partial((PoolReluGrad if relu else PoolGrad).forward, np, **attrs)
     parts = {}      # a kernel per part size (two at most)
     # about eight passes over x's size: repeats, compares, tie masks, the product
     moved = 8 * x.nbytes
 
     def part(x, y, dy, out):
         if len(x) not in parts:
-            parts[len(x)] = _max_grad_part(x.shape, window, dtype, general)
+            parts[len(x)] = _max_grad_part(x.shape, window, dtype, general, relu)
         return parts[len(x)](x, y, dy, out)
 
     def pool_grad(x, y, dy, out=None):
@@ -333,7 +337,7 @@ def _bind_max_grad(xp, attrs, in_specs, out_spec):
     return pool_grad
 
 
-def _max_grad_part(shape, window, dtype, general):
+def _max_grad_part(shape, window, dtype, general, relu=False):
     """The tiled max-pool gradient for x of `shape` (N, C, H, W): fn(x, y, dy, out).
 
     y and dy are repeated to x's shape (along W by strided copies, or for float32 pairs
@@ -342,6 +346,10 @@ def _max_grad_part(shape, window, dtype, general):
     result = dy up * mask. Ties and NaN, where the first maximum rule matters, are
     caught by one count (a window of y = pool(x) always holds its maximum, so as many
     hits as windows means one each) and go to `general`.
+
+    With `relu` (pool_relu_grad), dy is first kept where y > 0: at its window's hit x
+    equals y, so that is where x > 0, and the product is relu_grad's of the result bit
+    for bit (a zero keeps dy's sign, inf or NaN gives NaN) at a quarter of the size.
     """
     (n, c, h, w), (kh, kw) = shape, window
     rows, wo = n * c * (h // kh), w // kw
@@ -360,6 +368,14 @@ def _max_grad_part(shape, window, dtype, general):
                 wide.reshape(rows, wo, kw)[:, :, q] = src.reshape(rows, wo)
         np.take(wide, again, axis=0, out=dst, mode="clip")
 
+    def where_positive(dy, y, wide, out):
+        """dy where y > 0, else 0 (times False, as relu_grad), written over the start of
+        out, the mask over the start of wide: both are free until `up` reads dy, so the
+        fused kernel takes no more scratch than pool_grad's."""
+        positive = wide.reshape(-1).view(np.bool_)[:y.size].reshape(y.shape)
+        np.greater(y, 0, out=positive)
+        return np.multiply(dy, positive, out=out.reshape(-1)[:y.size].reshape(y.shape))
+
     def pool_grad(x, y, dy, out):
         wide, hit = scratch(sizes)
         wide, hit = wide.reshape(rows, w), hit.reshape(shape)
@@ -371,6 +387,8 @@ def _max_grad_part(shape, window, dtype, general):
             first_only(hit)
         if np.count_nonzero(hit) != y.size or np.isnan(np.add.reduce(y, axis=None)):
             return general(x, y, dy, out=out)
+        if relu:
+            dy = where_positive(dy, y, wide, out)
         up(dy, wide, flat)
         return np.multiply(out, hit, out=out)
 
@@ -478,6 +496,38 @@ class PoolSelect(Op):
 
 
 @register
+class PoolReluGrad(Op):
+    """pool_grad(x, y, dy) where x > 0, else 0: relu_grad(pool_grad(x, y, dy), x) in one
+    op, so the gradient of pool(relu(z)) is not written whole and read back to mask it.
+    Made by `knetflow.graph.passes.fuse_relu_into_pool_grad`."""
+    name, out_arg, nondiff = "pool_relu_grad", True, (0, 1)
+    saves = (0, 1)
+
+    def infer(x: Spec, y: Spec, dy: Spec, **attrs) -> Spec:
+        want = _infer_pool(x, opname="pool_relu_grad", **attrs)
+        _same_shape("pool_relu_grad", "y", y, want)
+        _same_shape("pool_relu_grad", "dy", dy, want)
+        return x.with_dtype(dy.dtype)
+
+    def forward(xp, x, y, dy, window=(), padding=(), stride=(), mode=0, maxpoolingNanOpt=1,
+                alpha=1.0, out=None):
+        attrs = {"window": window, "padding": padding, "stride": stride, "mode": mode,
+                 "maxpoolingNanOpt": maxpoolingNanOpt, "alpha": alpha}
+        # pool_grad's kernel for this xp (cuDNN's on a GPU), then relu_grad's product, so
+        # the numbers are the unfused ops' on every device
+        grad, _ = kernel(PoolGrad, xp, attrs)
+        g = grad(xp, x, y, dy, out=out, **attrs)
+        return xp.multiply(g, x > 0, out=g)
+
+    def bind(xp, attrs, in_specs, out_spec):
+        return _bind_max_grad(xp, attrs, in_specs, out_spec, relu=True)
+
+    def grad(g, out, x, y, dy, **attrs):
+        # the adjoint of masking is the same mask, then pool_grad's adjoint
+        return None, None, pool_select(x, y, relu_grad(g, x), **attrs)
+
+
+@register
 class Unpool(Op):
     """Each element of x spread over its window, divided by alpha (Knet `unpool`)."""
     name, out_arg = "unpool", True
@@ -531,6 +581,21 @@ def pool_select(x, y, g, window=2, padding=0, stride=None, mode=0, maxpoolingNan
                 alpha=1):
     """alpha times g at each window's first maximum of x (max modes), else pool(g)."""
     return apply(PoolSelect, x, y, g,
+                 **_attrs(x, window, padding, stride, mode, maxpoolingNanOpt, alpha))
+
+
+def pool_relu_grad(x, y, dy, window=2, padding=0, stride=None, mode=0, maxpoolingNanOpt=1,
+                   alpha=1):
+    """pool_grad(x, y, dy) kept where x > 0 (same keywords): the gradient through
+    pool(relu(z)) given x = relu(z), as the compiler fuses relu_grad(pool_grad(...), x).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[[0., 0., 3., 1.]]])
+        >>> pool_relu_grad(x, np.array([[[0., 3.]]]), np.array([[[5., 7.]]]))
+        array([[[0., 0., 7., 0.]]])
+    """
+    return apply(PoolReluGrad, x, y, dy,
                  **_attrs(x, window, padding, stride, mode, maxpoolingNanOpt, alpha))
 
 

@@ -9,6 +9,7 @@ from knetflow.graph.passes.dropout import strip_dropout  # noqa: F401
 from knetflow.graph.passes.fold import fold_constants  # noqa: F401
 from knetflow.graph.passes.fuse import fuse_elementwise  # noqa: F401
 from knetflow.graph.passes.project import fold_embedding_projections  # noqa: F401
+from knetflow.graph.passes.pool_relu import fuse_relu_into_pool_grad  # noqa: F401
 from knetflow.graph.passes.rewrite import rewrite  # noqa: F401
 from knetflow.graph.passes.simplify import simplify_broadcasts, simplify_powers  # noqa: F401
 
@@ -22,5 +23,6 @@ def optimize(graph, training=True, fuse=True):
     graph = simplify_broadcasts(simplify_powers(graph))
     graph = eliminate_common_subexpressions(graph)
     if fuse:
+        graph = fuse_relu_into_pool_grad(graph)
         graph = fuse_elementwise(graph)
     return eliminate_dead_code(graph)
