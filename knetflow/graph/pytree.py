@@ -3,7 +3,11 @@
 `kf.grad(loss)(w, x, y)` with `w = [W, b]` differentiates every number in
 `w` and returns gradients of the same structure (Knet, HIPS autograd and JAX
 accept the same containers). `flatten` lists a container's leaves and gives a
-`Tree` that rebuilds the same structure around new leaves.
+`Tree` that rebuilds the same structure around new leaves. The most common
+argument, one list, tuple or dict of leaves, has a shortcut: `one_level` lists
+its leaves without building a Tree, `may_be_container` tells from a leaf's type
+alone whether `flatten` might walk it (a caller keying on the leaves' types then
+knows the structure), and `rebuild_level` puts new leaves back.
 
 Example:
     >>> leaves, tree = flatten({"w": [1.0, 2.0], "b": (3.0,)})
@@ -87,3 +91,39 @@ def _flatten(x, leaves, depth):
         return Tree(dict, keys, tuple(_flatten(x[k], leaves, depth + 1) for k in keys))
     kind = list if type(x) is list else type(x)
     return Tree(kind, None, tuple(_flatten(v, leaves, depth + 1) for v in x))
+
+
+def one_level(x) -> tuple:
+    """(kind, leaves): list, tuple or dict (exactly those types) and its items (a dict's
+    values), or None and (x,) for anything else. The leaves may be containers too: see
+    `may_be_container`.
+
+    Example:
+        >>> one_level({"w": 1.0, "b": [2.0]})
+        (<class 'dict'>, (1.0, [2.0]))
+    """
+    kind = type(x)
+    if kind is list or kind is tuple:
+        return kind, x
+    if kind is dict:
+        return kind, tuple(x.values())
+    return None, (x,)
+
+
+def may_be_container(t: type) -> bool:
+    """Whether a value of type t may be a container `flatten` walks: lists, dicts, and
+    tuples with their subclasses (namedtuples are walked, other subclasses not: `flatten`
+    looks at the value to say which)."""
+    return t is list or t is dict or issubclass(t, tuple)
+
+
+def rebuild_level(kind, like, items):
+    """`one_level`'s structure around new `items`: a list (`items` itself), a tuple, a
+    dict with `like`'s keys in order, or for kind None the one item."""
+    if kind is list:
+        return items
+    if kind is tuple:
+        return tuple(items)
+    if kind is dict:
+        return dict(zip(like, items))
+    return items[0]

@@ -158,11 +158,18 @@ def gradloss(f, argnum=0):
     if not nums or not all(isinstance(k, int) for k in nums):
         raise TypeError(f"gradloss: argnum must be an int or a tuple of ints, got {argnum!r}")
 
+    plans: dict = {}  # argument structure -> its _Shallow plan, or None: flatten it
+
     def gradlossfun(*args, **kwargs):
         for k in nums:
             if not -len(args) <= k < len(args):
                 raise TypeError(f"{trace_cache.name_of(f)} was called with {len(args)} "
                                 f"positional argument(s); argnum {k} is not one of them")
+        if trace.current() is None:
+            shallow = [_shallow(args[k], plans) for k in nums]
+            if None not in shallow:
+                grads, loss = _shallow_call(f, nums, args, kwargs, shallow)
+                return (grads if isinstance(argnum, tuple) else grads[0]), loss
         args = list(args)
         flat = {k: pytree.flatten(args[k]) for k in nums}
         symbolic = trace.current() is not None or any(
@@ -172,10 +179,7 @@ def gradloss(f, argnum=0):
             leaves, tree = flat[k]
             made = [_target(v, k, symbolic) for v in leaves]
             if all(m is None for m in made):
-                raise TracingError(
-                    f"argument {k} of {trace_cache.name_of(f)} holds nothing to differentiate "
-                    f"({_describe(args[k])}): differentiable leaves are float arrays, floats "
-                    f"and Params")
+                raise _nothing_to_differentiate(f, k, args[k])
             args[k] = tree.rebuild([v if m is None else m for v, m in zip(leaves, made)])
             targets[k] = (tree, leaves, made)
         if symbolic:
@@ -194,6 +198,139 @@ def gradloss(f, argnum=0):
         return (grads if isinstance(argnum, tuple) else grads[0]), loss
 
     return gradlossfun
+
+
+def _nothing_to_differentiate(f, k, arg) -> TracingError:
+    return TracingError(
+        f"argument {k} of {trace_cache.name_of(f)} holds nothing to differentiate "
+        f"({_describe(arg)}): differentiable leaves are float arrays, floats and Params")
+
+
+# ---- one level of structure, planned once per structure ----
+#
+# The seeds pass w = [W, b] (a list of arrays and numbers; tuples and dicts alike): one
+# level of container around the leaves. For those, the leaves' types say everything the
+# general path decides leaf by leaf (what stands for each leaf, how its gradient comes
+# back, whether the argument must be flattened), so a call looks the types up in a dict
+# of plans instead of flattening, making Trees and dispatching on each leaf twice.
+
+_MAX_PLANS = 64  # structures remembered per gradient function; others take the general path
+
+
+def _shallow(arg, plans: dict):
+    """(plan, leaves) for an argument that is a leaf or a list, tuple or dict of leaves
+    (none a container or a Symbol), or None: the general path flattens it."""
+    kind, leaves = pytree.one_level(arg)
+    key = (kind, tuple(map(type, leaves)))
+    plan = plans.get(key, _UNSEEN)
+    if plan is _UNSEEN:
+        plan = _Shallow.make(kind, key[1])
+        if len(plans) < _MAX_PLANS:
+            plans[key] = plan
+    return None if plan is None else (plan, leaves)
+
+
+_UNSEEN = object()
+_NONE = type(None)
+
+
+class _Shallow:
+    """How gradloss treats an argument of one structure: one level of container (`kind`,
+    None for a bare leaf) around leaves of known types; for each leaf what stands for it
+    (`makers`) and what its gradient becomes (`finishing`: the conversions of those not
+    handed back as they are)."""
+
+    __slots__ = ("kind", "makers", "finishing")
+
+    def __init__(self, kind, makers, finishers):
+        self.kind, self.makers = kind, makers
+        # (position, function) for the leaves whose gradient is converted
+        self.finishing = tuple((i, g) for i, g in enumerate(finishers) if g is not None)
+
+    @staticmethod
+    def make(kind, types):
+        """The plan for leaves of `types`, or None when one may be a container or is a
+        Symbol (tracing into an outer graph)."""
+        if any(pytree.may_be_container(t) or issubclass(t, Symbol) for t in types):
+            return None
+        return _Shallow(kind, tuple(map(_maker, types)), tuple(map(_finisher, types)))
+
+    def rebuild(self, like, items):
+        """The argument's structure (`like`'s keys for a dict) around `items`."""
+        return pytree.rebuild_level(self.kind, like, items)
+
+
+def _maker(t):
+    """What stands for a leaf of type t (the per-type choices of `_target`)."""
+    if issubclass(t, Param):
+        return _itself
+    if t is int:
+        return _from_int
+    if t is float or issubclass(t, np.floating):
+        return _from_float
+    if t is np.ndarray:
+        return _from_array
+    return _from_other
+
+
+def _itself(v):
+    return v
+
+
+def _from_int(v):
+    return Param(np.asarray(v, dtype=np.float64))
+
+
+def _from_float(v):
+    return Param(np.asarray(v))
+
+
+def _from_array(v):
+    return Param(v) if v.dtype.kind in "biuf" else None
+
+
+def _from_other(v):  # a device's array, or a constant (bools, strings, None, objects)
+    return Param(v) if is_device_array(v) else None
+
+
+def _finisher(t):
+    """What the gradient of a leaf of type t becomes (as `_rebuild`): a float for a Python
+    number, the same NumPy scalar type for one, else the gradient itself (None)."""
+    if t is float or t is int:
+        return float
+    if issubclass(t, np.floating):
+        return t
+    return None
+
+
+def _shallow_call(f, nums, args, kwargs, shallow) -> tuple:
+    """gradloss's call when every differentiated argument has a plan: (gradients, loss)."""
+    originals, args, made_by_arg = args, list(args), []
+    for k, (plan, leaves) in zip(nums, shallow):
+        made = [make(v) for make, v in zip(plan.makers, leaves)]
+        # counted by type: `None in made` would compare each Param with None, elementwise
+        kinds = list(map(type, made))
+        if _NONE in kinds:  # constants pass through
+            if kinds.count(_NONE) == len(made):
+                raise _nothing_to_differentiate(f, k, args[k])
+            args[k] = plan.rebuild(args[k], [v if m is None else m
+                                             for v, m in zip(leaves, made)])
+        else:
+            args[k] = plan.rebuild(args[k], made)
+        made_by_arg.append((made, kinds.count(_NONE)))
+    result = diff(f, *args, **kwargs)
+    found, grads = result._grads, []
+    for k, (plan, _), (made, constants) in zip(nums, shallow, made_by_arg):
+        out = [None if m is None else found.get(id(m)) for m in made]
+        if list(map(type, out)).count(_NONE) != constants:
+            # a leaf the loss does not use: zeros, as `_grad_value` gives
+            out = [np.zeros_like(m.value) if g is None and m is not None else g
+                   for g, m in zip(out, made)]
+        for i, finish in plan.finishing:
+            if out[i] is not None:
+                out[i] = finish(out[i])
+        grads.append(plan.rebuild(originals[k], out))
+    return tuple(grads), result.value
 
 
 def _target(v, k, symbolic):
