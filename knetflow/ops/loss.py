@@ -11,10 +11,9 @@ and, as a second output, its gradient softmax(scores) - onehot(label), made in o
 pass (0 for skipped instances). The average is one op, `nll_mean`: the mean over
 the instances kept and, as a second output, its gradient (the same rows divided by
 their count), so a training step's loss and its backward cost one kernel and one
-product. The gradient outputs are differentiable, so second derivatives work.
-`pick_label` takes each label's entry along the class axis; its gradient
-`unpick_label` scatters back. `bce` and `logistic` use `log1pexp(x) = log(1 +
-exp(x))`, computed without overflow or log(0).
+product. The gradient outputs are differentiable, so second derivatives work. The
+labels' checks, counts and `pick_label`/`unpick_label` are in `labels`. `bce` and
+`logistic` use `log1pexp(x) = log(1 + exp(x))`, computed without overflow or log(0).
 """
 
 from __future__ import annotations
@@ -23,10 +22,12 @@ import numpy as np
 
 from knetflow.ops.array import expand_dims
 from knetflow.ops.base import (
-    INT_DTYPES, Op, Spec, TupleSpec, apply, apply_multi, fail, float_dtype, fmt, norm_axis,
-    register, spec_of)
-from knetflow.ops.binary import div, mul, ne, neg, sub
+    Op, Spec, TupleSpec, apply, apply_multi, fail, float_dtype, fmt, register)
+from knetflow.ops.binary import div, mul, neg, sub
 from knetflow.ops.elementwise import cast
+from knetflow.ops.labels import (  # noqa: F401  (pick_label ... were first defined here)
+    PickLabel, UnpickLabel, arg_spec, check_labels, class_axis, count_kept, kept_ones,
+    label_offsets, pick_label, same_dims, unpick_label)
 from knetflow.ops.reduce import count, mean, sum
 from knetflow.ops.small_reduce import dot_sum
 from knetflow.ops.softmax import LogSoftmax, shift_kernel, softmax
@@ -34,158 +35,7 @@ from knetflow.ops.softmax import LogSoftmax, shift_kernel, softmax
 __all__ = ["accuracy", "bce", "logistic", "nll"]
 
 
-# ---- shape rules ----
-
-
-def _same_dims(a: tuple, b: tuple) -> bool:
-    """Equal shapes, a dynamic dim (None) matching anything."""
-    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
-
-
-def check_labels(opname: str, scores: Spec, labels: Spec, axis: int) -> None:
-    """ShapeError unless labels are integers shaped like scores without `axis`."""
-    if labels.dtype not in INT_DTYPES:
-        fail(opname, f"labels must be integer class indices, got {labels.dtype} {fmt(labels)}")
-    want = Spec(scores.shape[:axis] + scores.shape[axis + 1:], labels.dtype)
-    if not _same_dims(labels.shape, want.shape):
-        fail(opname, f"labels shape {fmt(labels)} does not match scores shape {fmt(scores)} "
-                     f"without its class axis {axis}: expected labels of shape {fmt(want)}")
-
-
-def _spec(x) -> Spec:
-    """The Spec of an op argument: a Symbol's, a traced object's value's, or an array's."""
-    spec = getattr(x, "spec", None)
-    if isinstance(spec, Spec):
-        return spec
-    if hasattr(x, "__knetflow_trace__") and getattr(x, "value", None) is not None:
-        x = x.value
-    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
-        x = np.asarray(x)
-    return spec_of(x)
-
-
-def _class_axis(opname: str, scores, labels, axis) -> tuple:
-    """(canonical class axis, scores spec) after checking the labels against the scores."""
-    spec = _spec(scores)
-    if spec.ndim == 0:
-        fail(opname, f"scores must have a class axis, got a scalar {fmt(spec)}")
-    (ax,) = norm_axis(opname, axis, spec.ndim)
-    check_labels(opname, spec, _spec(labels), ax)
-    return ax, spec
-
-
 # ---- ops ----
-
-
-@register
-class PickLabel(Op):
-    """x's entry at each label along `axis`; 0 where the label is `ignore_index`."""
-    name, nondiff = "pick_label", (1,)
-    saves = (0, 1)
-
-    def infer(x: Spec, labels: Spec, axis=-1, ignore_index=-1) -> Spec:
-        check_labels("pick_label", x, labels, axis)
-        return Spec(labels.shape, x.dtype)
-
-    def forward(xp, x, labels, axis=-1, ignore_index=-1):
-        keep = labels != ignore_index
-        idx = xp.where(keep, labels, 0)
-        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= x.shape[axis]):
-            bad = idx[(idx < 0) | (idx >= x.shape[axis])].ravel()[0]
-            raise IndexError(
-                f"pick_label: label {int(bad)} is out of range for {x.shape[axis]} classes "
-                f"(valid labels are 0..{x.shape[axis] - 1}; {ignore_index} skips an instance)")
-        got = xp.take_along_axis(x, xp.expand_dims(idx, axis), axis=axis)
-        return xp.where(keep, xp.squeeze(got, axis=axis), 0).astype(x.dtype, copy=False)
-
-    def bind(xp, attrs, in_specs, out_spec):
-        """In a plan, for (N, C) scores with classes last: when every label is a class
-        (one unsigned comparison), one `take` at row * C + label; otherwise the general
-        forward (skipped instances, and the error for labels out of range)."""
-        at = _label_offsets(xp, in_specs[0], in_specs[1], attrs)
-        if at is None:
-            return None
-        forward, ignore = PickLabel.forward, attrs.get("ignore_index", -1)
-
-        def pick_label(x, labels):
-            idx = at(labels)
-            if idx is None:
-                return forward(np, x, labels, axis=1, ignore_index=ignore)
-            return x.take(idx)  # the method: np.take's Python wrapper costs about 1 us
-
-        return pick_label
-
-    def grad(g, out, x, labels, axis=-1, ignore_index=-1):
-        return unpick_label(g, x, labels, axis=axis, ignore_index=ignore_index), None
-
-
-@register
-class UnpickLabel(Op):
-    """Zeros shaped like `like` holding g at each label along `axis` (pick_label's gradient)."""
-    name, nondiff = "unpick_label", (1, 2)
-    saves = (2,)
-
-    def infer(g: Spec, like: Spec, labels: Spec, axis=-1, ignore_index=-1) -> Spec:
-        check_labels("unpick_label", like, labels, axis)
-        if not _same_dims(g.shape, labels.shape):
-            fail("unpick_label", f"g shape {fmt(g)} differs from labels shape {fmt(labels)}")
-        return Spec(like.shape, g.dtype)
-
-    def forward(xp, g, like, labels, axis=-1, ignore_index=-1):
-        shape = [1] * like.ndim
-        shape[axis] = like.shape[axis]
-        classes = xp.arange(like.shape[axis]).reshape(shape)
-        kept = xp.expand_dims(labels != ignore_index, axis)
-        hit = (xp.expand_dims(labels, axis) == classes) & kept
-        return xp.where(hit, xp.expand_dims(g, axis), 0).astype(g.dtype, copy=False)
-
-    def bind(xp, attrs, in_specs, out_spec):
-        """In a plan, for (N, C) with classes last: zeros, and g put at row * C + label
-        when every label is a class; otherwise the general forward."""
-        at = _label_offsets(xp, in_specs[1], in_specs[2], attrs)
-        if at is None:
-            return None
-        shape, dtype = out_spec.shape, np.dtype(out_spec.dtype)
-        forward, ignore, zeros = UnpickLabel.forward, attrs.get("ignore_index", -1), np.zeros
-
-        def unpick_label(g, like, labels):
-            idx = at(labels)
-            if idx is None:
-                return forward(np, g, like, labels, axis=1, ignore_index=ignore)
-            out = zeros(shape, dtype)
-            out.put(idx, g)
-            return out
-
-        return unpick_label
-
-    def grad(gout, out, g, like, labels, axis=-1, ignore_index=-1):
-        return pick_label(gout, labels, axis=axis, ignore_index=ignore_index), None, None
-
-
-def _label_offsets(xp, scores: Spec, labels: Spec, attrs):
-    """For (N, C) scores with classes on the last axis and N > 0 integer labels, on
-    NumPy: a function labels -> the flat offsets row * C + label, or None when a label
-    is not a class (skipped instances, labels out of range: the general forward's
-    cases). None instead of the function for any other shape or device, and when
-    `ignore_index` is itself a class (0..C-1): a label in range may then be skipped,
-    which only the general forward sees."""
-    if (xp is not np or scores.ndim != 2 or labels.ndim != 1 or not scores.is_static
-            or attrs.get("axis", -1) not in (-1, 1) or not scores.shape[0]):
-        return None
-    classes = scores.shape[1]
-    if 0 <= attrs.get("ignore_index", -1) < classes:
-        return None
-    starts = np.arange(0, scores.shape[0] * classes, classes)
-    kind, size = np.dtype(labels.dtype).kind, np.dtype(labels.dtype).itemsize
-    unsigned = np.dtype(f"u{size}")  # a negative label viewed unsigned is huge: one test
-    top, add = np.maximum.reduce, np.add
-
-    def offsets(labels):
-        if top(labels.view(unsigned) if kind == "i" else labels) >= classes:
-            return None
-        return add(starts, labels)
-
-    return offsets
 
 
 @register
@@ -221,7 +71,7 @@ class NllTerms(Op):
         label is a class: z = x - max per row, s = sum(exp(z)) per row (BLAS), the terms
         log(s) - z at the labels, and exp(z) / s - 1 at the labels; otherwise forward."""
         x = in_specs[0]
-        at = _label_offsets(xp, x, in_specs[1], attrs)
+        at = label_offsets(xp, x, in_specs[1], attrs)
         if at is None:
             return None
         shifted, total = shift_kernel(x, (1,)), dot_sum(x, (1,), (x.shape[0],))
@@ -252,7 +102,7 @@ class NllTerms(Op):
         if gterms is not None:
             dx = mul(outs[1], expand_dims(gterms, axis))
         if gd is not None:  # through the gradient output: rows kept, softmax's Jacobian
-            kept = _kept(labels, ignore_index, float_dtype(_spec(x)))
+            kept = kept_ones(labels, ignore_index, float_dtype(arg_spec(x)))
             if kept is not None:
                 gd = mul(gd, expand_dims(kept, axis))
             term = _through_softmax(gd, x, axis)
@@ -287,11 +137,12 @@ class NllMean(Op):
 
     def bind(xp, attrs, in_specs, out_spec):
         """In a plan, for (N, C) float scores with classes last and N, C >= 2, when every
-        label is a class (so the count is N): nll_terms' kernel with the terms summed and
-        divided by N, and the row sums scaled by N before the softmax's division, so the
-        gradient comes out divided by N; otherwise the general forward."""
+        label is a class (so the count is N): nll_terms' kernel with the terms' mean as
+        one BLAS dot with 1/N (a third of `add.reduce`'s time on 100 terms), and the row
+        sums scaled by N before the softmax's division, so the gradient comes out divided
+        by N; otherwise the general forward."""
         x = in_specs[0]
-        at = _label_offsets(xp, x, in_specs[1], attrs)
+        at = label_offsets(xp, x, in_specs[1], attrs)
         if at is None:
             return None
         shifted, total = shift_kernel(x, (1,)), dot_sum(x, (1,), (x.shape[0],))
@@ -299,9 +150,10 @@ class NllMean(Op):
             return None
         rows, n = (x.shape[0], 1), np.dtype(x.dtype).type(x.shape[0])
         inv = np.dtype(x.dtype).type(1) / n
+        weights = np.full(x.shape[0], inv, x.dtype)
+        weights.flags.writeable = False
         forward, ignore = NllMean.forward, attrs.get("ignore_index", -1)
         sub, exp, log, divide, scale = np.subtract, np.exp, np.log, np.divide, np.multiply
-        add = np.add.reduce
 
         def nll_mean(x, labels):
             idx = at(labels)
@@ -311,7 +163,7 @@ class NllMean(Op):
             picked = z.take(idx)
             e = exp(z, out=z)
             s = total(e)
-            mean = add(sub(log(s), picked, out=picked)) / n
+            mean = sub(log(s), picked, out=picked).dot(weights)
             divide(e, scale(s, n, out=s).reshape(rows), out=e)  # softmax / N
             e.put(idx, e.take(idx) - inv)
             return mean, e
@@ -324,9 +176,9 @@ class NllMean(Op):
         if gmean is not None:
             dx = mul(outs[1], gmean)
         if gd is not None:  # through the gradient output: rows kept / count, softmax's
-            kept = _kept(labels, ignore_index, float_dtype(_spec(x)))
+            kept = kept_ones(labels, ignore_index, float_dtype(arg_spec(x)))
             if kept is None:
-                gd = div(gd, _count(labels, ignore_index, float_dtype(_spec(x))))
+                gd = div(gd, count_kept(labels, ignore_index, float_dtype(arg_spec(x))))
             else:
                 gd = mul(gd, expand_dims(div(kept, sum(kept)), axis))
             term = _through_softmax(gd, x, axis)
@@ -339,15 +191,6 @@ def _through_softmax(gd, x, axis):
     a gradient output of nll_terms or nll_mean (onehot and the count are constants)."""
     p = softmax(x, axis=axis)
     return mul(p, sub(gd, sum(mul(gd, p), axis=(axis,), keepdims=True)))
-
-
-def _kept(labels, ignore_index, dtype):
-    """1 for the instances not skipped (label != ignore_index), 0 for the others, as
-    `dtype`; None when no label can equal ignore_index (unsigned labels and -1)."""
-    kind = np.dtype(_spec(labels).dtype)
-    if not np.iinfo(kind).min <= ignore_index <= np.iinfo(kind).max:
-        return None
-    return cast(ne(labels, ignore_index), dtype)
 
 
 @register
@@ -394,24 +237,6 @@ class CorrectLabel(Op):
 # ---- public functions ----
 
 
-def pick_label(x, labels, axis=-1, ignore_index=-1):
-    """x's entry at each label along `axis` (0 where label == ignore_index); nll's building block.
-
-    Example:
-        >>> import numpy as np; from knetflow.ops.loss import pick_label
-        >>> pick_label(np.array([[1., 2.], [3., 4.]]), np.array([1, -1]))
-        array([2., 0.])
-    """
-    ax, _ = _class_axis("pick_label", x, labels, axis)
-    return apply(PickLabel, x, labels, axis=ax, ignore_index=int(ignore_index))
-
-
-def unpick_label(g, like, labels, axis=-1, ignore_index=-1):
-    """Zeros shaped like `like` with g scattered to each label along `axis` (pick_label's grad)."""
-    ax, _ = _class_axis("unpick_label", like, labels, axis)
-    return apply(UnpickLabel, g, like, labels, axis=ax, ignore_index=int(ignore_index))
-
-
 def nll_terms(x, labels, axis=-1, ignore_index=-1):
     """(-logsoftmax(x)[label], softmax(x) - onehot(label)) per instance along `axis`,
     both 0 where label == ignore_index: nll's terms and their gradient, as one op.
@@ -423,7 +248,7 @@ def nll_terms(x, labels, axis=-1, ignore_index=-1):
         (array([0.6931, 0.    ]), array([[-0.5,  0.5],
                [ 0. ,  0. ]]))
     """
-    ax, _ = _class_axis("nll_terms", x, labels, axis)
+    ax, _ = class_axis("nll_terms", x, labels, axis)
     return apply_multi(NllTerms, x, labels, axis=ax, ignore_index=int(ignore_index))
 
 
@@ -439,21 +264,13 @@ def nll_mean(x, labels, axis=-1, ignore_index=-1):
         (0.6931, array([[-0.5,  0.5],
                [ 0. ,  0. ]]))
     """
-    ax, _ = _class_axis("nll_mean", x, labels, axis)
+    ax, _ = class_axis("nll_mean", x, labels, axis)
     return apply_multi(NllMean, x, labels, axis=ax, ignore_index=int(ignore_index))
 
 
 def log1pexp(x):
     """log(1 + exp(x)), elementwise and stable (softplus); bce and logistic use it."""
     return apply(Log1pExp, x)
-
-
-def _count(labels, ignore_index, dtype):
-    """Number of instances not skipped, as a 0-d `dtype` value."""
-    kept = _kept(labels, ignore_index, dtype)
-    if kept is None:
-        return cast(count(labels), dtype)  # e.g. uint8 labels: no label can be -1
-    return sum(kept)
 
 
 def nll(scores, labels, axis=-1, average=True, ignore_index=-1):
@@ -471,12 +288,12 @@ def nll(scores, labels, axis=-1, average=True, ignore_index=-1):
         >>> print(f"{float(kf.nll(scores, np.array([0, 1]), axis=0)):.4e}")
         2.1100e-05
     """
-    ax, spec = _class_axis("nll", scores, labels, axis)
+    ax, spec = class_axis("nll", scores, labels, axis)
     ignore_index = int(ignore_index)
     if average:
         return apply_multi(NllMean, scores, labels, axis=ax, ignore_index=ignore_index)[0]
     total = sum(nll_terms(scores, labels, axis=ax, ignore_index=ignore_index)[0])
-    return total, _count(labels, ignore_index, float_dtype(spec))
+    return total, count_kept(labels, ignore_index, float_dtype(spec))
 
 
 def accuracy(scores, labels, axis=-1, average=True, ignore_index=-1):
@@ -490,18 +307,18 @@ def accuracy(scores, labels, axis=-1, average=True, ignore_index=-1):
         >>> float(kf.accuracy(np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), np.array([1, 1, -1])))
         0.5
     """
-    ax, spec = _class_axis("accuracy", scores, labels, axis)
+    ax, spec = class_axis("accuracy", scores, labels, axis)
     ignore_index = int(ignore_index)
     hits = apply(CorrectLabel, scores, labels, axis=ax, ignore_index=ignore_index)
     ncorrect = sum(hits)
-    count = _count(labels, ignore_index, float_dtype(spec))
+    count = count_kept(labels, ignore_index, float_dtype(spec))
     return div(ncorrect, count) if average else (ncorrect, count)
 
 
 def _binary_inputs(opname, scores, labels):
     """scores and labels as the scores' float dtype, after checking their shapes agree."""
-    s, y = _spec(scores), _spec(labels)
-    if not _same_dims(s.shape, y.shape):
+    s, y = arg_spec(scores), arg_spec(labels)
+    if not same_dims(s.shape, y.shape):
         fail(opname, f"labels shape {fmt(y)} does not match scores shape {fmt(s)}")
     dtype = float_dtype(s)
     if s.dtype != dtype:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy import special
 
 import knetflow as kf
-from knetflow.ops.loss import NllMean, _count, nll, nll_mean, nll_terms
+from knetflow.ops.loss import NllMean, count_kept, nll, nll_mean, nll_terms
 from tests.ops.harness import Arg, Case, check
 
 
@@ -34,7 +34,7 @@ def composed(scores, labels, axis=-1, ignore_index=-1):
     terms = nll_terms(scores, labels, axis=axis, ignore_index=ignore_index)[0]
     spec = scores.dtype if isinstance(scores, kf.Symbol) else np.asarray(scores).dtype
     dtype = "float64" if np.dtype(spec) == np.float64 else "float32"
-    return kf.sum(terms) / _count(labels, ignore_index, dtype)
+    return kf.sum(terms) / count_kept(labels, ignore_index, dtype)
 
 
 CASES = [
