@@ -18,6 +18,8 @@ labels' checks, counts and `pick_label`/`unpick_label` are in `labels`. `bce` an
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from knetflow.ops.array import expand_dims
@@ -136,17 +138,22 @@ class NllMean(Op):
         return xp.sum(terms) / count, d / count
 
     def bind(xp, attrs, in_specs, out_spec):
-        """In a plan, for (N, C) float scores with classes last and N, C >= 2, when every
-        label is a class (so the count is N): nll_terms' kernel with the terms' mean as
-        one BLAS dot with 1/N (a third of `add.reduce`'s time on 100 terms), and the row
-        sums scaled by N before the softmax's division, so the gradient comes out divided
-        by N; otherwise the general forward."""
+        """In a plan, for (N, C) float32 or float64 scores with classes last and N, C >= 2,
+        when every label is a class (so the count is N): each row shifted by its label's
+        score, not its maximum, so exp(z) at the label is 1, every row sum s >= 1 and the
+        terms are log(s); their mean as one BLAS dot with 1/N; the row sums scaled by N
+        before the softmax's division, so the gradient comes out divided by N.
+
+        The label's score costs one `take` where the maximum cost four calls, and a sum
+        of at least 1 cannot underflow; a row that overflows (a score more than about 88
+        above its label's in float32), or holds an infinity or NaN, makes the mean
+        non-finite, and then the general forward (shifted by the maximum, as eager calls
+        are) gives the values, and whatever NumPy says of them. Otherwise, and for
+        skipped labels, the general forward."""
         x = in_specs[0]
         at = label_offsets(xp, x, in_specs[1], attrs)
-        if at is None:
-            return None
-        shifted, total = shift_kernel(x, (1,)), dot_sum(x, (1,), (x.shape[0],))
-        if shifted is None or total is None:
+        total = dot_sum(x, (1,), (x.shape[0],)) if x.is_float else None
+        if at is None or total is None:
             return None
         rows, n = (x.shape[0], 1), np.dtype(x.dtype).type(x.shape[0])
         inv = np.dtype(x.dtype).type(1) / n
@@ -154,16 +161,18 @@ class NllMean(Op):
         weights.flags.writeable = False
         forward, ignore = NllMean.forward, attrs.get("ignore_index", -1)
         sub, exp, log, divide, scale = np.subtract, np.exp, np.log, np.divide, np.multiply
+        finite, errstate = math.isfinite, np.errstate
 
         def nll_mean(x, labels):
             idx = at(labels)
             if idx is None:
                 return forward(np, x, labels, axis=1, ignore_index=ignore)
-            z = shifted(x)  # as logsoftmax's kernel: the same NaNs for +-inf rows
-            picked = z.take(idx)
-            e = exp(z, out=z)
-            s = total(e)
-            mean = sub(log(s), picked, out=picked).dot(weights)
+            with errstate(over="ignore", invalid="ignore"):  # rows the forward redoes
+                e = exp(sub(x, x.take(idx).reshape(rows)))
+                s = total(e)
+                mean = log(s).dot(weights)
+            if not finite(mean):
+                return forward(np, x, labels, axis=1, ignore_index=ignore)
             divide(e, scale(s, n, out=s).reshape(rows), out=e)  # softmax / N
             e.put(idx, e.take(idx) - inv)
             return mean, e

@@ -135,6 +135,48 @@ def test_a_plan_switches_between_its_kernel_and_the_general_forward():
         plan.run({"s": s, "y": np.array([0, 3, 1, 1])})
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rows_the_kernel_cannot_shift_by_their_label_take_the_forward(dtype):
+    # the kernel shifts each row by its label's score: a score far above it overflows
+    # exp, and infinities or NaN make the mean non-finite; then the general forward
+    # (shifted by the maximum, as eager calls are) gives the values, bit for bit, and
+    # the overflow the kernel met raises no floating-point error
+    far = 100.0 if dtype == "float32" else 1000.0
+    finite = np.array([[0.0, far, 1.0], [2.0, 0.5, -1.0], [1.0, 2.0, 3.0]])
+    bad = np.array([[1.0, 2.0, 3.0], [np.inf, 0.0, 1.0], [-np.inf, 0.0, 1.0]])
+    nan = np.array([[1.0, 2.0, 3.0], [np.nan, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    y = np.array([0, 1, 2])
+    ph, yl = kf.placeholder("s", (3, 3), dtype), kf.placeholder("y", (3,), "int64")
+    plan = kf.compile(list(nll_mean(ph, yl)))
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        got = plan.run({"s": finite.astype(dtype), "y": y})
+    want = nll_mean(finite.astype(dtype), y)
+    assert np.isfinite(got[0]) and float(got[0]) > far / 3 - 1
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    for s in (bad, nan):
+        with np.errstate(all="ignore"):
+            got, want = plan.run({"s": s.astype(dtype), "y": y}), nll_mean(s.astype(dtype), y)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_the_kernel_takes_the_forward_only_for_those_rows(monkeypatch):
+    calls = []
+    forward = NllMean.forward
+    monkeypatch.setattr(NllMean, "forward",
+                        staticmethod(lambda *a, **k: calls.append(1) or forward(*a, **k)))
+    ph, yl = kf.placeholder("s", (4, 3), "float32"), kf.placeholder("y", (4,), "int64")
+    plan = kf.compile(list(nll_mean(ph, yl)))
+    s = np.random.RandomState(9).randn(4, 3).astype("float32")
+    plan.run({"s": s, "y": np.array([0, 1, 2, 0])})
+    assert calls == []
+    s[2, 0] = 500.0
+    plan.run({"s": s, "y": np.array([0, 1, 2, 0])})  # row 2: 500 above its label's
+    plan.run({"s": s, "y": np.array([0, -1, 2, 0])})  # a skipped label
+    assert calls == [1, 1]
+
+
 def test_the_gradient_in_float64_matches_central_differences():
     rng = np.random.default_rng(4)
     s, y = rng.normal(size=(5, 4)) * 2, np.array([3, -1, 0, 2, -1])
