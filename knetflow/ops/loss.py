@@ -141,8 +141,8 @@ class NllMean(Op):
         """In a plan, for (N, C) float32 or float64 scores with classes last and N, C >= 2,
         when every label is a class (so the count is N): each row shifted by its label's
         score, not its maximum, so exp(z) at the label is 1, every row sum s >= 1 and the
-        terms are log(s); their mean as one BLAS dot with 1/N; the row sums scaled by N
-        before the softmax's division, so the gradient comes out divided by N.
+        terms are log(s); their mean as one BLAS dot with 1/N; 1 - s put at the labels
+        and every row divided by s N: the gradient, divided by N.
 
         The label's score costs one `take` where the maximum cost four calls, and a sum
         of at least 1 cannot underflow; a row that overflows (a score more than about 88
@@ -151,13 +151,12 @@ class NllMean(Op):
         are) gives the values, and whatever NumPy says of them. Otherwise, and for
         skipped labels, the general forward."""
         x = in_specs[0]
-        at = label_offsets(xp, x, in_specs[1], attrs)
-        total = dot_sum(x, (1,), (x.shape[0],)) if x.is_float else None
-        if at is None or total is None:
+        at = label_offsets(xp, x, in_specs[1], attrs)  # None unless (N, C) of known shape
+        total = dot_sum(x, (1,), (x.shape[0],)) if at is not None and x.is_float else None
+        if total is None:
             return None
         rows, n = (x.shape[0], 1), np.dtype(x.dtype).type(x.shape[0])
-        inv = np.dtype(x.dtype).type(1) / n
-        weights = np.full(x.shape[0], inv, x.dtype)
+        weights = np.full(x.shape[0], np.dtype(x.dtype).type(1) / n, x.dtype)
         weights.flags.writeable = False
         forward, ignore = NllMean.forward, attrs.get("ignore_index", -1)
         sub, exp, log, divide, scale = np.subtract, np.exp, np.log, np.divide, np.multiply
@@ -168,13 +167,15 @@ class NllMean(Op):
             if idx is None:
                 return forward(np, x, labels, axis=1, ignore_index=ignore)
             with errstate(over="ignore", invalid="ignore"):  # rows the forward redoes
-                e = exp(sub(x, x.take(idx).reshape(rows)))
-                s = total(e)
+                e = sub(x, x.take(idx).reshape(rows))
+                s = total(exp(e, out=e))
                 mean = log(s).dot(weights)
             if not finite(mean):
                 return forward(np, x, labels, axis=1, ignore_index=ignore)
-            divide(e, scale(s, n, out=s).reshape(rows), out=e)  # softmax / N
-            e.put(idx, e.take(idx) - inv)
+            # e is 1 at each label: 1 - s there, then / (s N), is softmax - 1 over N
+            # with the difference 1 - s exact where s is near 1
+            e.put(idx, sub(1, s))
+            divide(e, scale(s, n, out=s).reshape(rows), out=e)
             return mean, e
 
         return nll_mean
