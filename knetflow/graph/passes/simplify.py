@@ -1,9 +1,14 @@
-"""Algebraic simplification: powers with a constant exponent of 1 or 2, and single
-values spread to a whole array before an arithmetic op.
+"""Algebraic simplification: powers with a constant exponent of 1 or 2, products and
+quotients by a constant 1, and single values spread to a whole array before an
+arithmetic op.
 
 Gradients of `x ** 2` come out as `2 * x ** 1`, and a squared error is a `pow` whose
 result other nodes read: `x ** 1` is x itself, and `x ** 2` is `x * x` (NumPy's power
 squares a float the same way), an op the fusion pass can join to its neighbours.
+
+Backward graphs start from the loss's gradient, a constant 1, which the first
+gradient rule multiplies in: `x * 1`, `1 * x` and `x / 1` are x itself (also
+for -0, inf and NaN) when the result has x's shape and dtype.
 
 The gradient of a mean or of a sum spreads one number over the array it came from
 (`broadcast_like`, then perhaps `expand_dims` or `reshape`) and multiplies it in: the
@@ -45,6 +50,38 @@ def simplify_powers(graph: Graph) -> Graph:
         return node
 
     return rewrite(graph, visit)
+
+
+def _is_one(node) -> bool:
+    """A constant holding the single value 1."""
+    if node.op != "const":
+        return False
+    value = np.asarray(node.attrs["value"])
+    return value.size == 1 and value.dtype != np.bool_ and value.item() == 1
+
+
+def simplify_units(graph: Graph) -> Graph:
+    """mul(x, 1), mul(1, x) and div(x, 1), with 1 a constant of one value: x, where the
+    result has x's shape and dtype (otherwise the node stays).
+
+    Example:
+        >>> import knetflow as kf
+        >>> x = kf.placeholder("x", (3,))
+        >>> [n.op for n in simplify_units(kf.Graph([kf.exp(x * kf.const(1.0))])).nodes]
+        ['input', 'exp']
+    """
+
+    def visit(node):
+        if node.op not in ("mul", "div") or node.attrs:
+            return node
+        a, b = node.inputs
+        for x, one in ((a, b), (b, a)) if node.op == "mul" else ((a, b),):
+            if _is_one(one) and x.spec == node.spec:
+                return x
+        return node
+
+    new = rewrite(graph, visit)
+    return graph if new is graph else eliminate_dead_code(new)  # the constants left unread
 
 
 # arithmetic whose kernels broadcast as NumPy does, whatever the shapes

@@ -1,11 +1,12 @@
-"""simplify_powers and simplify_broadcasts (graph/passes/simplify.py): x ** 1 is x, x ** 2
-is x * x, and arithmetic reads a spread single value as it is."""
+"""simplify_powers, simplify_units and simplify_broadcasts (graph/passes/simplify.py):
+x ** 1 is x, x ** 2 is x * x, x * 1 is x, and arithmetic reads a spread single value as
+it is."""
 
 import numpy as np
 import pytest
 
 import knetflow as kf
-from knetflow.graph.passes import optimize, simplify_broadcasts, simplify_powers
+from knetflow.graph.passes import optimize, simplify_broadcasts, simplify_powers, simplify_units
 from tests.graph.passes.common import assert_same_values, ops_of
 
 X = {"x": np.array([0.5, -1.0, 2.0, np.nan, -np.inf], dtype="float32")}
@@ -29,6 +30,34 @@ def test_a_square_is_a_product_and_a_first_power_is_its_base():
 def test_other_powers_stay(build):
     g = kf.Graph([build(kf.placeholder("x", (5,)))])
     assert simplify_powers(g) is g
+
+
+def test_a_product_or_quotient_by_one_is_the_other_factor():
+    x, one = kf.placeholder("x", (5,)), kf.const(np.ones((1,), "float32"))
+    g = kf.Graph([x * one, kf.exp(one * x), x / kf.const(1.0)])
+    s = simplify_units(g)
+    s.verify()
+    assert ops_of(s) == ["input", "exp"]
+    assert_same_values(g, s, X)    # -inf and NaN among them
+
+
+@pytest.mark.parametrize("build", [
+    lambda x: kf.const(1.0) / x,                                     # 1 / x is not x
+    lambda x: x * 2.0,                                               # another constant
+    lambda x: x * kf.const(np.ones((2, 1), "float32")),              # the result is (2, 5)
+    lambda x: kf.cast(x, "int64") * 1.0,                             # int * float is float
+    lambda x: x * kf.placeholder("y", ()),                           # not a constant
+])
+def test_other_products_stay(build):
+    g = kf.Graph([build(kf.placeholder("x", (5,)))])
+    assert simplify_units(g) is g
+
+
+def test_the_unit_gradient_of_the_loss_is_not_multiplied_in():
+    x = kf.placeholder("x", (4, 3))
+    w = kf.param("w", value=np.ones((3, 3), "float32"))
+    g = kf.backward(kf.Graph([kf.nll(x @ w, kf.placeholder("y", (4,), "int64"))]))
+    assert "mul" in ops_of(g) and "mul" not in ops_of(optimize(g))
 
 
 def test_a_squared_error_gradient_has_no_powers_left():
