@@ -261,7 +261,8 @@ class _Shallow:
 
 
 def _maker(t):
-    """What stands for a leaf of type t (the per-type choices of `_target`)."""
+    """What makes the stand-in of a leaf of type t outside a trace: the leaf itself for a
+    Param, a new Param for numbers and numeric arrays, else None (a constant)."""
     if issubclass(t, Param):
         return _itself
     if t is int:
@@ -294,8 +295,8 @@ def _from_other(v):  # a device's array, or a constant (bools, strings, None, ob
 
 
 def _finisher(t):
-    """What the gradient of a leaf of type t becomes (as `_rebuild`): a float for a Python
-    number, the same NumPy scalar type for one, else the gradient itself (None)."""
+    """What the gradient of a leaf of type t becomes: a float for a Python number, the
+    same NumPy scalar type for one, else the gradient itself (None)."""
     if t is float or t is int:
         return float
     if issubclass(t, np.floating):
@@ -338,15 +339,8 @@ def _target(v, k, symbolic):
     tracing into an outer graph), or None for a leaf passed through as a constant."""
     if isinstance(v, Symbol):
         return _fresh(v) if v.spec.is_float else None
-    if isinstance(v, Param):
-        target = v
-    elif type(v) in (float, int) or isinstance(v, np.floating):
-        target = Param(np.asarray(v, dtype=np.float64 if type(v) is int else None))
-    elif (type(v) is np.ndarray and v.dtype.kind in "biuf") or is_device_array(v):
-        target = Param(v)
-    else:  # bools, strings, None, objects: constants
-        return None
-    if not symbolic:
+    target = _maker(type(v))(v)  # None for bools, strings, None, objects: constants
+    if target is None or not symbolic:
         return target
     tracer = trace.current()
     if tracer is None:  # building a graph: the value is a constant of it
@@ -365,11 +359,9 @@ def _rebuild(target, found):
     out = []
     for v, m in zip(leaves, made):
         g = None if m is None else found[id(m)]
-        if g is not None and not isinstance(g, Symbol):
-            if type(v) in (float, int):
-                g = float(g)
-            elif isinstance(v, np.floating):
-                g = type(v)(g)
+        finish = _finisher(type(v))
+        if g is not None and finish is not None and not isinstance(g, Symbol):
+            g = finish(g)
         out.append(g)
     return tree.rebuild(out)
 
