@@ -2,7 +2,7 @@
 per-thread scratch workspace bound CPU kernels share.
 
 Bound NumPy kernels (2-D convolutions in `conv_cpu`, 2-D max pooling and its gradient
-in `pool`, relu's gradient in `elementwise`) carve their scratch from one workspace
+in `pool_cpu`, relu's gradient in `elementwise`) carve their scratch from one workspace
 per thread (`scratch`), so a step allocates none. When NumPy's BLAS may use two
 threads or more (an OpenBLAS with its own pthreads pool, as NumPy's wheels ship), a
 kernel call can split its work between the calling thread and a thread of that pool

@@ -30,7 +30,9 @@ Every kernel is a loop over the prod(window) offsets of the window, each a
 strided, vectorised ufunc over the whole batch; there is no loop over pixels,
 batch or channels.
 
-On a GPU, compiled plans run `pool`, `pool_grad` and the average modes of
+On the CPU, compiled plans bind the kernels of `knetflow.ops.pool_cpu` for big
+batches and for the gradient of max pooling whose windows tile x. On a GPU,
+compiled plans run `pool`, `pool_grad` and the average modes of
 `pool_select` with cuDNN's pooling instead (same mode numbers and NaN
 option; cuDNN picks among tied maxima), falling back to the kernels here for
 what cuDNN cannot take: see `knetflow.ops.cudnn`.
@@ -41,14 +43,12 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import sys
 
 import numpy as np
 
-from knetflow.ops import cpu_threads
+from knetflow.ops import cpu_threads, pool_cpu
 from knetflow.ops.base import Op, Spec, apply, fail, fmt, kernel, register
 from knetflow.ops.conv import check_per_dim, ntuple
-from knetflow.ops.cpu_threads import scratch
 from knetflow.ops.elementwise import relu_grad
 
 __all__ = ["pool", "pool_grad", "pool_select", "unpool"]
@@ -289,22 +289,14 @@ def _bind_pool(xp, attrs, in_specs, out_spec):
     moved = 2 * x.nbytes + 2 * math.prod(window) * out_spec.nbytes
     if moved < cpu_threads.SPLIT_BYTES:
         return None
-    n, shape, dtype = x.shape[0], out_spec.shape, np.dtype(out_spec.dtype)
-
-    def pool(x, out=None):
-        if out is None:
-            out = np.empty(shape, dtype=dtype)
-        cpu_threads.split_rows(n, lambda a, b: _pool(np, x[a:b], *args, out=out[a:b]), moved)
-        return out
-
-    return pool
+    return pool_cpu.split_pool(out_spec.shape, out_spec.dtype, moved,
+                               lambda x, out: _pool(np, x, *args, out=out))
 
 
 def _bind_max_grad(xp, attrs, in_specs, out_spec, relu=False):
-    """A plan's NumPy kernel for the gradient of 2-D max pooling whose windows tile x
-    (stride = window, no padding, sizes multiples of the window, alpha 1), all of one
-    float32/float64 dtype; None (the general kernel) otherwise. Big batches are cut in
-    parts, one per thread (`cpu_threads.split_rows`), each through `_max_grad_part`.
+    """A plan's NumPy kernel (`pool_cpu.max_grad`) for the gradient of 2-D max pooling
+    whose windows tile x (stride = window, no padding, sizes multiples of the window,
+    alpha 1), all of one float32/float64 dtype; None (the general kernel) otherwise.
     With `relu`, pool_relu_grad's kernel: the same, kept where x > 0.
     """
     x, y, dy = in_specs
@@ -317,107 +309,8 @@ def _bind_max_grad(xp, attrs, in_specs, out_spec, relu=False):
             or fit_window(x.shape[2:], window, attrs["padding"]) != tuple(window)
             or any(n % k for n, k in zip(x.shape[2:], window))):
         return None
-    n, dtype = x.shape[0], np.dtype(out_spec.dtype)
     general = functools.partial((PoolReluGrad if relu else PoolGrad).forward, np, **attrs)
-    parts = {}      # a kernel per part size (two at most)
-    # about eight passes over x's size: repeats, compares, tie masks, the product
-    moved = 8 * x.nbytes
-
-    def part(x, y, dy, out):
-        if len(x) not in parts:
-            parts[len(x)] = _max_grad_part(x.shape, window, dtype, general, relu)
-        return parts[len(x)](x, y, dy, out)
-
-    def pool_grad(x, y, dy, out=None):
-        if out is None:
-            out = np.empty(x.shape, dtype=dtype)
-        cpu_threads.split_rows(n, lambda a, b: part(x[a:b], y[a:b], dy[a:b], out[a:b]), moved)
-        return out
-
-    return pool_grad
-
-
-def _max_grad_part(shape, window, dtype, general, relu=False):
-    """The tiled max-pool gradient for x of `shape` (N, C, H, W): fn(x, y, dy, out).
-
-    y and dy are repeated to x's shape (along W by strided copies, or for float32 pairs
-    by one integer multiply that writes each 32-bit pattern twice into 64 bits; along
-    H by row `take`), so every pass runs over contiguous memory: mask = (x == y up),
-    result = dy up * mask. Ties and NaN, where the first maximum rule matters, are
-    caught by one count (a window of y = pool(x) always holds its maximum, so as many
-    hits as windows means one each) and go to `general`.
-
-    With `relu` (pool_relu_grad), dy is first kept where y > 0: at its window's hit x
-    equals y, so that is where x > 0, and the product is relu_grad's of the result bit
-    for bit (a zero keeps dy's sign, inf or NaN gives NaN) at a quarter of the size.
-    """
-    (n, c, h, w), (kh, kw) = shape, window
-    rows, wo = n * c * (h // kh), w // kw
-    pairs = kw == 2 and dtype.itemsize == 4
-    again = np.repeat(np.arange(rows), kh)          # row r of the result is row r // kh
-    twice = np.uint64(0x100000001)
-    sizes = ((rows * w, dtype), (n * c * h * w, np.bool_))
-    first_only = _first_hit_2x2(rows, w) if (kh, kw) == (2, 2) else None
-
-    def up(src, wide, dst):
-        """src (N, C, Ho, Wo) repeated to dst (N*C*H, W) through wide (N*C*Ho, W)."""
-        if pairs and src.flags.c_contiguous:
-            np.multiply(src.reshape(rows, wo).view(np.uint32), twice, out=wide.view(np.uint64))
-        else:
-            for q in range(kw):
-                wide.reshape(rows, wo, kw)[:, :, q] = src.reshape(rows, wo)
-        np.take(wide, again, axis=0, out=dst, mode="clip")
-
-    def where_positive(dy, y, wide, out):
-        """dy where y > 0, else 0 (times False, as relu_grad), written over the start of
-        out, the mask over the start of wide: both are free until `up` reads dy, so the
-        fused kernel takes no more scratch than pool_grad's."""
-        positive = wide.reshape(-1).view(np.bool_)[:y.size].reshape(y.shape)
-        np.greater(y, 0, out=positive)
-        return np.multiply(dy, positive, out=out.reshape(-1)[:y.size].reshape(y.shape))
-
-    def pool_grad(x, y, dy, out):
-        wide, hit = scratch(sizes)
-        wide, hit = wide.reshape(rows, w), hit.reshape(shape)
-        # `take` writes only into a contiguous out; a part of a C-contiguous out is one
-        flat = out.reshape(-1, w)
-        up(y, wide, flat)
-        np.equal(x, out, out=hit)
-        if first_only is not None:
-            first_only(hit)
-        if np.count_nonzero(hit) != y.size or np.isnan(np.add.reduce(y, axis=None)):
-            return general(x, y, dy, out=out)
-        if relu:
-            dy = where_positive(dy, y, wide, out)
-        up(dy, wide, flat)
-        return np.multiply(out, hit, out=out)
-
-    return pool_grad
-
-
-def _first_hit_2x2(rows, w):
-    """For 2x2 windows: a function keeping, in a C-contiguous bool mask of hits (x == its
-    window's maximum) shaped (rows * 2, w), only each window's first hit in row-major
-    order, the general kernel's rule for ties (after a relu, windows of zeros tie).
-
-    Bools two by two are one uint16 (little-endian: the left one in the low byte), so
-    both steps are contiguous integer passes: a left hit clears the right one, then a
-    hit in a window's top row clears its bottom row. None on a big-endian machine.
-    """
-    if sys.byteorder != "little":
-        return None
-    low, high = np.uint16(0x00FF), np.uint8(8)
-
-    def first_only(hit):
-        pairs = hit.view(np.uint16)                      # (N, C, H, W / 2)
-        left = np.bitwise_and(pairs, low)
-        np.left_shift(left, high, out=left)
-        np.invert(left, out=left)
-        np.bitwise_and(pairs, left, out=pairs)           # a left hit: no right one
-        both = pairs.reshape(rows, 2, w // 2)
-        np.multiply(both[:, 1], both[:, 0] == 0, out=both[:, 1])  # a top hit: no bottom
-
-    return first_only
+    return pool_cpu.max_grad(x.shape, tuple(window), np.dtype(out_spec.dtype), general, relu)
 
 
 # ---- ops ----

@@ -4,7 +4,8 @@ the op the compiler makes of relu_grad(pool_grad(x, y, dy), x).
 Its values are the unfused composition's exactly, bit for bit (signed zeros included),
 in float32 and float64: the general kernel runs the two ops' own code, and the bound
 tiled kernel masks dy at the pooled size, which gives the same products (see
-`_max_grad_part`). NaN results are compared as NaN, not by their bits.
+`knetflow.ops.pool_cpu._max_grad_part`). NaN results are compared as NaN, not by
+their bits.
 """
 
 import importlib
