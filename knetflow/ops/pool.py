@@ -127,6 +127,14 @@ def _infer_pool(x: Spec, window=(), padding=(), stride=(), mode=0, maxpoolingNan
     return x.with_shape(x.shape[:2] + _spatial(opname, pool_size, x, window, padding, stride))
 
 
+def _infer_grad(opname, x: Spec, y: Spec, dy: Spec, attrs) -> Spec:
+    """The shape rule of a gradient op reading x, y = pool(x) and dy (y's shape)."""
+    want = _infer_pool(x, opname=opname, **attrs)
+    _same_shape(opname, "y", y, want)
+    _same_shape(opname, "dy", dy, want)
+    return x.with_dtype(dy.dtype)
+
+
 def _same_shape(opname, what, got: Spec, want: Spec):
     if got.ndim != want.ndim or any(a is not None and b is not None and a != b
                                     for a, b in zip(got.shape, want.shape)):
@@ -344,10 +352,7 @@ class PoolGrad(Op):
     saves = (0, 1)
 
     def infer(x: Spec, y: Spec, dy: Spec, **attrs) -> Spec:
-        want = _infer_pool(x, opname="pool_grad", **attrs)
-        _same_shape("pool_grad", "y", y, want)
-        _same_shape("pool_grad", "dy", dy, want)
-        return x.with_dtype(dy.dtype)
+        return _infer_grad("pool_grad", x, y, dy, attrs)
 
     def forward(xp, x, y, dy, window=(), padding=(), stride=(), mode=0, maxpoolingNanOpt=1,
                 alpha=1.0, out=None):
@@ -397,10 +402,7 @@ class PoolReluGrad(Op):
     saves = (0, 1)
 
     def infer(x: Spec, y: Spec, dy: Spec, **attrs) -> Spec:
-        want = _infer_pool(x, opname="pool_relu_grad", **attrs)
-        _same_shape("pool_relu_grad", "y", y, want)
-        _same_shape("pool_relu_grad", "dy", dy, want)
-        return x.with_dtype(dy.dtype)
+        return _infer_grad("pool_relu_grad", x, y, dy, attrs)
 
     def forward(xp, x, y, dy, window=(), padding=(), stride=(), mode=0, maxpoolingNanOpt=1,
                 alpha=1.0, out=None):
