@@ -280,15 +280,13 @@ def _nll_terms(ctx, node):
 
 @converts("nll_mean")
 def _nll_mean(ctx, node):
-    """The -LogSoftmax picked at each label, summed and divided by the count of labels
-    kept (0 / 0, NaN, when none is); the gradient output has no ONNX form."""
-    x, labels = node.inputs
-    axis, dtype = node.attrs["axis"], node.spec[0].dtype
-    logp = ctx.emit("LogSoftmax", [ctx.arg(x, dtype)], axis=axis)
-    total = reduce(ctx, "ReduceSum", _pick(ctx, logp, labels, node.attrs, dtype), None, False)
-    kept = _kept(ctx, ctx.arg(labels, "int64"), node.attrs.get("ignore_index", -1))
-    count = reduce(ctx, "ReduceSum", ctx.cast(kept, "bool", dtype), None, False)
-    return ctx.emit("Div", [ctx.emit("Neg", [total]), count]), None
+    """nll_terms' terms summed and divided by the count of labels kept (0 / 0, NaN, when
+    none is); the gradient output has no ONNX form."""
+    terms, _ = _nll_terms(ctx, node)
+    total = reduce(ctx, "ReduceSum", terms, None, False)
+    kept = _kept(ctx, ctx.arg(node.inputs[1], "int64"), node.attrs.get("ignore_index", -1))
+    count = reduce(ctx, "ReduceSum", ctx.cast(kept, "bool", node.spec[0].dtype), None, False)
+    return ctx.emit("Div", [total, count]), None
 
 
 @converts("correct_label")

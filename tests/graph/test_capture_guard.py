@@ -1,7 +1,6 @@
 """Compiled capture guards give the walk's answer, or none at all."""
 
 import functools
-import types
 from collections import namedtuple
 
 import numpy as np
