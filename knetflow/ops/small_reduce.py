@@ -35,13 +35,14 @@ def _blas_float(x: Spec) -> bool:
 def dot_sum(x: Spec, axes, out_shape: tuple):
     """A kernel `(a, out=None)` summing a float `x` over `axes` through BLAS, or None.
 
-    `axes` must be x's first axes, its last axes, or both (the axes kept are one run
-    in the middle: a convolution's bias gradient sums (N, C, H, W) over N, H and W),
-    x's shape known and its dtype float32 or float64, each run summed at most
-    DOT_SUM_MAX long and at least 2 sums made (a whole-array sum is one `add.reduce`
-    call already). Last axes are summed first, as a matrix times ones, then first
-    axes, as ones times a matrix. The result has `out_shape` (the sum's shape,
-    keepdims or not), or is written into `out`.
+    `axes` (None: all) must be x's first axes, its last axes, or both (the axes kept
+    are one run in the middle: a convolution's bias gradient sums (N, C, H, W) over
+    N, H and W), x's shape known and its dtype float32 or float64, each run summed
+    at most DOT_SUM_MAX long. Last axes are summed first, as a matrix times ones,
+    then first axes, as ones times a matrix. The result has `out_shape` (the sum's
+    shape, keepdims or not), or is written into `out`. A whole-array sum is one
+    matrix-vector product too: about 0.6 us where `add.reduce` takes 0.8 to 1.3 us
+    for 500 to 4096 float32s.
 
     Example:
         >>> import numpy as np; from knetflow.ops.base import Spec
@@ -50,6 +51,8 @@ def dot_sum(x: Spec, axes, out_shape: tuple):
         array([[ 3.],
                [12.]])
     """
+    if axes is None:
+        axes = range(x.ndim)
     if not _blas_float(x) or x.ndim == 0 or not axes:
         return None
     axes, n = tuple(sorted(axes)), x.ndim
@@ -61,13 +64,21 @@ def dot_sum(x: Spec, axes, out_shape: tuple):
         return None
     first, kept, last = (math.prod(x.shape[:lead]), math.prod(x.shape[lead:n - trail]),
                          math.prod(x.shape[n - trail:]))
-    if kept < 2 or first * last < 2 or max(first, last) > DOT_SUM_MAX:
+    if first * last < 2 or max(first, last) > DOT_SUM_MAX:
         return None
-    ones_first, ones_last = (np.ones(k, x.dtype) if k > 1 else None for k in (first, last))
-    for ones in (ones_first, ones_last):
-        if ones is not None:
-            ones.flags.writeable = False
     dot = np.dot
+    if not out_shape:  # to one number: a dot of two vectors, whose NumPy scalar divides
+        size, ones = first * last, _ones(first * last, x.dtype)  # faster than a 0-d array
+
+        def dot_total(a, out=None):
+            total = dot(a.reshape(size), ones)
+            if out is None:
+                return total
+            out[...] = total
+            return out
+
+        return dot_total
+    ones_first, ones_last = (_ones(k, x.dtype) if k > 1 else None for k in (first, last))
 
     def dot_sum(a, out=None):
         if ones_last is not None:  # (first * kept, last) @ ones
@@ -83,6 +94,12 @@ def dot_sum(x: Spec, axes, out_shape: tuple):
         return out
 
     return dot_sum
+
+
+def _ones(n, dtype):
+    ones = np.ones(n, dtype)
+    ones.flags.writeable = False
+    return ones
 
 
 def _direct(out) -> bool:

@@ -24,8 +24,8 @@ def test_dot_sum_equals_numpy_sum_over_leading_and_trailing_axes(shape, lead, tr
     want = x.sum(axis=axes, keepdims=keepdims)
     kernel = dot_sum(Spec(shape, "float64"), axes, want.shape)
     length = int(np.prod([shape[a] for a in axes]))
-    if length < 2 or x.size // length < 2:
-        assert kernel is None  # one sum, or nothing summed: add.reduce's job
+    if length < 2:
+        assert kernel is None  # nothing summed: add.reduce's job (a copy)
         return
     out = np.full(want.shape, np.nan) if into else None
     got = kernel(x, out) if into else kernel(x)
@@ -54,17 +54,28 @@ def test_dot_sum_takes_non_contiguous_inputs_and_propagates_nan_and_inf():
 
 
 @pytest.mark.parametrize("shape, axes, dtype", [
-    ((4, 5), (0, 1), "float32"),                 # the whole array: one add.reduce
+    ((1, 1), (0, 1), "float32"),                 # one element: nothing to sum
     ((4, 5, 6), (1,), "float32"),                # a middle axis
     ((4, 5, 6, 7), (0, 2), "float32"),           # a first and a middle axis
     ((3, DOT_SUM_MAX + 1), (1,), "float32"),     # too long for BLAS's rounding
     ((4, 5), (1,), "float16"),                   # no BLAS for half precision
     ((4, 5), (1,), "int64"),
     ((None, 5), (1,), "float32"),                # shape unknown until run
-    ((4, 5), None, "float32"),
+    ((DOT_SUM_MAX + 1,), None, "float32"),       # a whole sum too long for BLAS
 ])
 def test_dot_sum_declines_what_blas_should_not_sum(shape, axes, dtype):
     assert dot_sum(Spec(shape, dtype), axes, (4,)) is None
+
+
+@pytest.mark.parametrize("axes", [None, (0, 1, 2)])
+def test_dot_sum_of_a_whole_array_is_one_dot_of_vectors_giving_a_numpy_scalar(axes):
+    x = np.random.RandomState(2).rand(4, 5, 6).astype("float32")
+    kernel = dot_sum(Spec(x.shape, "float32"), axes, ())
+    got = kernel(x)
+    assert type(got) is np.float32  # divides for a mean as a scalar, not a 0-d array
+    np.testing.assert_allclose(got, x.astype("float64").sum(), rtol=1e-6)
+    out = np.full((), np.nan, "float32")
+    assert kernel(x, out) is out and out == got
 
 
 @settings(max_examples=40, deadline=None)
@@ -116,3 +127,16 @@ def test_dot_sum_writes_through_a_strided_out(axes):
     got = dot_sum(Spec(x.shape, "float64"), axes, want.shape)(x, out)
     assert got is out
     np.testing.assert_allclose(out, want, rtol=1e-13)
+
+
+@pytest.mark.parametrize("shape", [(506, 1), (3, 4, 5), (DOT_SUM_MAX + 1,)])
+def test_a_plans_mean_of_a_whole_array_equals_numpys_given_out_or_not(shape):
+    from knetflow.ops.reduce import Mean
+
+    x = np.random.RandomState(3).rand(*shape).astype("float32")
+    kernel = Mean.bind(np, {"axis": None}, [Spec(shape, "float32")], Spec((), "float32"))
+    want = x.astype("float64").mean()
+    np.testing.assert_allclose(kernel(x), want, rtol=1e-6)
+    out = np.full((), np.nan, "float32")
+    assert kernel(x, out) is out
+    np.testing.assert_allclose(out, want, rtol=1e-6)

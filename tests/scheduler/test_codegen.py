@@ -1,0 +1,57 @@
+"""scheduler/codegen.py: the generated function reads one-element operands as 0-d views,
+with the same values, dtypes and shapes as NumPy's own broadcasting."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import knetflow as kf
+from knetflow.scheduler.codegen import _one_element_as_0d
+
+ONE = [(), (1,), (1, 1), (1, 1, 1)]
+shapes = st.lists(st.integers(1, 5), min_size=0, max_size=3).map(tuple)
+dtypes = st.sampled_from(["float32", "float64"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(big=shapes, one=st.sampled_from(ONE), big_dtype=dtypes, one_dtype=dtypes,
+       swap=st.booleans(), seed=st.integers(0, 2**16))
+def test_a_plan_with_a_one_element_operand_equals_numpy(big, one, big_dtype, one_dtype,
+                                                        swap, seed):
+    rng = np.random.RandomState(seed)
+    a = np.asarray(rng.rand(*big) + 0.5, dtype=big_dtype)
+    b = np.asarray(rng.rand(*one) + 0.5, dtype=one_dtype)
+    x = kf.placeholder("x", big, big_dtype)
+    y = kf.placeholder("y", one, one_dtype)
+    xs, ys = (y, x) if swap else (x, y)
+    an, bn = (b, a) if swap else (a, b)
+    # a lone ufunc, a fused chain, and a result that is then reduced (a planned buffer)
+    outs = [xs - ys, (xs + ys) * xs / ys, kf.sum(kf.maximum(xs, ys) * 2.0)]
+    wants = [an - bn, (an + bn) * an / bn, np.sum(np.maximum(an, bn) * 2.0)]
+    got = kf.compile(outs).run({"x": a, "y": b})
+    for g, w in zip(got, wants):
+        w = np.asarray(w)
+        assert g.shape == w.shape and g.dtype == w.dtype
+    np.testing.assert_array_equal(got[0], wants[0])  # elementwise: the same ufunc calls
+    np.testing.assert_array_equal(got[1], wants[1])
+    np.testing.assert_allclose(got[2], wants[2], rtol=1e-5)  # a sum: BLAS's order or not
+
+
+def _node(shape_a, shape_b):
+    a = kf.placeholder("a", shape_a, "float32")
+    b = kf.placeholder("b", shape_b, "float32")
+    return (a + b).node
+
+
+@pytest.mark.parametrize("shape_a, shape_b, want", [
+    ((506, 1), (1,), ["a", "b.reshape(())"]),        # the bias of a linear regression
+    ((1, 1), (3, 4), ["a.reshape(())", "b"]),
+    ((2, 3), (), ["a", "b"]),                          # already 0-d
+    ((1,), (1, 1), ["a", "b"]),                        # the output has one element too
+    ((3, 1), (1, 4), ["a", "b"]),                      # no input has the output's shape
+    ((None, 3), (1,), ["a", "b"]),                     # shapes known only at run time
+])
+def test_only_one_element_inputs_beside_an_input_of_the_output_shape_become_0d(
+        shape_a, shape_b, want):
+    assert _one_element_as_0d(_node(shape_a, shape_b), ["a", "b"]) == want
