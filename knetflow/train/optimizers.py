@@ -198,11 +198,17 @@ class SGD(Optimizer):
 
     def update(self, w, g, key="", norm_scale=None):
         """As `Optimizer.update`; the plain rule on host arrays runs as `w -= lr * g`
-        (the same arithmetic, without the new array and its copy into w)."""
+        (the same arithmetic, without the new array and its copy into w), and on an array
+        of one element (a bias of one output) as the same float operations on its element:
+        NumPy's in-place ufunc on one element costs about 1 us, the element's 0.2 us."""
         if (type(w) is np.ndarray and type(g) is np.ndarray and g.dtype == w.dtype
                 and g.shape == w.shape and norm_scale is None and self.rescale_grad == 1.0
                 and self.gradient_clip_value is None and not self.gclip and not self.wdecay):
-            w -= self.lr * g
+            if w.size == 1:
+                at = (0,) * w.ndim
+                w[at] -= self.lr * g[at]
+            else:
+                w -= self.lr * g
             if key not in self.state:
                 self.state[key] = {}  # as the general path leaves it: no slots
             return w

@@ -164,3 +164,19 @@ def test_the_in_place_sgd_step_keeps_the_array_and_casts_a_gradient_of_another_d
     np.testing.assert_array_equal(array, np.float32([0.5, 0.0, -0.5]))
     with pytest.raises(ValueError, match=r"gradient shape \(2,\) does not match weight shape"):
         kf.update(p, np.ones(2, np.float32), lr=0.5)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("shape", [(), (1,), (1, 1)])
+def test_the_sgd_step_on_one_element_rounds_as_the_array_form(shape, dtype):
+    """One element is updated through its scalar (NumPy's in-place ufunc on it is slow):
+    the same float operations in the weight's precision, the array kept."""
+    rng = np.random.default_rng(4)
+    for lr in (0.1, 0.3, 1e-3):
+        w = np.asarray(rng.standard_normal(shape), dtype)
+        g = np.asarray(rng.standard_normal(shape), dtype)
+        want = w - lr * g  # NumPy's array arithmetic in the weight's dtype
+        array = w
+        kf.update(w, g, lr=lr)
+        assert w is array and w.dtype == want.dtype and w.shape == want.shape
+        np.testing.assert_array_equal(w, want)
