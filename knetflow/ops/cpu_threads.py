@@ -1,13 +1,14 @@
 """Kernel work split between the calling thread and OpenBLAS's own threads, and the
 per-thread scratch workspace bound CPU kernels share.
 
-Bound NumPy kernels (2-D convolutions in `conv_cpu`, 2-D max pooling and its gradient
-in `pool_cpu`, relu's gradient in `elementwise`) carve their scratch from one workspace
-per thread (`scratch`), so a step allocates none. When NumPy's BLAS may use two
-threads or more (an OpenBLAS with its own pthreads pool, as NumPy's wheels ship), a
-kernel call can split its work between the calling thread and a thread of that pool
-(`run`, `split_rows`): NumPy releases the GIL in its loops, so both cores copy, compare
-and multiply, not only the GEMMs. The split follows the BLAS thread budget a CPU device
+Bound NumPy kernels (2-D convolutions in `conv_cpu`, 2-D pooling in `pool` and its
+max gradient in `pool_cpu`, relu's gradient in `elementwise`) carve their scratch from
+one workspace per thread (`scratch`), so a step allocates none. When NumPy's BLAS may
+use two threads or more (an OpenBLAS with its own pthreads pool, as NumPy's wheels
+ship), a kernel call can split its work between the calling thread and a thread of
+that pool (`run`, `split_rows`; `split_batch` makes a kernel whose inputs and output
+are cut by rows): NumPy releases the GIL in its loops, so both cores copy, compare and
+multiply, not only the GEMMs. The split follows the BLAS thread budget a CPU device
 sets (`knetflow.devices.cpu`): a budget of 1 keeps every kernel on the calling thread.
 `WORKERS` overrides the choice for every split kernel.
 
@@ -29,7 +30,8 @@ import numpy as np
 
 from knetflow.devices.cpu import blas as cpu_blas
 
-__all__ = ["run", "scratch", "split_rows", "workers", "workspace", "workspace_bytes"]
+__all__ = ["run", "scratch", "split_batch", "split_rows", "workers", "workspace",
+           "workspace_bytes"]
 
 #: threads a kernel call splits its work between: None follows NumPy's BLAS (2 when it
 #: may use 2 threads or more, else 1); an int asks for that many (at most the threads
@@ -260,3 +262,24 @@ def split_rows(n: int, job, nbytes: int) -> list:
         return [job(0, n)]
     bounds = [n * k // count for k in range(count + 1)]
     return run([lambda a=a, b=b: job(a, b) for a, b in zip(bounds[:-1], bounds[1:])])
+
+
+def split_batch(out_shape, dtype, part, nbytes):
+    """A kernel `(*inputs, out=None)` running `part(*input rows, out rows)` over the parts
+    of the batch (the first axis of every input and of out) that `split_rows` makes for a
+    call moving `nbytes`; out, of `out_shape` and `dtype`, is made when not given.
+
+        >>> import numpy as np
+        >>> double = split_batch((4, 2), "float64", lambda x, out: np.multiply(x, 2, out=out), 64)
+        >>> double(np.ones((4, 2)))[:, 0]
+        array([2., 2., 2., 2.])
+    """
+    n, dtype = out_shape[0], np.dtype(dtype)
+
+    def kernel(*inputs, out=None):
+        if out is None:
+            out = np.empty(out_shape, dtype=dtype)
+        split_rows(n, lambda a, b: part(*[x[a:b] for x in inputs], out[a:b]), nbytes)
+        return out
+
+    return kernel

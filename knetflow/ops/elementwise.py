@@ -361,16 +361,8 @@ def _relu_grad_bind(xp, in_specs, out_spec):
     moved = g.nbytes + y.nbytes + out_spec.nbytes + 2 * out_spec.size
     if moved < cpu_threads.SPLIT_BYTES:
         return None
-    n, shape, dtype = out_spec.shape[0], out_spec.shape, np.dtype(out_spec.dtype)
-
-    def relu_grad(g, y, out=None):
-        if out is None:
-            out = np.empty(shape, dtype=dtype)
-        cpu_threads.split_rows(
-            n, lambda a, b: np.multiply(g[a:b], y[a:b] > 0, out=out[a:b]), moved)
-        return out
-
-    return relu_grad
+    return cpu_threads.split_batch(out_spec.shape, out_spec.dtype,
+                                   lambda g, y, out: np.multiply(g, y > 0, out=out), moved)
 
 
 @register

@@ -297,8 +297,8 @@ def _bind_pool(xp, attrs, in_specs, out_spec):
     moved = 2 * x.nbytes + 2 * math.prod(window) * out_spec.nbytes
     if moved < cpu_threads.SPLIT_BYTES:
         return None
-    return pool_cpu.split_pool(out_spec.shape, out_spec.dtype, moved,
-                               lambda x, out: _pool(np, x, *args, out=out))
+    return cpu_threads.split_batch(out_spec.shape, out_spec.dtype,
+                                   lambda x, out: _pool(np, x, *args, out=out), moved)
 
 
 def _bind_max_grad(xp, attrs, in_specs, out_spec, relu=False):

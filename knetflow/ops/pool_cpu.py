@@ -1,8 +1,9 @@
-"""NumPy kernels that compiled plans bind for pooling (`knetflow.ops.pool` decides
-when): big batches split between the calling thread and a thread of OpenBLAS's own
-pool (`knetflow.ops.cpu_threads`), and the gradient of 2-D max pooling whose windows
-tile x (LeNet's) as a few contiguous passes instead of a strided pass per window
-offset. `pool`'s general kernels stay the reference: tests compare these with them.
+"""The NumPy kernel that compiled plans bind for the gradient of 2-D max pooling whose
+windows tile x (LeNet's; `knetflow.ops.pool` decides when): a few contiguous passes
+instead of a strided pass per window offset, big batches split between the calling
+thread and a thread of OpenBLAS's own pool (`knetflow.ops.cpu_threads.split_batch`, as
+for pool's own forward). `pool`'s general kernels stay the reference: tests compare
+these with them.
 
     >>> import numpy as np
     >>> x = np.array([[[[1., 5.], [2., 0.]]]])
@@ -23,27 +24,13 @@ from knetflow.ops import cpu_threads
 from knetflow.ops.cpu_threads import scratch
 
 
-def split_pool(out_shape, dtype, moved, part):
-    """pool(x, out=None) running `part(x rows, out rows)` over parts of the batch, one
-    per thread (`cpu_threads.split_rows`, which weighs `moved`, the bytes a call moves)."""
-    n, dtype = out_shape[0], np.dtype(dtype)
-
-    def pool(x, out=None):
-        if out is None:
-            out = np.empty(out_shape, dtype=dtype)
-        cpu_threads.split_rows(n, lambda a, b: part(x[a:b], out[a:b]), moved)
-        return out
-
-    return pool
-
-
 def max_grad(shape, window, dtype, general, relu=False):
     """pool_grad(x, y, dy, out=None) for 2-D max pooling of x of `shape` (N, C, H, W)
     whose `window`s tile it, y = pool(x); `general(x, y, dy, out=)` takes the calls
     with ties or NaN. Big batches are cut in parts, one per thread, each through
     `_max_grad_part`. With `relu`, pool_relu_grad's kernel: the same, kept where x > 0.
     """
-    n, dtype = shape[0], np.dtype(dtype)
+    dtype = np.dtype(dtype)
     parts = {}      # a kernel per part size (two at most)
     # about eight passes over x's size: repeats, compares, tie masks, the product
     moved = 8 * math.prod(shape) * dtype.itemsize
@@ -53,13 +40,7 @@ def max_grad(shape, window, dtype, general, relu=False):
             parts[len(x)] = _max_grad_part(x.shape, window, dtype, general, relu)
         return parts[len(x)](x, y, dy, out)
 
-    def pool_grad(x, y, dy, out=None):
-        if out is None:
-            out = np.empty(x.shape, dtype=dtype)
-        cpu_threads.split_rows(n, lambda a, b: part(x[a:b], y[a:b], dy[a:b], out[a:b]), moved)
-        return out
-
-    return pool_grad
+    return cpu_threads.split_batch(shape, dtype, part, moved)
 
 
 def _max_grad_part(shape, window, dtype, general, relu=False):

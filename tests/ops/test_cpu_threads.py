@@ -1,6 +1,6 @@
-"""Tests of knetflow/ops/cpu_threads.py's `split_rows`: parts cover the rows in order,
-one per thread, only for calls big enough and only when the BLAS budget gives two
-threads or more; errors from any part are raised."""
+"""Tests of knetflow/ops/cpu_threads.py's `split_rows` and `split_batch`: parts cover
+the rows in order, one per thread, only for calls big enough and only when the BLAS
+budget gives two threads or more; errors from any part are raised."""
 
 import threading
 
@@ -99,3 +99,26 @@ def test_each_part_has_its_own_scratch(monkeypatch):
     addresses = cpu_threads.split_rows(6, job, 1)
     np.testing.assert_array_equal(out, np.arange(6) * 2.0)
     assert addresses[0] != addresses[1]
+
+
+@needs_pool
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_split_batch_cuts_every_input_and_out_by_rows_and_makes_out_when_missing(
+        n, monkeypatch):
+    force_split(monkeypatch, 2)
+    rows = []
+
+    def part(x, y, out):
+        rows.append(len(x))
+        assert len(y) == len(out) == len(x)
+        return np.subtract(x, y, out=out)
+
+    kernel = cpu_threads.split_batch((n, 3), "float32", part, 1)
+    x, y = np.arange(3.0 * n).reshape(n, 3), np.ones((n, 3))
+    got = kernel(x, y)
+    assert got.dtype == np.float32 and got.shape == (n, 3)
+    np.testing.assert_array_equal(got, x - y)
+    assert sorted(rows) == sorted([n // 2, n - n // 2] if n > 1 else [1])
+    out = np.full((n, 3), np.nan, np.float32)
+    assert kernel(x, y, out=out) is out
+    np.testing.assert_array_equal(out, x - y)
