@@ -11,7 +11,8 @@ Thread counts are set explicitly for every peer before it runs anything:
   starts, so a script comparing thread counts runs one process per count.
 
 `threads_used(fn)` checks what a peer actually did: the threads of this process
-that ran for at least a tenth of fn's wall time (Linux: /proc/self/task).
+that ran for at least a tenth of fn's wall time (Linux: /proc/self/task), and the
+cores they kept busy (their CPU seconds over the wall time).
 """
 
 from __future__ import annotations
@@ -88,18 +89,21 @@ def _thread_ticks() -> dict:
     return ticks
 
 
-def threads_used(fn) -> int | None:
-    """Threads of this process that ran >= 10% of fn()'s wall time (None off Linux)."""
+def threads_used(fn) -> str:
+    """"k threads, c cores": the threads of this process that ran >= 10% of fn()'s wall
+    time, and the CPU seconds of all of them over that wall time ("-" off Linux)."""
     try:
         before = _thread_ticks()
     except OSError:
-        return None
+        return "-"
     t = time.perf_counter()
     fn()
     wall = time.perf_counter() - t
     after = _thread_ticks()
     hz = os.sysconf("SC_CLK_TCK")
-    return sum((after[k] - before.get(k, 0)) / hz >= 0.1 * wall for k in after)
+    seconds = [(after[k] - before.get(k, 0)) / hz for k in after]
+    busy = sum(s >= 0.1 * wall for s in seconds)
+    return f"{busy} thread{'s' * (busy != 1)}, {sum(seconds) / wall:.2f} cores"
 
 
 def interleaved(peers: dict, repeat: int, warmup: bool = True) -> dict:

@@ -295,7 +295,7 @@ def main(argv=None):
     ap.add_argument("--no-jax", action="store_true")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--check-threads", action="store_true",
-                    help="also count the threads each peer keeps busy during an epoch")
+                    help="also count the threads and cores each peer keeps busy in an epoch")
     args = ap.parse_args(argv)
     counts = args.threads.split(",")
     if len(counts) > 1:
