@@ -15,8 +15,7 @@ drops always (`training_only=False`); `drop=False` or `p == 0` return x.
 
 from __future__ import annotations
 
-from knetflow.ops.base import Op, Spec, apply, float_dtype, register
-from knetflow.ops.binary import mul
+from knetflow.ops.base import Op, Spec, float_dtype, register
 
 __all__: list = []  # the public `kf.dropout` is a layer: knetflow/layers/dropout.py
 
