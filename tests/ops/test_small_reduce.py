@@ -140,3 +140,15 @@ def test_a_plans_mean_of_a_whole_array_equals_numpys_given_out_or_not(shape):
     out = np.full((), np.nan, "float32")
     assert kernel(x, out) is out
     np.testing.assert_allclose(out, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [None, 1])
+def test_a_plans_float16_mean_accumulates_as_numpy_does(axis):
+    """np.mean sums float16 in float32: a plan's mean must not overflow where it does not
+    (20000 values near 5 sum past float16's largest, 65504)."""
+    a = (np.random.RandomState(0).rand(100, 200) * 10).astype("float16")
+    x = kf.placeholder("x", a.shape, "float16")
+    (got,) = kf.compile([kf.mean(x, axis=axis)]).run({"x": a})
+    want = np.mean(a, axis=axis)
+    assert got.dtype == want.dtype == np.float16
+    np.testing.assert_array_equal(got, want)
