@@ -30,7 +30,7 @@ from knetflow.ops.elementwise import cast
 from knetflow.ops.labels import (  # noqa: F401  (pick_label ... were first defined here)
     PickLabel, UnpickLabel, arg_spec, check_labels, class_axis, count_kept, kept_ones,
     label_offsets, pick_label, same_dims, unpick_label)
-from knetflow.ops.reduce import count, mean, sum
+from knetflow.ops.reduce import count, mean, mean_dtype, sum
 from knetflow.ops.small_reduce import dot_sum
 from knetflow.ops.softmax import LogSoftmax, shift_kernel, softmax
 
@@ -134,8 +134,12 @@ class NllMean(Op):
 
     def forward(xp, x, labels, axis=-1, ignore_index=-1):
         terms, d = NllTerms.forward(xp, x, labels, axis=axis, ignore_index=ignore_index)
-        count = xp.asarray(xp.count_nonzero(labels != ignore_index), dtype=terms.dtype)
-        return xp.sum(terms) / count, d / count
+        # float16 sums and counts pass 65504 (a batch of 128 x 512 tokens): in float32, as
+        # np.mean sums float16, the results cast back
+        acc = mean_dtype(terms.dtype)
+        count = xp.asarray(xp.count_nonzero(labels != ignore_index), dtype=acc)
+        mean = xp.sum(terms, dtype=acc) / count
+        return mean.astype(terms.dtype, copy=False), (d / count).astype(d.dtype, copy=False)
 
     def bind(xp, attrs, in_specs, out_spec):
         """In a plan, for (N, C) float32 or float64 scores with classes last and N, C >= 2,

@@ -16,7 +16,7 @@ import numpy as np
 
 from knetflow.ops.array import expand_dims
 from knetflow.ops.base import Op, Spec, TupleSpec, apply_multi, fail, fmt, register
-from knetflow.ops.reduce import broadcast_like, count, sum
+from knetflow.ops.reduce import broadcast_like, per_count, sum
 
 __all__ = ["batchnorm_train", "bnparams"]
 
@@ -84,12 +84,13 @@ class BatchNorm(Op):
         dx = dgamma = dbeta = None
         if gy is not None:
             dx, dgamma, dbeta = apply_multi(BatchNormGrad, gy, x, mean, var, *affine[:1], eps=eps)
-        m = count(x, axis=_axes(x.ndim))
+        axes = _axes(x.ndim)
         if gmean is not None:
-            term = broadcast_like(per_channel(gmean, x.ndim) / m, x)
+            term = broadcast_like(per_count(per_channel(gmean, x.ndim), x, axes), x)
             dx = term if dx is None else dx + term
         if gvar is not None:
-            term = per_channel(gvar * 2, x.ndim) * (x - per_channel(mean, x.ndim)) / m
+            term = per_count(per_channel(gvar * 2, x.ndim) * (x - per_channel(mean, x.ndim)),
+                             x, axes)
             dx = term if dx is None else dx + term
         return (dx, dgamma, dbeta)[:1 + len(affine)]
 
@@ -139,13 +140,12 @@ def _second_order(hs, gy, x, mu, v, gamma, eps):
     """
     hx, hg, hb = hs
     nd, axes = x.ndim, _axes(x.ndim)
-    m = count(x, axis=axes)
 
     def csum(t):
         return sum(t, axis=axes)
 
     def cmean(t):
-        return per_channel(csum(t) / m, nd)
+        return per_channel(per_count(csum(t), x, axes), nd)
 
     rc = (v + eps) ** -0.5
     r, xc = per_channel(rc, nd), x - per_channel(mu, nd)

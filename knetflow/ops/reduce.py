@@ -21,6 +21,7 @@ from knetflow.ops.base import (
     norm_axis,
     register,
 )
+from knetflow.ops.elementwise import cast
 from knetflow.ops.small_reduce import dot_sum
 
 
@@ -119,7 +120,7 @@ class Mean(Op):
         return mean_of_all
 
     def grad(g, out, x, axis=None, keepdims=False):
-        return (broadcast_like(g, x, axis=axis, keepdims=keepdims) / count(x, axis=axis),)
+        return (per_count(broadcast_like(g, x, axis=axis, keepdims=keepdims), x, axis),)
 
 
 @register
@@ -195,12 +196,12 @@ class Count(Op):
     """Number of elements of x that a reduction over `axis` combines (a 0-d array)."""
     name, nondiff, shape_only = "count", (0,), (0,)
 
-    def infer(x: Spec, axis=None) -> Spec:
-        return Spec((), x.dtype if x.is_float else "float64")
+    def infer(x: Spec, axis=None, dtype=None) -> Spec:
+        return Spec((), _count_dtype(x.dtype, dtype))
 
-    def forward(xp, x, axis=None):
+    def forward(xp, x, axis=None, dtype=None):
         n = x.size if axis is None else int(math.prod([x.shape[a] for a in axis]))
-        return xp.asarray(n, dtype=x.dtype if x.dtype.kind == "f" else "float64")
+        return xp.asarray(n, dtype=_count_dtype(x.dtype, dtype))
 
     def bind(xp, attrs, in_specs, out_spec):
         """In a plan the shapes are known: the count is a constant (read-only, shared
@@ -374,7 +375,7 @@ def var(x, axis=None, keepdims=False, ddof=0):
     axis = _axis("var", x, axis)
     centered = x - mean(x, axis=axis, keepdims=True)
     total = sum(centered * centered, axis=axis, keepdims=keepdims)
-    return total / (count(x, axis=axis) - ddof)
+    return per_count(total, x, axis, ddof)
 
 
 def std(x, axis=None, keepdims=False, ddof=0):
@@ -422,9 +423,42 @@ def cumsum(x, axis=None):
     return apply(Cumsum, x, axis=int(axis) % ndim, reverse=False)
 
 
-def count(x, axis=None):
-    """Number of elements a reduction of x over `axis` combines, as a 0-d array."""
-    return apply(Count, x, axis=_axis("count", x, axis))
+def count(x, axis=None, dtype=None):
+    """Number of elements a reduction of x over `axis` combines, as a 0-d array of
+    `dtype`: by default x's float dtype, float64 for integers and bools."""
+    attrs = {} if dtype is None else {"dtype": np.dtype(dtype).name}
+    return apply(Count, x, axis=_axis("count", x, axis), **attrs)
+
+
+def _count_dtype(x_dtype, dtype) -> str:
+    if dtype is not None:
+        return np.dtype(dtype).name
+    x_dtype = np.dtype(x_dtype)
+    return x_dtype.name if x_dtype.kind == "f" else "float64"
+
+
+def mean_dtype(dtype) -> str:
+    """The dtype np.mean sums `dtype` in: float32 for float16 (whose largest value,
+    65504, a sum or a count passes), float64 for integers and bools, else `dtype`."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        return "float64"
+    return "float32" if dtype == np.float16 else dtype.name
+
+
+def per_count(a, x, axis=None, ddof=0):
+    """a / (count(x, axis) - ddof) in a's dtype: a float16 `a` is divided in float32, by
+    a count float16 could not hold, and the quotient cast back, as np.mean does.
+
+    Example:
+        >>> import numpy as np; from knetflow.ops.reduce import per_count
+        >>> per_count(np.full(2, 7.0, "float16"), np.ones(70000, "float16"))
+        array([0.0001, 0.0001], dtype=float16)
+    """
+    want = np.dtype(a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype)
+    n = count(x, axis=axis, dtype="float32" if want == np.float16 else None)
+    quotient = a / (n - ddof if ddof else n)
+    return quotient if quotient.dtype == want else cast(quotient, want.name)
 
 
 def broadcast_like(g, like, axis=None, keepdims=True):
