@@ -18,7 +18,7 @@ from knetflow.ops.base import (
     INT_DTYPES, Op, Spec, apply, fail, fmt, norm_axis, register, spec_of)
 from knetflow.ops.binary import ne
 from knetflow.ops.elementwise import cast
-from knetflow.ops.reduce import count, sum
+from knetflow.ops.reduce import count, mean_dtype, sum
 
 # the losses' building blocks: reached as knetflow.ops.loss's names, not as kf.*
 __all__: list = []
@@ -77,11 +77,18 @@ def kept_ones(labels, ignore_index, dtype):
 
 
 def count_kept(labels, ignore_index, dtype):
-    """Number of instances not skipped, as a 0-d `dtype` value."""
-    kept = kept_ones(labels, ignore_index, dtype)
+    """Number of instances not skipped, as a 0-d value of `mean_dtype(dtype)`: float32
+    for float16, which counts exactly only to 2048, and to 65504 at all."""
+    acc = mean_dtype(dtype)
+    kept = kept_ones(labels, ignore_index, acc)
     if kept is None:
-        return cast(count(labels), dtype)  # e.g. uint8 labels: no label can be -1
+        return cast(count(labels), acc)  # e.g. uint8 labels: no label can be -1
     return sum(kept)
+
+
+def in_dtype(value, dtype):
+    """value as `dtype`: a quotient of counts taken in float32 for float16, cast back."""
+    return value if arg_spec(value).dtype == np.dtype(dtype) else cast(value, dtype)
 
 
 # ---- picking by label ----

@@ -28,8 +28,8 @@ from knetflow.ops.base import (
 from knetflow.ops.binary import div, mul, neg, sub
 from knetflow.ops.elementwise import cast
 from knetflow.ops.labels import (  # noqa: F401  (pick_label ... were first defined here)
-    PickLabel, UnpickLabel, arg_spec, check_labels, class_axis, count_kept, kept_ones,
-    label_offsets, pick_label, same_dims, unpick_label)
+    PickLabel, UnpickLabel, arg_spec, check_labels, class_axis, count_kept, in_dtype,
+    kept_ones, label_offsets, pick_label, same_dims, unpick_label)
 from knetflow.ops.reduce import count, mean, mean_dtype, sum
 from knetflow.ops.small_reduce import dot_sum
 from knetflow.ops.softmax import LogSoftmax, shift_kernel, softmax
@@ -190,11 +190,12 @@ class NllMean(Op):
         if gmean is not None:
             dx = mul(outs[1], gmean)
         if gd is not None:  # through the gradient output: rows kept / count, softmax's
-            kept = kept_ones(labels, ignore_index, float_dtype(arg_spec(x)))
+            dtype = float_dtype(arg_spec(x))
+            kept = kept_ones(labels, ignore_index, mean_dtype(dtype))  # counted as np.mean
             if kept is None:
-                gd = div(gd, count_kept(labels, ignore_index, float_dtype(arg_spec(x))))
+                gd = in_dtype(div(gd, count_kept(labels, ignore_index, dtype)), dtype)
             else:
-                gd = mul(gd, expand_dims(div(kept, sum(kept)), axis))
+                gd = mul(gd, in_dtype(expand_dims(div(kept, sum(kept)), axis), dtype))
             term = _through_softmax(gd, x, axis)
             dx = term if dx is None else dx + term
         return dx, None
@@ -324,9 +325,10 @@ def accuracy(scores, labels, axis=-1, average=True, ignore_index=-1):
     ax, spec = class_axis("accuracy", scores, labels, axis)
     ignore_index = int(ignore_index)
     hits = apply(CorrectLabel, scores, labels, axis=ax, ignore_index=ignore_index)
-    ncorrect = sum(hits)
-    count = count_kept(labels, ignore_index, float_dtype(spec))
-    return div(ncorrect, count) if average else (ncorrect, count)
+    dtype = float_dtype(spec)
+    ncorrect = sum(in_dtype(hits, mean_dtype(dtype)))  # float16 counts exactly to 2048
+    count = count_kept(labels, ignore_index, dtype)
+    return in_dtype(div(ncorrect, count), dtype) if average else (ncorrect, count)
 
 
 def _binary_inputs(opname, scores, labels):
@@ -343,7 +345,9 @@ def _binary_inputs(opname, scores, labels):
 
 
 def _reduce(loss, average):
-    return mean(loss) if average else (sum(loss), count(loss))
+    # the count as np.mean would count: float16 counts exactly only to 2048
+    return mean(loss) if average else (sum(loss), count(loss, dtype=mean_dtype(
+        arg_spec(loss).dtype)))
 
 
 def bce(scores, labels, average=True):

@@ -426,7 +426,11 @@ def cumsum(x, axis=None):
 def count(x, axis=None, dtype=None):
     """Number of elements a reduction of x over `axis` combines, as a 0-d array of
     `dtype`: by default x's float dtype, float64 for integers and bools."""
-    attrs = {} if dtype is None else {"dtype": np.dtype(dtype).name}
+    attrs = {}
+    if dtype is not None:  # stored only where it is not the default, as files before it
+        dtype = np.dtype(dtype).name
+        if dtype != _count_dtype(getattr(x, "dtype", None) or np.asarray(x).dtype, None):
+            attrs["dtype"] = dtype
     return apply(Count, x, axis=_axis("count", x, axis), **attrs)
 
 

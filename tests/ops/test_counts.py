@@ -88,3 +88,43 @@ def test_a_float16_variance_graph_saves_and_loads_its_float32_count(tmp_path):
     (got,) = kf.compile(loaded.graph).run({"x": a})
     assert got.dtype == np.float16
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n", [3001, BIG])  # float16 counts exactly to 2048, at all to 65504
+def test_float16_label_counts_are_exact_and_accuracy_right(n):
+    rs = np.random.RandomState(2)
+    scores, labels = rs.randn(n, 3).astype("float16"), rs.randint(0, 3, n)
+    labels[::7] = -1  # skipped instances count neither way
+    kept = labels != -1
+    hits = (scores.argmax(axis=1) == labels)[kept].sum()
+    with np.errstate(over="ignore"):  # the float16 sum of BIG terms is inf, as NumPy's
+        _, count = kf.nll(scores, labels, average=False)
+    ncorrect, count2 = kf.accuracy(scores, labels, average=False)
+    assert count.dtype == count2.dtype == ncorrect.dtype == np.float32
+    assert float(count) == float(count2) == kept.sum() and float(ncorrect) == hits
+    s = kf.placeholder("s", scores.shape, "float16")
+    y = kf.placeholder("y", labels.shape, "int64")
+    (acc,) = kf.compile([kf.accuracy(s, y)]).run({"s": scores, "y": labels})
+    assert acc.dtype == np.float16
+    np.testing.assert_allclose(acc, hits / kept.sum(), rtol=1e-3)
+    _, bce_count = kf.bce(scores[:, 0], (labels > 0).astype("float16"), average=False)
+    assert bce_count.dtype == np.float32 and float(bce_count) == n
+
+
+@pytest.mark.parametrize("skip_every", [None, 5])
+def test_nlls_second_order_in_float16_divides_by_a_float32_count(skip_every):
+    """The gradient through nll's gradient output (d/dx <g, dnll/dx>) scales by the kept
+    share of each row: 1 / count, from a float32 count past 65504."""
+    rs = np.random.RandomState(3)
+    scores, labels = rs.randn(BIG, 3), rs.randint(0, 3, BIG)
+    if skip_every:
+        labels[::skip_every] = -1
+    v = rs.randn(BIG, 3)
+
+    def inner(t, y):
+        return kf.sum(kf.grad(lambda u: kf.nll(u, y))(t) * v.astype(t.dtype))
+
+    got = kf.grad(inner)(scores.astype("float16"), labels)
+    want = kf.grad(inner)(scores, labels)
+    assert got.dtype == np.float16 and np.abs(want).max() > 0
+    np.testing.assert_allclose(got.astype("float64"), want, rtol=5e-2, atol=2e-7)
