@@ -429,7 +429,7 @@ def count(x, axis=None, dtype=None):
     attrs = {}
     if dtype is not None:  # stored only where it is not the default, as files before it
         dtype = np.dtype(dtype).name
-        if dtype != _count_dtype(getattr(x, "dtype", None) or np.asarray(x).dtype, None):
+        if dtype != _count_dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype, None):
             attrs["dtype"] = dtype
     return apply(Count, x, axis=_axis("count", x, axis), **attrs)
 
