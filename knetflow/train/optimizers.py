@@ -16,6 +16,11 @@ sequence, and `""` for a lone array or a `Param`'s own optimizer (Knet's
 `load_state_dict()` carry hyperparameters and state as plain dicts, with state
 keys flattened to a step plan's names (`"w:m"`, or the bare slot for key `""`).
 
+Float16 weights are updated in float32: their state is float32, and the weight and
+gradient are cast up for the formula and the new weight cast back. In float16 Adam's
+eps (1e-8) is 0 and a small g*g is 0, so a zero or small gradient would give a NaN or
+infinite weight; PyTorch's mixed precision keeps optimizer math in float32 likewise.
+
 Before the formula, the gradient is prepared in this order: `rescale_grad`
 (MXNet), `gradient_clip_value` (neon: clip each element to [-k, k]),
 `gradient_clip_norm` (neon: scale every gradient of one update by
@@ -32,7 +37,7 @@ import numpy as np
 
 from knetflow.devices.base import is_device_array
 from knetflow.ops.binary import maximum, minimum
-from knetflow.ops.elementwise import sqrt
+from knetflow.ops.elementwise import cast, sqrt
 from knetflow.ops.reduce import sum as _sum
 
 __all__ = [
@@ -112,11 +117,17 @@ class Optimizer:
         return g
 
     def apply(self, w, g, state, norm_scale=None):
-        """prepare + rule, on arrays (eager) or Symbols (graph)."""
+        """prepare + rule, on arrays (eager) or Symbols (graph); a float16 weight in float32
+        (see the module docstring)."""
+        if np.dtype(w.dtype) == np.float16:
+            w32, g32 = cast(w, "float32"), cast(g, "float32")
+            new_w, new_state = self.rule(w32, self.prepare(w32, g32, norm_scale), state)
+            return cast(new_w, "float16"), new_state
         return self.rule(w, self.prepare(w, g, norm_scale), state)
 
     def init_state(self, shape, dtype) -> dict:
-        """Fresh state for a parameter of this shape and dtype (zeros)."""
+        """Fresh state for a parameter of this shape and dtype (zeros of `state_dtype`)."""
+        dtype = state_dtype(dtype)
         state = {s: np.zeros(shape, dtype) for s in self.slots}
         state.update((s, np.zeros((), dtype)) for s in self.scalar_slots)
         return state
@@ -130,7 +141,7 @@ class Optimizer:
                              f"weight shape {w.shape}" + (f" for {key!r}" if key else ""))
         state = self.state.get(key)
         if state is None:
-            state = {k: like(v, w) for k, v in self.init_state(w.shape, w.dtype).items()}
+            state = {k: like(v, w, v.dtype) for k, v in self.init_state(w.shape, w.dtype).items()}
         new_w, new_state = self.apply(w, g, state, norm_scale)
         w[...] = new_w
         for slot, value in new_state.items():
@@ -444,12 +455,21 @@ def _kinds(name, kind) -> list:
     return out
 
 
-def like(value, w):
-    """`value` as an array of w's dtype where w lives (host, a GPU or a sim device)."""
+def like(value, w, dtype=None):
+    """`value` as an array of `dtype` (default w's) where w lives (host, a GPU or a sim
+    device)."""
+    dtype = w.dtype if dtype is None else np.dtype(dtype)
     if not is_device_array(w):
-        return np.asarray(value, dtype=w.dtype)
+        return np.asarray(value, dtype=dtype)
     if not is_device_array(value):
         from knetflow.devices import transfers
 
-        value = transfers.copy(np.asarray(value, dtype=w.dtype), transfers.device_of(w))
-    return value if value.dtype == w.dtype else value.astype(w.dtype)
+        value = transfers.copy(np.asarray(value, dtype=dtype), transfers.device_of(w))
+    return value if value.dtype == dtype else value.astype(dtype)
+
+
+def state_dtype(dtype) -> np.dtype:
+    """The dtype of the optimizer state and math for weights of `dtype`: float32 for
+    float16, else `dtype`."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype == np.float16 else dtype

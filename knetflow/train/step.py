@@ -44,7 +44,7 @@ from knetflow.ops.elementwise import sqrt
 from knetflow.ops.reduce import sum as _sum
 from knetflow.scheduler.data_parallel import DataParallelPlan, batch_inputs, replica_nodes
 from knetflow.scheduler.plan import compile as _compile
-from knetflow.train.optimizers import SGD, MultiOptimizer, Optimizer, like
+from knetflow.train.optimizers import SGD, MultiOptimizer, Optimizer, like, state_dtype
 
 __all__ = [
     "TrainStep",
@@ -157,7 +157,7 @@ def apply_updates(optimizers, params, grads, kinds=None) -> dict:
         name, spec = p.attrs["name"], p.spec
         start = opt.state.get(name) or opt.init_state(spec.shape, spec.dtype)
         states.append({slot: _param(f"{name}:{slot}", value=np.asarray(start[slot]),
-                                    dtype=spec.dtype) for slot in opt.all_slots()})
+                                    dtype=state_dtype(spec.dtype)) for slot in opt.all_slots()})
     updates = {}
     new = optimizer_updates(opts, [Symbol(p) for p in params], grads, states)
     for p, (new_w, new_state) in zip(params, new):

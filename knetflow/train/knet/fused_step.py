@@ -133,7 +133,7 @@ def _step_graph(entry, targets, opts) -> Graph:
     for k, (o, w) in enumerate(zip(opts, weights)):
         spec = w.node.spec
         start = o.init_state(spec.shape, spec.dtype)
-        state = {slot: placeholder(f"opt{k}:{slot}", start[slot].shape, spec.dtype)
+        state = {slot: placeholder(f"opt{k}:{slot}", start[slot].shape, start[slot].dtype)
                  for slot in o.all_slots()}
         states.append(state)
         fed.extend(s.node for s in state.values())
