@@ -213,6 +213,7 @@ class SGD(Optimizer):
         of one element (a bias of one output) as the same float operations on its element:
         NumPy's in-place ufunc on one element costs about 1 us, the element's 0.2 us."""
         if (type(w) is np.ndarray and type(g) is np.ndarray and g.dtype == w.dtype
+                and w.dtype.char != "e"  # float16: in float32, as every optimizer (apply)
                 and g.shape == w.shape and norm_scale is None and self.rescale_grad == 1.0
                 and self.gradient_clip_value is None and not self.gclip and not self.wdecay):
             if w.size == 1:

@@ -28,7 +28,7 @@ def test_float16_weights_stay_finite_and_follow_the_float32_run(cls):
     np.testing.assert_allclose(w16, w32, atol=4e-3)
 
 
-@pytest.mark.parametrize("cls", [optim.Adam, optim.Rmsprop, optim.Momentum],
+@pytest.mark.parametrize("cls", [optim.Adam, optim.Rmsprop, optim.Momentum, optim.SGD],
                          ids=lambda c: c.__name__)
 def test_a_compiled_float16_step_gives_the_eager_updates(cls):
     start = np.linspace(-1, 1, 4).astype("float16")

@@ -166,7 +166,7 @@ def test_the_in_place_sgd_step_keeps_the_array_and_casts_a_gradient_of_another_d
         kf.update(p, np.ones(2, np.float32), lr=0.5)
 
 
-@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])  # float16: in float32 (optim)
 @pytest.mark.parametrize("shape", [(), (1,), (1, 1)])
 def test_the_sgd_step_on_one_element_rounds_as_the_array_form(shape, dtype):
     """One element is updated through its scalar (NumPy's in-place ufunc on it is slow):
