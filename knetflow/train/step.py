@@ -40,7 +40,7 @@ from knetflow.graph.passes.rewrite import rewrite
 from knetflow.graph.symbol import Symbol
 from knetflow.ops import concat, where
 from knetflow.ops.binary import maximum
-from knetflow.ops.elementwise import sqrt
+from knetflow.ops.elementwise import cast, sqrt
 from knetflow.ops.reduce import sum as _sum
 from knetflow.scheduler.data_parallel import DataParallelPlan, batch_inputs, replica_nodes
 from knetflow.scheduler.plan import compile as _compile
@@ -131,6 +131,8 @@ def norm_scales(items) -> list:
         total = None
         for k in members:
             opt, g = items[k]
+            if np.dtype(g.dtype) == np.float16:  # as the optimizers: a float16 sum passes 65504
+                g = cast(g, "float32")
             g = g * opt.rescale_grad if opt.rescale_grad != 1.0 else g
             sq = _sum(g * g)
             total = sq if total is None else total + sq

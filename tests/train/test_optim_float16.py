@@ -54,3 +54,23 @@ def test_knets_adam_iterator_trains_float16_params():
         pass
     assert w.value.dtype == np.float16 and np.isfinite(w.value).all()
     np.testing.assert_array_equal(w.value, eager)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_float16_gradients_global_norm_is_taken_in_float32(compiled):
+    """neon's gradient_clip_norm: 70000 gradients of 1 have norm 264.6, whose square
+    passes float16's 65504: the scale was limit / inf = 0, and nothing was updated."""
+    n, limit = 70000, 10.0
+    start, g = np.zeros(n, "float16"), np.ones(n, "float16")
+    opt = optim.SGD(lr=1.0, gradient_clip_norm=limit)
+    if compiled:
+        w = kf.param("w", value=start.copy(), dtype="float16")
+        x = kf.placeholder("g", (n,), "float16")
+        plan = kf.compile(optim.step_graph(kf.Graph([kf.sum(w * x)]), opt))
+        plan.run({"g": g})
+        got = plan.params["w"]
+    else:
+        got = start.copy()
+        kf.update([got], [g], opt)
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got, -limit / np.sqrt(n), rtol=2e-3)
