@@ -74,3 +74,19 @@ def test_a_float16_gradients_global_norm_is_taken_in_float32(compiled):
         kf.update([got], [g], opt)
     assert got.dtype == np.float16
     np.testing.assert_allclose(got, -limit / np.sqrt(n), rtol=2e-3)
+
+
+def test_float16_weights_on_a_device_keep_float32_state_there():
+    kf.set_sim_devices(1)
+    try:
+        sim = kf.device("sim:0")
+        host, opt_host = np.linspace(-1, 1, 4).astype("float16"), optim.Adam()
+        dev, opt_dev = sim.put(host.copy()), optim.Adam()
+        for k in range(3):
+            kf.update(host, GRADS[k % 2], opt_host)
+            kf.update(dev, sim.put(GRADS[k % 2]), opt_dev)
+        assert sim.owns(dev) and dev.dtype == np.float16
+        np.testing.assert_array_equal(sim.get(dev), host)
+        assert all(sim.owns(v) and v.dtype == np.float32 for v in opt_dev.state[""].values())
+    finally:
+        kf.set_sim_devices(0)
