@@ -49,9 +49,10 @@ def _max_grad_part(shape, window, dtype, general, relu=False):
     y and dy are repeated to x's shape (along W by strided copies, or for float32 pairs
     by one integer multiply that writes each 32-bit pattern twice into 64 bits; along
     H by row `take`), so every pass runs over contiguous memory: mask = (x == y up),
-    result = dy up * mask. Ties and NaN, where the first maximum rule matters, are
-    caught by one count (a window of y = pool(x) always holds its maximum, so as many
-    hits as windows means one each) and go to `general`.
+    result = dy up * mask. Ties and NaN, where the first maximum rule matters, go to
+    `general`: for 2x2 windows, after keeping each window's first hit, one count (as
+    many hits as windows means one each); for other windows, the hits counted window
+    by window (y need not be pool(x): a window may hold two hits and another none).
 
     With `relu` (pool_relu_grad), dy is first kept where y > 0: at its window's hit x
     equals y, so that is where x > 0, and the product is relu_grad's of the result bit
@@ -64,6 +65,7 @@ def _max_grad_part(shape, window, dtype, general, relu=False):
     twice = np.uint64(0x100000001)
     sizes = ((rows * w, dtype), (n * c * h * w, np.bool_))
     first_only = _first_hit_2x2(rows, w) if (kh, kw) == (2, 2) else None
+    counted = np.uint8 if kh * kw < 256 else np.intp
 
     def up(src, wide, dst):
         """src (N, C, Ho, Wo) repeated to dst (N*C*H, W) through wide (N*C*Ho, W)."""
@@ -91,7 +93,12 @@ def _max_grad_part(shape, window, dtype, general, relu=False):
         np.equal(x, out, out=hit)
         if first_only is not None:
             first_only(hit)
-        if np.count_nonzero(hit) != y.size or np.isnan(np.add.reduce(y, axis=None)):
+            one_each = np.count_nonzero(hit) == y.size
+        else:  # a count of hits proves one a window only where y = pool(x), which a
+            # caller of kf.pool_grad need not give: count them window by window
+            per = np.add.reduce(hit.reshape(rows, kh, wo, kw), axis=(1, 3), dtype=counted)
+            one_each = bool((per == 1).all())
+        if not one_each or np.isnan(np.add.reduce(y, axis=None)):
             return general(x, y, dy, out=out)
         if relu:
             dy = where_positive(dy, y, wide, out)

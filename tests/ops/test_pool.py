@@ -640,3 +640,20 @@ def test_a_blas_budget_of_one_thread_keeps_pooling_on_this_thread(opname, monkey
     else:
         np.testing.assert_array_equal(_bound("pool_grad", [x, y, dy], x, **attrs)(x, y, dy),
                                       kf.pool_grad(x, y, dy, **attrs))
+
+
+@pytest.mark.parametrize("window", [(3, 3), (1, 2), (2, 2), (2, 3)])
+def test_bound_max_pool_grad_matches_the_general_kernel_for_any_y(window):
+    """kf.pool_grad takes any y: one window may hold y twice and another not at all, as
+    many hits as windows in all. The bound kernel must still route dy as the general
+    kernel does (to each window's first hit, none where there is none)."""
+    attrs = _grad_attrs(window)
+    x = np.zeros((2, 1) + tuple(3 * k for k in window), "float32")
+    x[:] = np.arange(x[0, 0].size).reshape(x.shape[2:])
+    x[0, 0, 0, :2] = 100.0                    # window (0, 0): two hits
+    y = kf.pool(x, **attrs)
+    y[0, 0, 0, 1] = -5.0                      # window (0, 1): no hit
+    dy = np.arange(1.0, y.size + 1, dtype="float32").reshape(y.shape)
+    fn = _bound_grad(x, y, dy, **attrs)
+    assert fn is not None
+    np.testing.assert_array_equal(fn(x, y, dy), kf.pool_grad(x, y, dy, **attrs))
