@@ -86,11 +86,6 @@ def count_kept(labels, ignore_index, dtype):
     return sum(kept)
 
 
-def in_dtype(value, dtype):
-    """value as `dtype`: a quotient of counts taken in float32 for float16, cast back."""
-    return value if arg_spec(value).dtype == np.dtype(dtype) else cast(value, dtype)
-
-
 # ---- picking by label ----
 
 

@@ -28,9 +28,9 @@ from knetflow.ops.base import (
 from knetflow.ops.binary import div, mul, neg, sub
 from knetflow.ops.elementwise import cast
 from knetflow.ops.labels import (  # noqa: F401  (pick_label ... were first defined here)
-    PickLabel, UnpickLabel, arg_spec, check_labels, class_axis, count_kept, in_dtype,
-    kept_ones, label_offsets, pick_label, same_dims, unpick_label)
-from knetflow.ops.reduce import count, mean, mean_dtype, sum
+    PickLabel, UnpickLabel, arg_spec, check_labels, class_axis, count_kept, kept_ones,
+    label_offsets, pick_label, same_dims, unpick_label)
+from knetflow.ops.reduce import count, in_dtype, mean, mean_dtype, sum
 from knetflow.ops.small_reduce import dot_sum
 from knetflow.ops.softmax import LogSoftmax, shift_kernel, softmax
 

@@ -443,7 +443,8 @@ def _count_dtype(x_dtype, dtype) -> str:
 
 def mean_dtype(dtype) -> str:
     """The dtype np.mean sums `dtype` in: float32 for float16 (whose largest value,
-    65504, a sum or a count passes), float64 for integers and bools, else `dtype`."""
+    65504, a sum or a count passes), float64 for integers and bools, else `dtype`.
+    knetflow's counts, label counts and optimizer math on float16 use it too."""
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         return "float64"
@@ -459,10 +460,16 @@ def per_count(a, x, axis=None, ddof=0):
         >>> per_count(np.full(2, 7.0, "float16"), np.ones(70000, "float16"))
         array([0.0001, 0.0001], dtype=float16)
     """
-    want = np.dtype(a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype)
-    n = count(x, axis=axis, dtype="float32" if want == np.float16 else None)
-    quotient = a / (n - ddof if ddof else n)
-    return quotient if quotient.dtype == want else cast(quotient, want.name)
+    want = a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype
+    n = count(x, axis=axis, dtype=mean_dtype(want))  # no attribute where it is x's own
+    return in_dtype(a / (n - ddof if ddof else n), want)
+
+
+def in_dtype(value, dtype):
+    """value as `dtype`: cast only where it is another (a float16 quantity computed in
+    `mean_dtype`, float32)."""
+    dtype = np.dtype(dtype)
+    return value if np.dtype(value.dtype) == dtype else cast(value, dtype.name)
 
 
 def broadcast_like(g, like, axis=None, keepdims=True):

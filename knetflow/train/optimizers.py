@@ -37,7 +37,8 @@ import numpy as np
 
 from knetflow.devices.base import is_device_array
 from knetflow.ops.binary import maximum, minimum
-from knetflow.ops.elementwise import cast, sqrt
+from knetflow.ops.elementwise import sqrt
+from knetflow.ops.reduce import in_dtype, mean_dtype
 from knetflow.ops.reduce import sum as _sum
 
 __all__ = [
@@ -119,15 +120,17 @@ class Optimizer:
     def apply(self, w, g, state, norm_scale=None):
         """prepare + rule, on arrays (eager) or Symbols (graph); a float16 weight in float32
         (see the module docstring)."""
-        if np.dtype(w.dtype) == np.float16:
-            w32, g32 = cast(w, "float32"), cast(g, "float32")
-            new_w, new_state = self.rule(w32, self.prepare(w32, g32, norm_scale), state)
-            return cast(new_w, "float16"), new_state
+        up = mean_dtype(w.dtype)
+        if up != np.dtype(w.dtype):
+            wide, g = in_dtype(w, up), in_dtype(g, up)
+            new_w, new_state = self.rule(wide, self.prepare(wide, g, norm_scale), state)
+            return in_dtype(new_w, w.dtype), new_state
         return self.rule(w, self.prepare(w, g, norm_scale), state)
 
     def init_state(self, shape, dtype) -> dict:
-        """Fresh state for a parameter of this shape and dtype (zeros of `state_dtype`)."""
-        dtype = state_dtype(dtype)
+        """Fresh state for a parameter of this shape and dtype (zeros of `mean_dtype`:
+        float32 for float16)."""
+        dtype = mean_dtype(dtype)
         state = {s: np.zeros(shape, dtype) for s in self.slots}
         state.update((s, np.zeros((), dtype)) for s in self.scalar_slots)
         return state
@@ -468,9 +471,3 @@ def like(value, w, dtype=None):
         value = transfers.copy(np.asarray(value, dtype=dtype), transfers.device_of(w))
     return value if value.dtype == dtype else value.astype(dtype)
 
-
-def state_dtype(dtype) -> np.dtype:
-    """The dtype of the optimizer state and math for weights of `dtype`: float32 for
-    float16, else `dtype`."""
-    dtype = np.dtype(dtype)
-    return np.dtype(np.float32) if dtype == np.float16 else dtype

@@ -40,11 +40,12 @@ from knetflow.graph.passes.rewrite import rewrite
 from knetflow.graph.symbol import Symbol
 from knetflow.ops import concat, where
 from knetflow.ops.binary import maximum
-from knetflow.ops.elementwise import cast, sqrt
+from knetflow.ops.elementwise import sqrt
+from knetflow.ops.reduce import in_dtype, mean_dtype
 from knetflow.ops.reduce import sum as _sum
 from knetflow.scheduler.data_parallel import DataParallelPlan, batch_inputs, replica_nodes
 from knetflow.scheduler.plan import compile as _compile
-from knetflow.train.optimizers import SGD, MultiOptimizer, Optimizer, like, state_dtype
+from knetflow.train.optimizers import SGD, MultiOptimizer, Optimizer, like
 
 __all__ = [
     "TrainStep",
@@ -131,8 +132,7 @@ def norm_scales(items) -> list:
         total = None
         for k in members:
             opt, g = items[k]
-            if np.dtype(g.dtype) == np.float16:  # as the optimizers: a float16 sum passes 65504
-                g = cast(g, "float32")
+            g = in_dtype(g, mean_dtype(g.dtype))  # as the optimizers: float16 in float32
             g = g * opt.rescale_grad if opt.rescale_grad != 1.0 else g
             sq = _sum(g * g)
             total = sq if total is None else total + sq
@@ -159,7 +159,7 @@ def apply_updates(optimizers, params, grads, kinds=None) -> dict:
         name, spec = p.attrs["name"], p.spec
         start = opt.state.get(name) or opt.init_state(spec.shape, spec.dtype)
         states.append({slot: _param(f"{name}:{slot}", value=np.asarray(start[slot]),
-                                    dtype=state_dtype(spec.dtype)) for slot in opt.all_slots()})
+                                    dtype=mean_dtype(spec.dtype)) for slot in opt.all_slots()})
     updates = {}
     new = optimizer_updates(opts, [Symbol(p) for p in params], grads, states)
     for p, (new_w, new_state) in zip(params, new):
