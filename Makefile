@@ -17,20 +17,23 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-# every benchmark script; run.py, lenet.py and charlm.py time PyTorch and JAX beside knetflow
+# every benchmark script; run.py, lenet.py and charlm.py time PyTorch and JAX beside knetflow.
+# Some machines set OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for older OpenBLAS builds' sake;
+# unset here, NumPy's OpenBLAS picks its kernels for this CPU as the peers' libraries do.
+BENCH := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	$(PY) benchmarks/run.py
-	$(PY) benchmarks/breakdown.py
-	$(PY) benchmarks/gemm.py
-	$(PY) benchmarks/large_mlp.py
-	$(PY) benchmarks/trace_cache.py
-	$(PY) benchmarks/trace_cache_compat.py
-	$(PY) benchmarks/lenet.py
-	$(PY) benchmarks/charlm.py
-	$(PY) benchmarks/scheduler.py
-	$(PY) benchmarks/serialize.py
-	$(PY) benchmarks/distributed.py
+	$(BENCH) benchmarks/run.py
+	$(BENCH) benchmarks/breakdown.py
+	$(BENCH) benchmarks/gemm.py
+	$(BENCH) benchmarks/large_mlp.py
+	$(BENCH) benchmarks/trace_cache.py
+	$(BENCH) benchmarks/trace_cache_compat.py
+	$(BENCH) benchmarks/lenet.py
+	$(BENCH) benchmarks/charlm.py
+	$(BENCH) benchmarks/scheduler.py
+	$(BENCH) benchmarks/serialize.py
+	$(BENCH) benchmarks/distributed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -10,6 +10,9 @@ Thread counts are set explicitly for every peer before it runs anything:
   this; both are set too for older jaxlibs). It must be set before the backend
   starts, so a script comparing thread counts runs one process per count.
 
+With n threads, the process is also kept on n cores (`pin_cores`, on a machine with
+more), so a peer that runs helper threads beside its n gets no extra core.
+
 `threads_used(fn)` checks what a peer actually did: the threads of this process
 that ran for at least a tenth of fn's wall time (Linux: /proc/self/task), and the
 cores they kept busy (their CPU seconds over the wall time).
@@ -34,18 +37,48 @@ def set_jax_threads(n: int) -> None:
     os.environ["XLA_FLAGS"] = " ".join(flags)
 
 
-def set_blas_threads(n: int) -> str:
-    """Limit NumPy's BLAS (and OpenMP) to n threads; says what was done."""
+def pin_cores(n: int) -> str:
+    """Keep this process, every thread it has and every thread it starts later, on n
+    of the cores it may use (Linux; elsewhere nothing is done); says what was done.
+
+    A peer told to use n threads may still run more: JAX at `PJRT_NPROC=1` keeps a
+    second thread 30-40% busy. On n cores every peer gets the same n cores' time.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return "cores not pinned (no sched_setaffinity here)"
+    allowed = sorted(os.sched_getaffinity(0))
+    if n >= len(allowed):
+        return f"all {len(allowed)} core(s)"
+    cores = set(allowed[:n])
+    for tid in os.listdir("/proc/self/task"):  # threads inherit their creator's cores
+        try:
+            os.sched_setaffinity(int(tid), cores)
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return f"pinned to core(s) {','.join(map(str, sorted(cores)))} of {len(allowed)}"
+
+
+def set_blas_threads(n: int, pin: bool = True) -> str:
+    """Limit NumPy's BLAS (and OpenMP) to n threads and, with `pin`, the process to n
+    cores (`pin_cores`); says what was done, and which OpenBLAS kernels run.
+
+    This environment may set OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) for older
+    OpenBLAS builds' sake; `make bench` unsets both, so NumPy's OpenBLAS picks its
+    kernels for this CPU, as PyTorch's and XLA's libraries do.
+    """
+    cores = pin_cores(n) if pin else "cores not pinned"
     try:
         import threadpoolctl
     except ImportError:
-        return "threadpoolctl not installed: NumPy's BLAS at its default thread count"
+        return f"threadpoolctl not installed: NumPy's BLAS at its default thread count; {cores}"
     threadpoolctl.threadpool_limits(n)
     kernels = sorted({str(i.get("architecture")) for i in threadpoolctl.threadpool_info()
                       if i.get("internal_api") == "openblas"})
-    pinned = os.environ.get("OPENBLAS_CORETYPE")
-    how = f" (OPENBLAS_CORETYPE={pinned})" if pinned else " (OpenBLAS's own choice)"
-    return f"NumPy BLAS {n} thread(s), {'/'.join(kernels) or 'non-OpenBLAS'} kernels{how}"
+    pinned = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+              if os.environ.get(k)]
+    how = f" ({', '.join(pinned)})" if pinned else " (OpenBLAS's own choice)"
+    return (f"NumPy BLAS {n} thread(s), {'/'.join(kernels) or 'non-OpenBLAS'} kernels{how}; "
+            f"{cores}")
 
 
 def import_torch(n: int):
