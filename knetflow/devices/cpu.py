@@ -201,7 +201,9 @@ def cpu_flags() -> set:
 def blas_report(info=None, environ=None, flags=None) -> list:
     """Lines on NumPy's BLAS for `knetflow devices`: each library's version, kernel and
     threads, then a hint when OPENBLAS_CORETYPE pins OpenBLAS to kernels without the
-    AVX-512 this CPU has (its GEMMs then run well below the machine's rate).
+    AVX-512 this CPU has (its GEMMs then run well below the machine's rate). The hint
+    names the OpenBLAS version: the pin is unset safely only where that build's AVX-512
+    kernels are sound (some older builds' gave wrong results).
 
     `info` (threadpoolctl's threadpool_info), `environ` and `flags` (cpu_flags()) default
     to this process's.
@@ -228,9 +230,12 @@ def blas_report(info=None, environ=None, flags=None) -> list:
             and str(i.get("architecture", "")).lower() not in _AVX512_KERNELS]
     flags = cpu_flags() if flags is None else flags
     if pinned and slow and "avx512f" in flags:
+        versions = "/".join(sorted({str(i.get("version")) for i in slow}))
         lines.append(f"hint: OPENBLAS_CORETYPE={pinned} pins OpenBLAS to kernels without "
-                     "the AVX-512 this CPU has, so matrix products run well below its rate; "
-                     "unset it (or set OPENBLAS_CORETYPE=SkylakeX) before Python starts")
+                     "the AVX-512 this CPU has, so matrix products run well below its rate. "
+                     "Some machines set it because older OpenBLAS builds gave wrong results "
+                     f"with AVX-512; if this one ({versions}) is not such a build, unset it "
+                     "(and OPENBLAS_L2_SIZE) before Python starts")
     return lines
 
 

@@ -127,6 +127,9 @@ def test_blas_report_hints_only_at_a_pinned_kernel_without_the_cpus_avx512(
     if hint:
         assert lines[1].startswith("hint: OPENBLAS_CORETYPE=Haswell pins OpenBLAS to kernels "
                                    "without the AVX-512 this CPU has")
+        # unpinning is safe only on a sound build: the hint names the version to check
+        assert "older OpenBLAS builds gave wrong results" in lines[1]
+        assert "if this one (0.3.30) is not such a build, unset it" in lines[1]
 
 
 def test_the_blas_limit_waits_while_a_kernel_holds_blas_to_one_thread():
