@@ -58,15 +58,15 @@ def pin_cores(n: int) -> str:
     return f"pinned to core(s) {','.join(map(str, sorted(cores)))} of {len(allowed)}"
 
 
-def set_blas_threads(n: int, pin: bool = True) -> str:
-    """Limit NumPy's BLAS (and OpenMP) to n threads and, with `pin`, the process to n
-    cores (`pin_cores`); says what was done, and which OpenBLAS kernels run.
+def set_blas_threads(n: int) -> str:
+    """Limit NumPy's BLAS (and OpenMP) to n threads and the process to n cores
+    (`pin_cores`); says what was done, and which OpenBLAS kernels run.
 
     This environment may set OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) for older
     OpenBLAS builds' sake; `make bench` unsets both, so NumPy's OpenBLAS picks its
     kernels for this CPU, as PyTorch's and XLA's libraries do.
     """
-    cores = pin_cores(n) if pin else "cores not pinned"
+    cores = pin_cores(n)
     try:
         import threadpoolctl
     except ImportError:
