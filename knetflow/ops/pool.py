@@ -467,7 +467,19 @@ def pool(x, window=2, padding=0, stride=None, mode=0, maxpoolingNanOpt=1, alpha=
 
 
 def pool_grad(x, y, dy, window=2, padding=0, stride=None, mode=0, maxpoolingNanOpt=1, alpha=1):
-    """The gradient of sum(pool(x) * dy) w.r.t. x, given y = pool(x) (same keywords)."""
+    """The gradient of sum(pool(x) * dy) w.r.t. x, given y = pool(x) (same keywords).
+
+    In max modes, each window's dy goes to the window's first element equal to its y
+    (on a GPU, cuDNN picks among tied maxima). A y that is not pool(x) is outside this
+    contract: the NumPy kernels then give dy to the first element equal to y, and
+    nothing to a window holding no such element; cuDNN follows its own rule.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[[1., 3., 2., 0.]]])
+        >>> pool_grad(x, np.array([[[3., 2.]]]), np.array([[[5., 7.]]]))
+        array([[[0., 5., 7., 0.]]])
+    """
     return apply(PoolGrad, x, y, dy,
                  **_attrs(x, window, padding, stride, mode, maxpoolingNanOpt, alpha))
 
