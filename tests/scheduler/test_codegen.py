@@ -1,5 +1,6 @@
 """scheduler/codegen.py: the generated function reads one-element operands as 0-d views,
-with the same values, dtypes and shapes as NumPy's own broadcasting."""
+with the same values, dtypes and shapes as NumPy's own broadcasting, and writes a
+matrix's transpose and a multi-output op's outputs as plain expressions."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import knetflow as kf
-from knetflow.scheduler.codegen import _one_element_as_0d
+from knetflow.scheduler.codegen import _inline_view, _one_element_as_0d
 
 ONE = [(), (1,), (1, 1), (1, 1, 1)]
 shapes = st.lists(st.integers(1, 5), min_size=0, max_size=3).map(tuple)
@@ -55,3 +56,33 @@ def _node(shape_a, shape_b):
 def test_only_one_element_inputs_beside_an_input_of_the_output_shape_become_0d(
         shape_a, shape_b, want):
     assert _one_element_as_0d(_node(shape_a, shape_b), ["a", "b"]) == want
+
+
+def test_a_matrix_transpose_and_an_output_of_a_multi_output_op_are_inline_expressions():
+    x = kf.placeholder("x", (4, 3), "float32")
+    y = kf.placeholder("y", (4,), "int64")
+    mean, grad = kf.ops.loss.nll_mean(x, y)
+    names = {x.node.id: "v1", mean.node.inputs[0].id: "v7"}
+    assert _inline_view(kf.transpose(x).node, names) == "v1.T"
+    assert _inline_view(grad.node, names) == "v7[1]"
+    # other views keep their kernels: an N-D transpose, a reshape
+    cube = kf.placeholder("c", (2, 3, 4), "float32")
+    assert _inline_view(kf.transpose(cube, (1, 0, 2)).node, {cube.node.id: "v2"}) is None
+    assert _inline_view(kf.reshape(x, (3, 4)).node, names) is None
+
+
+def test_a_plan_with_inline_views_gives_numpy_s_values_and_a_fresh_result():
+    rng = np.random.RandomState(0)
+    a, labels = rng.randn(5, 3), np.array([0, 2, 1, 1, 0])
+    x = kf.placeholder("x", (5, 3), "float64")
+    y = kf.placeholder("y", (5,), "int64")
+    mean, grad = kf.ops.loss.nll_mean(x, y)
+    plan = kf.compile([kf.transpose(x), kf.transpose(x) @ grad, mean])
+    t, product, m = plan.run({"x": a, "y": labels})
+    p = np.exp(a - a.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    want_grad = (p - np.eye(3)[labels]) / 5
+    np.testing.assert_array_equal(t, a.T)
+    assert not np.shares_memory(t, a)  # a result that is a view of an input is copied
+    np.testing.assert_allclose(product, a.T @ want_grad, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(m, -np.log(p[np.arange(5), labels]).mean(), rtol=1e-12)
