@@ -189,13 +189,19 @@ def label_offsets(xp, scores: Spec, labels: Spec, attrs):
         return None
     starts = np.arange(0, scores.shape[0] * classes, classes)
     kind, size = np.dtype(labels.dtype).kind, np.dtype(labels.dtype).itemsize
-    unsigned = np.dtype(f"u{size}")  # a negative label viewed unsigned is huge: one test
-    top, add = np.maximum.reduce, np.add
+    # a negative label viewed unsigned is at least 2**(bits - 1), so one test rejects it
+    # while every class lies below that; more classes than that (int8 labels, 300
+    # classes: -1 viewed is 255, a class) is the general forward's case
+    if kind not in "iu" or (kind == "i" and classes > 2 ** (8 * size - 1)):
+        return None
+    unsigned = np.dtype(f"u{size}")
+    top, add, intp = np.maximum.reduce, np.add, np.intp
 
     def offsets(labels):
         if top(labels.view(unsigned) if kind == "i" else labels) >= classes:
             return None
-        return add(starts, labels)
+        # as intp: int64 starts and uint64 labels would otherwise add up to float64
+        return add(starts, labels, dtype=intp)
 
     return offsets
 

@@ -145,8 +145,10 @@ class NllMean(Op):
         """In a plan, for (N, C) float32 or float64 scores with classes last and N, C >= 2,
         when every label is a class (so the count is N): each row shifted by its label's
         score, not its maximum, so exp(z) at the label is 1, every row sum s >= 1 and the
-        terms are log(s); their mean as one BLAS dot with 1/N; 1 - s put at the labels
-        and every row divided by s N: the gradient, divided by N.
+        terms are log(s); their mean as one BLAS dot with 1/N; 1 - s put at the labels,
+        every row divided by s, then everything by N: the gradient, divided by N (s N
+        itself may overflow where s does not: a label's score 85 below its row's
+        maximum in float32, N = 128).
 
         The label's score costs one `take` where the maximum cost four calls, and a sum
         of at least 1 cannot underflow; a row that overflows (a score more than about 88
@@ -163,7 +165,7 @@ class NllMean(Op):
         weights = np.full(x.shape[0], np.dtype(x.dtype).type(1) / n, x.dtype)
         weights.flags.writeable = False
         forward, ignore = NllMean.forward, attrs.get("ignore_index", -1)
-        sub, exp, log, divide, scale = np.subtract, np.exp, np.log, np.divide, np.multiply
+        sub, exp, log, divide = np.subtract, np.exp, np.log, np.divide
         finite, errstate = math.isfinite, np.errstate
 
         def nll_mean(x, labels):
@@ -176,11 +178,11 @@ class NllMean(Op):
                 mean = log(s).dot(weights)
             if not finite(mean):
                 return forward(np, x, labels, axis=1, ignore_index=ignore)
-            # e is 1 at each label: 1 - s there, then / (s N), is softmax - 1 over N
+            # e is 1 at each label: 1 - s there, then / s / N, is softmax - 1 over N
             # with the difference 1 - s exact where s is near 1
             e.put(idx, sub(1, s))
-            divide(e, scale(s, n, out=s).reshape(rows), out=e)
-            return mean, e
+            divide(e, s.reshape(rows), out=e)
+            return mean, divide(e, n, out=e)
 
         return nll_mean
 

@@ -28,13 +28,17 @@ def _as_float(x):
 
 
 def _shifted(xp, x, axis):
-    """(x - m, m) with m the max of x over `axis` (keepdims), 0 where m is not finite.
+    """(x - m, m) with m the max of x over `axis` (keepdims): the largest finite float
+    where m is +inf, 0 where m is -inf or NaN.
 
-    Zeroing a non-finite max keeps a slice of all -inf at -inf (not NaN).
+    Zeroing a max of -inf keeps a slice of all -inf at -inf (not NaN); clamping +inf
+    keeps a slice's finite entries finite after the shift, so their softmax is 0 (where
+    the +inf is NaN), as plans' `shift_kernel` gives.
     """
     x = _as_float(x)
     m = xp.max(x, axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0)
+    big = x.dtype.type(np.finfo(x.dtype).max)
+    m = xp.where(xp.isfinite(m), m, xp.where(m > 0, big, x.dtype.type(0)))
     return x - m, m
 
 
@@ -45,9 +49,10 @@ def _log_normalizer(xp, z, axis):
 
 def shift_kernel(x: Spec, axis):
     """For a float x of known, non-empty shape on NumPy: a kernel x -> x - m, m the max
-    over `axis` (keepdims) clamped to the finite range (as `_shifted`'s zeroing: the same
-    results for +-inf and NaN), in a new array; None otherwise. Over the last axis the
-    max is `row_max` (the short rows of a (batch, classes) score matrix).
+    over `axis` (keepdims) clamped to the finite range (as `_shifted`'s clamp and
+    zeroing: the same results for +-inf and NaN), in a new array; None otherwise. Over
+    the last axis the max is `row_max` (the short rows of a (batch, classes) score
+    matrix).
 
     The first step of every normalization a plan binds (softmax, logsoftmax, nll_terms).
     """

@@ -148,11 +148,17 @@ def _one_element_as_0d(node, args) -> list:
     iterator (about 0.8 us an add); with a 0-d operand it takes its scalar fast path
     (about 0.35 us, the reshape 0.08). The values and the result's dtype are the same:
     both are arrays to NumPy's type promotion. An input of the output's own shape is
-    required, so that the result keeps its shape where no `out=` gives it.
+    required (in a fused chain, among its first step's operands), so that the result
+    keeps its shape where no `out=` gives it.
     """
     spec = node.spec
+    # a fused chain's first step makes the running value: an input of the result's shape
+    # must be among that step's operands (a one-element operand there may give the
+    # result its leading axes: (a(4,) - s(1, 1)) * b(1, 4))
+    first = ([node.inputs[r] for r in node.attrs["program"][0][1] if r >= 0]
+             if node.op == "fused" else node.inputs)
     if not spec.is_static or spec.size < 2 or not any(
-            i.spec.shape == spec.shape for i in node.inputs):
+            i.spec.shape == spec.shape for i in first):
         return args
     return [f"{a}.reshape(())" if i.spec.is_static and i.spec.ndim and i.spec.size == 1
             else a for i, a in zip(node.inputs, args)]

@@ -272,3 +272,53 @@ def test_a_saved_graph_with_the_mean_loads_and_trains(tmp_path):
             "y": np.array([2, -1, 0, 1])}
     for got, want in zip(kf.compile(loaded).run(feed), kf.compile(graph).run(feed)):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype, gap, rows", [("float32", 85.0, 128), ("float32", 88.0, 8),
+                                              ("float64", 708.0, 8)])
+def test_the_plan_s_gradient_stays_right_where_the_row_sum_times_the_batch_overflows(
+        dtype, gap, rows):
+    # the kernel shifts each row by its label's score: the row sum s reaches exp(gap),
+    # finite, but s * rows is not; the gradient was 0 there (x / inf)
+    x = np.zeros((rows, 2), dtype)
+    x[0, 1] = gap                    # row 0's label (0) lies `gap` below its maximum
+    y = np.zeros(rows, np.int64)
+    ph, yl = kf.placeholder("x", x.shape, dtype), kf.placeholder("y", y.shape, "int64")
+    mean, grad = kf.compile(list(nll_mean(ph, yl))).run({"x": x, "y": y})
+    want_mean, want_grad = ref_nll_mean(x.astype(np.float64), y)
+    tol = dict(rtol=1e-5, atol=1e-7) if dtype == "float32" else dict(rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(grad, want_grad, **tol)
+    np.testing.assert_allclose(mean, want_mean, rtol=tol["rtol"])
+    assert grad[0, 0] == pytest.approx(-1 / rows, rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype, classes", [("int8", 300), ("int16", 40000), ("uint64", 3),
+                                            ("uint8", 300), ("int8", 100)])
+def test_labels_of_every_integer_dtype_are_checked_and_skipped_as_eager_calls_are(
+        dtype, classes):
+    # a negative int8 label viewed unsigned (-1 as 255) is a class once there are more
+    # than 128 classes: the plan then took the previous row's last score for a skipped
+    # instance; uint64 labels added to int64 offsets gave float64 ones that take refused
+    rs = np.random.RandomState(3)
+    x = rs.randn(3, classes).astype(np.float32)
+    skipped = np.iinfo(dtype).min < 0
+    y = np.array([classes - 1 if classes <= np.iinfo(dtype).max else 5, 0,
+                  -1 if skipped else 1], dtype)
+    ph, yl = kf.placeholder("x", x.shape, "float32"), kf.placeholder("y", y.shape, dtype)
+    outs = [nll(ph, yl), nll_terms(ph, yl)[0], kf.ops.loss.pick_label(ph, yl)]
+    got = kf.compile(outs).run({"x": x, "y": y})
+    want = [nll(x, y), nll_terms(x, y)[0], kf.ops.loss.pick_label(x, y)]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6)
+    if skipped:
+        assert got[1][2] == 0 and got[2][2] == 0
+
+
+def test_an_invalid_negative_int8_label_raises_in_a_plan_as_in_an_eager_call():
+    x = np.random.RandomState(4).randn(2, 200).astype(np.float32)
+    y = np.array([3, -60], np.int8)
+    with pytest.raises(IndexError, match="label -60 is out of range for 200 classes"):
+        nll(x, y)
+    ph, yl = kf.placeholder("x", x.shape, "float32"), kf.placeholder("y", y.shape, "int8")
+    with pytest.raises(kf.ExecutionError, match="label -60 is out of range for 200 classes"):
+        kf.compile([nll(ph, yl)]).run({"x": x, "y": y})

@@ -197,9 +197,19 @@ def test_softmax_sums_to_one(data):
 def test_a_plan_gives_the_eager_values_at_infinities_and_nan(fn, axis):
     # plans run a kernel bound to the shapes (Softmax/LogSoftmax.bind); eager calls forward
     x = np.array([[1.0, 2.0, 3.0], [-np.inf] * 3, [np.inf, 0.0, 1.0], [np.nan, 0.0, 1.0],
-                  [1e30, -1e30, 0.0]])
+                  [1e30, -1e30, 0.0], [np.inf, 1000.0, 1.0]])
     ph = kf.placeholder("x", x.shape, "float64")
     with np.errstate(all="ignore"):
         planned = kf.compile([fn(ph, axis=axis)]).run({"x": x})[0]
         eager = fn(x, axis=axis)
     np.testing.assert_array_equal(planned, eager)
+
+
+def test_beside_an_infinity_a_large_finite_score_gets_probability_zero_in_both_paths():
+    # the eager shift once replaced a max of +inf by 0, so exp(1000) overflowed and the
+    # row gave inf / inf = NaN there, where a plan (its max clamped) gave 0
+    x = np.array([[np.inf, 1000.0, 1.0]])
+    ph = kf.placeholder("x", x.shape, "float64")
+    with np.errstate(all="ignore"):
+        for got in (kf.softmax(x, axis=1), kf.compile([kf.softmax(ph, axis=1)]).run({"x": x})[0]):
+            assert np.isnan(got[0, 0]) and got[0, 1] == 0 and got[0, 2] == 0

@@ -86,3 +86,19 @@ def test_a_plan_with_inline_views_gives_numpy_s_values_and_a_fresh_result():
     assert not np.shares_memory(t, a)  # a result that is a view of an input is copied
     np.testing.assert_allclose(product, a.T @ want_grad, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(m, -np.log(p[np.arange(5), labels]).mean(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shapes", [[(4,), (1, 1), (1, 4)], [(3, 4), (1, 1, 1), (1, 3, 4)]])
+def test_a_fused_chain_whose_first_step_gets_its_leading_axes_from_a_one_element_input(
+        shapes):
+    # (a - s) * b: b has the result's shape, but the first step's shape comes from s;
+    # read as 0-d, s gave that step a result too short for the next one's out=
+    rng = np.random.RandomState(5)
+    arrays = [rng.rand(*shape).astype("float32") for shape in shapes]
+    a, s, b = (kf.placeholder(n, shape, "float32") for n, shape in zip("asb", shapes))
+    plan = kf.compile([(a - s) * b])
+    assert [n.op for n in plan.graph.nodes if n.op not in ("input", "param")] == ["fused"]
+    got = plan.run(dict(zip("asb", arrays)))[0]
+    want = (arrays[0] - arrays[1]) * arrays[2]
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
