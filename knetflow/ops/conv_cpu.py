@@ -146,6 +146,15 @@ def _even(n, count):
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def _own_sum(shape, dtype):
+    """A new array for the running sum of a share that runs on OpenBLAS's thread.
+
+    The sum outlives the share, until the calling thread adds it up; in that thread's
+    workspace, a split call from another thread of ours (a plan's executor for a second
+    device) could run its own share there first and overwrite it."""
+    return np.empty(shape, dtype)
+
+
 def _filters(w, mode, alpha):
     """w as a (Co, C*kh*kw) GEMM operand: flipped for mode 0, times alpha."""
     if mode == 0:
@@ -193,6 +202,8 @@ def _filter_last(g, x, dy, dw, carve):
             mine, part, xb, cols, dyb = carve.arrays([
                 (g.rows, g.co), (g.rows, g.co), (g.c, g.hp, g.wp, n),
                 (g.c, g.kh, g.kw, g.ho, g.wo, n), (g.co, g.ho, g.wo, n)])
+            if k and acc is None:
+                mine = _own_sum((g.rows, g.co), mine.dtype)
             _fill_last(g, x, a, b, xb, cols)
             dyb[...] = dy[a:b].transpose(1, 2, 3, 0)
             product = np.matmul(cols.reshape(g.rows, -1), dyb.reshape(g.co, -1).T,
@@ -203,7 +214,6 @@ def _filter_last(g, x, dy, dw, carve):
                 acc += product
         return acc
 
-    # each thread's sum lies in its own workspace, untouched until its next kernel call
     parts = _split(g, job)
     for part in parts[1:]:
         parts[0] += part
@@ -270,16 +280,15 @@ def _filter_first(g, x, dy, dw, carve):
         acc = None
         for a, b in spans:
             n = b - a
-            # the running sum first: its place in the workspace does not depend on n
-            mine, xb, cols, parts = carve.arrays([
-                (g.co, g.rows), _pad_shape(g, n), (n, g.c, g.kh, g.kw, g.ho, g.wo),
-                (n, g.co, g.rows)])
+            xb, cols, parts = carve.arrays([
+                _pad_shape(g, n), (n, g.c, g.kh, g.kw, g.ho, g.wo), (n, g.co, g.rows)])
             _fill_first(g, x, a, b, xb, cols)
             np.matmul(dyp[a:b], cols.reshape(n, g.rows, g.pixels).transpose(0, 2, 1),
                       out=parts)
             if acc is None:
-                # the first chunk's sum is the sum so far: dw here, another thread's own buffer
-                acc = dw if k == 0 else mine
+                # the first chunk's sum is the sum so far: dw here, a buffer of this call's
+                # on another thread (`_own_sum`)
+                acc = dw if k == 0 else _own_sum(dw.shape, dw.dtype)
                 np.add.reduce(parts, axis=0, out=acc)
             else:
                 acc += np.add.reduce(parts, axis=0)

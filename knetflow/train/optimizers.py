@@ -24,9 +24,10 @@ infinite weight; PyTorch's mixed precision keeps optimizer math in float32 likew
 Before the formula, the gradient is prepared in this order: `rescale_grad`
 (MXNet), `gradient_clip_value` (neon: clip each element to [-k, k]),
 `gradient_clip_norm` (neon: scale every gradient of one update by
-k / global norm when that norm exceeds k), `gclip` (Knet: scale each
-gradient to norm gclip when its norm exceeds it), then `wdecay` (neon: add
-wdecay * w).
+k / global norm when that norm exceeds k; as in neon, the norm is taken of the
+gradients after `rescale_grad` and before the value clipping, and the scale
+applied after it), `gclip` (Knet: scale each gradient to norm gclip when its
+norm exceeds it), then `wdecay` (neon: add wdecay * w).
 """
 
 from __future__ import annotations
@@ -138,7 +139,9 @@ class Optimizer:
     # -- eager use --
     def update(self, w, g, key="", norm_scale=None):
         """Update the array w in place from its gradient g (Knet `update!(w, g, opt)`)."""
-        g = like(g, w)
+        # the gradient as the formula's dtype: a float32 gradient of a float16 weight
+        # must not pass through float16 (1e5 would be inf, 1e-8 zero)
+        g = like(g, w, mean_dtype(w.dtype))
         if g.shape != w.shape:
             raise ValueError(f"{type(self).__name__}: gradient shape {g.shape} does not match "
                              f"weight shape {w.shape}" + (f" for {key!r}" if key else ""))

@@ -139,7 +139,9 @@ def norm_scales(items) -> list:
         norm = sqrt(total)
         for k in members:
             limit = items[k][0].gradient_clip_norm
-            scales[k] = limit / maximum(norm, limit)
+            # in each gradient's own formula dtype: a group of float32 and float64
+            # gradients has a float64 norm, which must not widen the float32 updates
+            scales[k] = in_dtype(limit / maximum(norm, limit), mean_dtype(items[k][1].dtype))
     return scales
 
 
@@ -185,7 +187,8 @@ def update_arrays(items) -> None:
     scales = [None] * len(items)
     if any(opt.gradient_clip_norm is not None for _, _, opt, _ in items):
         with _on_device(items[0][0]):  # eager ops run on the current device: the weights'
-            scales = norm_scales([(opt, like(g, w)) for w, g, opt, _ in items])
+            scales = norm_scales([(opt, like(g, w, mean_dtype(w.dtype)))
+                                  for w, g, opt, _ in items])
     for (w, g, opt, key), scale in zip(items, scales):
         with _on_device(w):
             opt.update(w, g, key=key, norm_scale=scale)

@@ -209,6 +209,34 @@ def test_split_kernels_match_the_general_forward(xshape, wshape, attrs, last, n,
 
 
 @needs_pool
+@pytest.mark.parametrize("last", [False, True])
+def test_a_filter_gradient_s_shares_outlive_other_calls_on_openblas_s_threads(
+        last, workers, monkeypatch):
+    # two plans' executors (two CPU devices) split their calls onto the same OpenBLAS
+    # threads: another call's share may run there before this call adds its shares up.
+    # Here every split call is followed by such a share, which scribbles over the
+    # workspaces of the threads it ran on; the shares' sums must not have lived there
+    workers(2)
+    split = cpu_threads.run
+
+    def then_another_call(jobs):
+        results = split(jobs)
+        for buf in cpu_threads._pool_bufs.values():
+            buf.view(np.uint8).fill(0xFF)           # NaN in every float
+        return results
+
+    monkeypatch.setattr(cpu_threads, "run", then_another_call)
+    attrs = _attrs()
+    x, w, dy = _problem(np.random.RandomState(9), (16, 3, 9, 9), (4, 3, 3, 3), attrs)
+    fn = conv_cpu.bind_conv("conv4_filter", x.shape, w.shape, x.dtype, attrs["padding"],
+                            attrs["stride"], attrs["dilation"], attrs["mode"], 1.0, last=last)
+    want = Conv4Filter.forward(np, x, dy, w, **attrs)
+    for _ in range(2):
+        np.testing.assert_allclose(fn(x, dy, w), want, rtol=1e-12, atol=1e-12)
+    assert cpu_threads._pool_bufs, "no share ran on OpenBLAS's threads"
+
+
+@needs_pool
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_split_kernels_match_one_thread_over_random_shapes(data):

@@ -90,3 +90,42 @@ def test_float16_weights_on_a_device_keep_float32_state_there():
         assert all(sim.owns(v) and v.dtype == np.float32 for v in opt_dev.state[""].values())
     finally:
         kf.set_sim_devices(0)
+
+
+@pytest.mark.parametrize("cls", list(optim.OPTIMIZERS.values()), ids=lambda c: c.__name__)
+def test_a_float32_gradient_of_a_float16_weight_is_not_rounded_to_float16_first(cls):
+    # 1e5 is inf in float16 and 1e-8 is 0: the gradient goes to the formula's float32 as
+    # it is, and the new weight is the float32 weight's, cast back
+    g = np.array([1e5, 1e-8, -3e-6], np.float32)
+    w16, w32 = np.ones(3, np.float16), np.ones(3, np.float32)
+    kf.update(w16, g, cls(lr=1e-4))
+    kf.update(w32, g, cls(lr=1e-4))
+    assert np.isfinite(w16).all()
+    np.testing.assert_array_equal(w16, w32.astype(np.float16))
+
+
+@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("low", ["float16", "float32"])
+def test_a_gradient_norm_group_spanning_dtypes_keeps_each_params_dtype(cls, low):
+    # the group's norm is float64 when a float64 param is in it; the scale it gives the
+    # float16 or float32 param must not widen that param's update (a compiled step
+    # refused the float64 update; eager updates must agree with it)
+    values = {"a": np.array([1.0, 2.0], low), "b": np.array([3.0], "float64")}
+    a = kf.param("a", value=values["a"].copy(), dtype=low)
+    b = kf.param("b", value=values["b"].copy(), dtype="float64")
+    plan = kf.compile(optim.step_graph(kf.Graph([kf.sum(a * a) + kf.sum(b * b)]),
+                                       cls(lr=0.1, gradient_clip_norm=1.0)), training=True)
+    plan.run({})
+    wa, wb = kf.Param(values["a"].copy()), kf.Param(values["b"].copy())
+    r = kf.diff(lambda: kf.sum(wa * wa) + kf.sum(wb * wb))
+    kf.update([wa, wb], [kf.grad(r, wa), kf.grad(r, wb)], cls(lr=0.1, gradient_clip_norm=1.0))
+    assert plan.params["a"].dtype == wa.value.dtype == np.dtype(low)
+    assert plan.params["b"].dtype == wb.value.dtype == np.float64
+    tol = 1e-3 if low == "float16" else 1e-6
+    np.testing.assert_allclose(plan.params["a"], wa.value, rtol=tol)
+    np.testing.assert_allclose(plan.params["b"], wb.value, rtol=1e-12)
+    if cls is optim.SGD:  # by hand: g = 2w, one norm over both, scaled to 1
+        g = 2 * np.concatenate([values["a"].astype(np.float64), values["b"]])
+        want = np.concatenate([values["a"], values["b"]]) - 0.1 * g / np.linalg.norm(g)
+        np.testing.assert_allclose(plan.params["a"], want[:2], rtol=tol)
+        np.testing.assert_allclose(plan.params["b"], want[2:], rtol=1e-12)
