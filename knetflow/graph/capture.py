@@ -11,7 +11,9 @@ can read:
   functions reached this way are walked the same way (helpers a loss calls),
   and so are bound methods (the function and its instance), `functools.partial`
   and the instances and classes of user code reached from there;
-- inside each, lists, tuples, dicts and object attributes (`vars(obj)`).
+- inside each, lists, tuples, dicts (their subclasses too: OrderedDict,
+  defaultdict, namedtuples), deques, sets and object attributes (`vars(obj)` and
+  the slots of `__slots__` classes).
 
 The rule, for what is found:
 - arrays of any dimension (0-d included) and `kf.Param`s are *fed*: their
@@ -42,6 +44,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import functools
 import sys
 import types
@@ -215,17 +218,48 @@ class _Walk:
     def instance(self, x, t):
         self.parts.append(t)
         self.visit(t)  # its methods, unless library code
-        attrs = vars(x)
+        self.attributes(x, t)
+
+    def attributes(self, x, t):
+        """x's attributes: `vars(x)`, then the slots its classes declare (`__slots__`,
+        `dataclass(slots=True)`); a slot not set is keyed as such."""
+        attrs = getattr(x, "__dict__", None)
+        attrs = {} if attrs is None else attrs
         self.parts.append(tuple(attrs))
         library = _library(t.__module__)
         self.in_library += library
         for v in attrs.values():
             self.visit(v)
+        slots = []
+        for k in _slots(t):
+            v = getattr(x, k, _MISSING)
+            if v is _MISSING:
+                self.parts.append(("unset", k))
+            else:
+                slots.append((k, v))
+                self.visit(v)
         self.in_library -= library
         if self.sites is not None and not library and not self.in_args and not self.in_library:
             # state attributes are fed through graph/state.py, not substituted
             self.sites.extend((x, k, "attr") for k, v in attrs.items()
                               if (t, k) not in trace.STATE_ATTRS and _holds_arrays(v))
+            self.sites.extend((x, k, "slot") for k, v in slots if _holds_arrays(v))
+
+    def sequence_object(self, x, t):
+        """A list, tuple or deque of a subclass, or a set: its items in iteration order
+        (a set's order is the one the function itself iterates in), then its attributes."""
+        self.sequence(x, t)
+        if (self.sites is not None and isinstance(x, (list, collections.deque))
+                and len(x) <= _MAX_ITEMS and not self.in_args and not self.in_library):
+            self.sites.extend((x, k, "item") for k, v in enumerate(x) if _holds_arrays(v))
+        self.attributes(x, t)
+
+    def mapping_object(self, x, t):
+        """A dict of a subclass (OrderedDict, defaultdict, Counter, yours): its items as a
+        dict's, then its attributes."""
+        self.parts.append(t)
+        self.mapping(x, t)
+        self.attributes(x, t)
 
     def function(self, fn, t):
         code = fn.__code__
@@ -318,6 +352,10 @@ def _how(t):
         return _Walk.sequence
     if t is dict:
         return _Walk.mapping
+    if issubclass(t, dict):
+        return _Walk.mapping_object
+    if issubclass(t, (list, tuple, collections.deque, set, frozenset)):
+        return _Walk.sequence_object
     if t is types.FunctionType:
         return _Walk.function
     if t is types.MethodType:
@@ -326,12 +364,39 @@ def _how(t):
         return _Walk.partial
     if issubclass(t, type):
         return _Walk.klass
-    if issubclass(t, types.ModuleType) or not hasattr(t, "__dict__") or t.__dictoffset__ == 0:
+    if issubclass(t, types.ModuleType):
         return "opaque"
+    if (not hasattr(t, "__dict__") or t.__dictoffset__ == 0) and not _slots(t):
+        return "opaque"  # nothing to walk: keyed by identity
     return _Walk.instance
 
 
+def _slots(t) -> tuple:
+    """The slot attributes that the user classes among `t` and its bases declare
+    (`__slots__`), base classes' first. Library classes' slots are their internals
+    (`pathlib.Path` caches its string in one): not walked, as their code is not."""
+    names = _SLOTS.get(t)
+    if names is None:
+        found = []
+        for c in reversed(t.__mro__):
+            if _library(c.__module__):
+                continue
+            declared = vars(c).get("__slots__", ())
+            if isinstance(declared, str):
+                declared = (declared,)
+            for k in declared:
+                if k in ("__dict__", "__weakref__"):
+                    continue
+                if k.startswith("__") and not k.endswith("__"):
+                    k = f"_{c.__name__.lstrip('_')}{k}"  # a private slot's mangled name
+                if k not in found:
+                    found.append(k)
+        names = _SLOTS[t] = tuple(found)
+    return names
+
+
 _HOW: dict = {}
+_SLOTS: dict = {}   # class -> its slot names
 _GLOBALS: dict = {}  # code -> the global names it may read; None for library code
 _MISSING = object()
 

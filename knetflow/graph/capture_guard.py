@@ -252,14 +252,30 @@ class _Recorder:
 
     def instance(self, x, t, v):
         self.visit(t, self.const(t))  # its class: checked by the type test just made
-        attrs = vars(x)
-        d = self.var()
-        self.line(f"{d} = {v}.__dict__")
-        self.line(f"if tuple({d}) != {self.const(tuple(attrs))}: return None")
-        for k, value in attrs.items():
-            name = self.var()
-            self.line(f"{name} = {d}[{self.const(k)}]")
-            self.visit(value, name)
+        self.attributes(x, t, v)
+
+    def attributes(self, x, t, v):
+        attrs = getattr(x, "__dict__", None)
+        if attrs is not None:
+            d = self.var()
+            self.line(f"{d} = {v}.__dict__")
+            self.line(f"if tuple({d}) != {self.const(tuple(attrs))}: return None")
+            for k, value in attrs.items():
+                name = self.var()
+                self.line(f"{name} = {d}[{self.const(k)}]")
+                self.visit(value, name)
+        for k in walk_rules._slots(t):
+            if not hasattr(x, k):
+                raise _Unsupported  # an unset slot: keyed by the walk, rare, walked instead
+            self.attribute(x, v, k)
+
+    def sequence_object(self, x, t, v):
+        self.sequence(x, t, v)
+        self.attributes(x, t, v)
+
+    def mapping_object(self, x, t, v):
+        self.mapping(x, t, v)
+        self.attributes(x, t, v)
 
     def function(self, fn, t, v):
         code = fn.__code__

@@ -74,6 +74,8 @@ def _get(holder, key, kind):
         return holder.__defaults__
     if kind == "attr":
         return vars(holder)[key]
+    if kind == "slot":
+        return getattr(holder, key)
     return holder[key]
 
 
@@ -84,6 +86,8 @@ def _set(holder, key, kind, value) -> None:
         holder.__defaults__ = value
     elif kind == "attr":
         vars(holder)[key] = value
+    elif kind == "slot":
+        setattr(holder, key, value)
     else:
         holder[key] = value
 
@@ -96,7 +100,7 @@ def _restore(originals, tracer) -> None:
     """
     for holder, key, kind, value, stand_in in reversed(originals):
         now = _get(holder, key, kind)
-        if now is not stand_in and kind == "attr":
+        if now is not stand_in and kind in ("attr", "slot"):
             if (id(holder), key) in tracer.slots:
                 continue  # a state attribute: its slot restores it when the trace ends
             tracer.items.append((Slot(holder, key, f"{type(holder).__name__}.{key}"), now))

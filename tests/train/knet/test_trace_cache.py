@@ -6,6 +6,8 @@ one such thing between two calls and checks the second answer, and counts
 traces where a call must hit the cache.
 """
 
+import collections
+import dataclasses
 import warnings
 
 import numpy as np
@@ -343,3 +345,104 @@ def test_a_class_attribute_read_through_self_is_keyed_or_fed(cls, monkeypatch):
     assert kf.diff(m.loss, x).value == 12.0
     _Scaled.shift[...] = 2.0
     assert kf.diff(m.loss, x).value == 15.0
+
+
+# ---- containers of other kinds and slotted objects ----
+
+
+class _Slotted:
+    __slots__ = ("w", "scale", "__private")
+
+    def __init__(self, w, scale):
+        self.w, self.scale, self.__private = w, scale, 1.0
+
+    def loss(self):
+        return kf.sum(self.w * self.w) * self.scale * self.__private
+
+
+@dataclasses.dataclass(slots=True)
+class _SlottedData:
+    w: object
+    scale: float
+
+
+class _Items(list):
+    pass
+
+
+def _holders():
+    """(name, make(w, scale) -> (function, set_scale, set_w)) for each container kind
+    the walk reads: values in them changed between calls must be seen."""
+    def slotted(w, s):
+        m = _Slotted(w, s)
+        return m.loss, lambda v: setattr(m, "scale", v), lambda p: setattr(m, "w", p)
+
+    def data(w, s):
+        m = _SlottedData(w, s)
+        return (lambda: kf.sum(m.w * m.w) * m.scale,
+                lambda v: setattr(m, "scale", v), lambda p: setattr(m, "w", p))
+
+    def keyed(kind):
+        def make(w, s):
+            d = kind()
+            d["w"], d["s"] = w, s
+            return (lambda: kf.sum(d["w"] * d["w"]) * d["s"],
+                    lambda v: d.__setitem__("s", v), lambda p: d.__setitem__("w", p))
+        return make
+
+    def indexed(kind):
+        def make(w, s):
+            items = kind([w, s])
+            return (lambda: kf.sum(items[0] * items[0]) * items[1],
+                    lambda v: items.__setitem__(1, v), lambda p: items.__setitem__(0, p))
+        return make
+
+    def a_set(w, s):
+        held = {s}
+        box = [w]  # a set holds no arrays; the weight beside it
+        def change(v):
+            held.clear()
+            held.add(v)
+        return (lambda: kf.sum(box[0] * box[0]) * sum(held), change,
+                lambda p: box.__setitem__(0, p))
+
+    return [("__slots__", slotted), ("dataclass(slots=True)", data),
+            ("OrderedDict", keyed(collections.OrderedDict)),
+            ("defaultdict", keyed(lambda: collections.defaultdict(float))),
+            ("a list subclass", indexed(_Items)), ("deque", indexed(collections.deque)),
+            ("set", a_set)]
+
+
+@pytest.mark.parametrize("name, make", _holders(), ids=[n for n, _ in _holders()])
+def test_values_in_slots_and_other_containers_are_keyed_or_fed(name, make):
+    # these were keyed by identity: a changed number or a rebound Param got the answer
+    # cached for the old one
+    w = kf.Param(np.array([1.0, 2.0]))
+    f, set_scale, set_w = make(w, 2.0)
+    assert [kf.diff(f).value for _ in range(3)] == [10.0] * 3   # cached, recognized
+    set_scale(3.0)
+    assert kf.diff(f).value == 15.0
+    new = kf.Param(np.array([10.0, 20.0]))
+    set_w(new)
+    r = kf.diff(f)
+    assert r.value == 1500.0
+    np.testing.assert_array_equal(kf.grad(r, new), [60.0, 120.0])
+    assert kf.grad(r, w) is None
+
+
+def test_numpy_work_on_an_array_in_a_slot_is_traced():
+    class Holder:
+        __slots__ = ("x",)
+
+    h, w = Holder(), kf.Param(np.array([1.0, 2.0]))
+    h.x = np.array([1.0, 2.0])
+
+    def f():
+        return kf.sum(w * (h.x - h.x.mean()))
+
+    assert kf.diff(f).value == kf.diff(f).value == 0.5
+    assert type(h.x) is np.ndarray                       # given back after the trace
+    h.x = np.array([3.0, 9.0])
+    assert kf.diff(f).value == 3.0    # 1*(-3) + 2*3; with the mean of [1, 2] baked in: 16.5
+    h.x[...] = [0.0, 4.0]
+    assert kf.diff(f).value == 2.0

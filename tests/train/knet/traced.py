@@ -7,6 +7,7 @@ outputs (fetched with `device.get`), never from arrays updated in place on the
 host.
 """
 
+import array
 import contextlib
 
 import knetflow as kf
@@ -25,13 +26,19 @@ def one_sim_device():
         kf.set_sim_devices(0)
 
 
-class TraceLog(list):
-    """A list for a traced function to log its traces in.
+class TraceLog(array.array):
+    """A log for a traced function to append to at each trace (`len` counts them).
 
-    The trace cache walks plain lists a function captures (their contents are part of
-    its key); a subclass is an object whose attributes, not items, are walked, so a log
-    that grows at each trace does not make the next call a new signature.
+    The trace cache walks the lists (of any class), tuples, dicts and sets a function
+    captures, and their contents are part of its key, so a list that grows at each
+    trace would make the next call a new signature. An `array.array` of a class with
+    no attributes (no `__dict__`, no slots) is keyed by identity: its items are not read.
     """
+
+    __slots__ = ()
+
+    def __new__(cls):
+        return super().__new__(cls, "b")
 
 
 def counting(fn):
