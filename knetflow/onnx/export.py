@@ -83,7 +83,11 @@ def export_onnx(model_or_graph, path, opset=None, *, params=None) -> str:
     opset = _check_opset(onnx, opset)
     graph, values = inference_graph(model_or_graph, params)
     model = to_model(graph, values, opset)
-    onnx.checker.check_model(model)
+    try:  # full_check: ONNX's type rules too (float16 IsInf before opset 20, bool ReduceMax)
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ExportError(f"the exported model is not valid ONNX at opset {opset}, so it is "
+                          f"not written: {str(e).splitlines()[0]}") from None
     data = model.SerializeToString()
     from knetflow.serialize.files import atomic_write
 

@@ -75,6 +75,27 @@ _binary("Sub", ops.sub, 7, 13, 14)
 _binary("Mul", ops.mul, 7, 13, 14)
 _binary("Div", ops.div, 7, 13, 14)
 _binary("Pow", ops.pow, 7, 12, 13, 15)
+_binary("Greater", ops.gt, 7, 9, 13)
+
+
+def _isnan(x):
+    return ops.ne(x, x)  # NaN is the one value unequal to itself
+
+
+def _not(x):
+    return ops.eq(x, False)
+
+
+_unary("IsNaN", _isnan, 9, 13, 20)
+_unary("Not", _not, 1)
+
+
+@converter("Where", 9, 16)
+def convert_where(ctx):
+    """ONNX Where (NumPy broadcasting) as knetflow `where`: how the exporter writes a max
+    pool's NaN rule."""
+    ctx.require(3)
+    return ops.where(ctx.data(0), ctx.data(1), ctx.data(2))
 
 
 @converter("LeakyRelu", 6, 16)

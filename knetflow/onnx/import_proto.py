@@ -138,9 +138,19 @@ def to_array(tensor, what: str) -> np.ndarray:
             raise FormatError(f"{what}: dims {list(dims)} of {dtype} need "
                               f"{count * dtype.itemsize} bytes but raw_data has {len(raw)}")
         if dtype == np.bool_:  # any non-zero byte is True
-            return (np.frombuffer(raw, dtype=np.uint8) != 0).reshape(dims)
-        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(dims)
+            return _shaped(np.frombuffer(raw, dtype=np.uint8) != 0, dims, what)
+        return _shaped(np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype), dims,
+                   what)
     return _from_typed_field(tensor, dtype, dims, count, what)
+
+
+def _shaped(flat, dims, what) -> np.ndarray:
+    """flat as `dims`; dims NumPy cannot hold (an empty tensor declared (0, 2**62)) are
+    the file's error."""
+    try:
+        return flat.reshape(dims)
+    except ValueError as e:
+        raise FormatError(f"{what}: dims {list(dims)}: {e}") from None
 
 
 def _from_typed_field(tensor, dtype, dims, count, what) -> np.ndarray:
@@ -151,12 +161,14 @@ def _from_typed_field(tensor, dtype, dims, count, what) -> np.ndarray:
                           f"{field} has {len(values)}")
     try:
         if dtype.name == "float16":  # stored as the bit patterns
-            return np.array(values, dtype=np.uint16).view(np.float16).reshape(dims)
-        if dtype.name == "bool":
-            return (np.array(values, dtype=np.int64) != 0).reshape(dims)
-        return np.array(values, dtype=dtype).reshape(dims)
+            flat = np.array(values, dtype=np.uint16).view(np.float16)
+        elif dtype.name == "bool":
+            flat = np.array(values, dtype=np.int64) != 0
+        else:
+            flat = np.array(values, dtype=dtype)
     except OverflowError:
         raise FormatError(f"{what}: a value in {field} does not fit {dtype}") from None
+    return _shaped(flat, dims, what)
 
 
 # ---- value types (graph inputs and outputs) ----

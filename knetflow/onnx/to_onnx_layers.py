@@ -98,11 +98,30 @@ def _pool(ctx, node):
     kernel = fit_window(spatial, a["window"], a["padding"]) if None not in spatial \
         else a["window"]
     if a["mode"] in MAX_MODES:
-        y = ctx.emit("MaxPool", [ctx.arg(x)], **_window_attrs(node, kernel))
+        y = _max_pool(ctx, ctx.arg(x), x.spec.dtype, a.get("maxpoolingNanOpt", 1),
+                      _window_attrs(node, kernel))
     else:
         y = ctx.emit("AveragePool", [ctx.arg(x)], count_include_pad=int(a["mode"] == 1),
                      **_window_attrs(node, kernel))
     return _scaled(ctx, y, a.get("alpha", 1.0), out_dtype(node))
+
+
+def _max_pool(ctx, x, dtype, nanopt, window):
+    """MaxPool with knetflow's NaN rule made explicit: ONNX leaves NaN in MaxPool
+    undefined, and runtimes differ (onnxruntime propagates it in float64, not float32).
+    With maxpoolingNanOpt 1 a window holding a NaN gives NaN; with 0 NaNs are passed
+    over (a window of NaNs alone gives NaN)."""
+    nan = ctx.scalar(np.nan, dtype)
+    isnan = ctx.emit("IsNaN", [x])
+    if nanopt:
+        y, flagged = ctx.emit("MaxPool", [x], **window), isnan
+    else:
+        finite = ctx.emit("Where", [isnan, ctx.scalar(-np.inf, dtype), x])
+        y, flagged = ctx.emit("MaxPool", [finite], **window), ctx.emit("Not", [isnan])
+    # the windows holding a flagged element: a max pool of the flags as numbers
+    hit = ctx.emit("MaxPool", [ctx.cast(flagged, np.bool_, dtype)], **window)
+    some = ctx.emit("Greater", [hit, ctx.scalar(0, dtype)])
+    return ctx.emit("Where", [some, nan, y] if nanopt else [some, y, nan])
 
 
 # ---- recurrent networks ----

@@ -9,7 +9,7 @@ import pytest
 
 import knetflow as kf
 from knetflow.onnx import ExportError
-from tests.onnx.common import assert_matches, export_plan, onnx, op_types
+from tests.onnx.common import assert_matches, export_plan, onnx, op_types, run
 
 RS = np.random.RandomState(1)
 
@@ -203,3 +203,33 @@ def test_bad_opset_and_missing_onnx(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ImportError, match=r"knetflow\[onnx\]"):
         kf.export_onnx(graph, tmp_path / "m.onnx")
+
+
+NAN_WINDOWS = np.array([[[[np.nan, 1.0, 5.0, 2.0], [2.0, 3.0, 1.0, 0.0],
+                          [np.nan, np.nan, -np.inf, 1.0], [np.nan, np.nan, np.inf, np.nan]]]])
+
+
+@pytest.mark.parametrize("nanopt", [1, 0])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_max_pool_exports_its_nan_rule(tmp_path, nanopt, dtype):
+    # ONNX leaves NaN in MaxPool undefined and onnxruntime's float32 kernel passed it over,
+    # so the default (NaN propagates) changed in export; the rule is now explicit nodes
+    x = kf.placeholder("x", (None, 1, 4, 4), dtype)
+    graph = kf.Graph([kf.pool(x, maxpoolingNanOpt=nanopt)])
+    path = kf.export_onnx(graph, tmp_path / "pool.onnx")
+    feed = {"x": NAN_WINDOWS.astype(dtype)}
+    ours = kf.compile(graph).run(feed)[0]
+    theirs = run(path, feed)[0]
+    np.testing.assert_array_equal(theirs, ours)
+    assert np.isnan(ours[0, 0, 0, 0]) == bool(nanopt) and np.isnan(ours[0, 0, 1, 0])
+    back = kf.compile(kf.import_onnx(path)).run(feed)[0]    # and knetflow reads it back
+    np.testing.assert_array_equal(back, ours)
+
+
+def test_a_model_onnx_s_type_rules_refuse_is_not_written(tmp_path):
+    # IsInf takes float16 only from opset 20: a float16 softmax over all axes at opset 17
+    # was written, and onnxruntime refused to load it
+    x = kf.placeholder("x", (None, 4), "float16")
+    with pytest.raises(ExportError, match="not valid ONNX at opset 17"):
+        kf.export_onnx(kf.Graph([kf.softmax(x)]), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

@@ -255,3 +255,14 @@ def test_bad_files_are_refused(tmp_path):
     path.write_bytes(_one_node(helper.make_node("Relu", ["x"], ["y"])))
     _refused(path, "max_bytes", max_bytes=10)
     assert kf.import_onnx(path).outputs[0].op == "relu"
+
+
+def test_an_empty_initializer_with_dims_no_array_can_have_is_a_format_error():
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [0, 2**62], b"", raw=True)
+    graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(kf.FormatError, match=r"dims \[0, 4611686018427387904\]"):
+        kf.import_onnx(model.SerializeToString())

@@ -35,7 +35,10 @@ def fold_constants(graph: Graph) -> Graph:
             return node
         if op.view and consts:  # a view of a constant: the node costs nothing to run
             return node
-        args = [i.attrs["value"] if i.op == "const" else np.empty(i.spec.shape, i.spec.dtype)
+        # an input that gives only its shape is a zero-stride view of one element: a shape
+        # read from a file must not size an allocation (a 333-byte model declared 128 GiB)
+        args = [i.attrs["value"] if i.op == "const"
+                else np.broadcast_to(np.zeros((), i.spec.dtype), i.spec.shape)
                 for i in node.inputs]
         value = np.asarray(op.forward(np, *args, **node.attrs))
         # np.array, not np.ascontiguousarray: the latter turns 0-d results into shape (1,)

@@ -104,3 +104,24 @@ def test_a_big_broadcast_of_a_constant_stays_a_broadcast():
     x = kf.placeholder("x", (300, 300))  # 90,000 elements: above the limit for shape folds
     g = kf.Graph([broadcast_like(kf.const(np.float32(2.0)), x) * x])
     assert "broadcast_like" in ops_of(fold_constants(g))
+
+
+def test_folding_an_op_of_a_shape_alone_allocates_no_array_of_that_shape():
+    # count's input gives only its shape: it was fed as np.empty(shape), so a model file
+    # of a few hundred bytes declaring a (2**17, 2**17) input made loading allocate 128 GiB
+    import tracemalloc
+
+    import knetflow as kf
+
+    x = kf.placeholder("x", (2**14, 2**14), "float64")       # 2 GiB if it were allocated
+    graph = kf.Graph([kf.count(x, axis=1)])
+    tracemalloc.start()
+    try:
+        plan = kf.compile(graph)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20
+    (const,) = [n for n in plan.graph.nodes if n.op == "const"]
+    assert const.attrs["value"] == 2**14        # the count of elements along axis 1
+    assert "count" not in [n.op for n in plan.graph.nodes]
