@@ -37,8 +37,10 @@ def _reduce_infer(opname, float_out=False):
         dtype = x.dtype
         if float_out and not x.is_float:
             dtype = "float64"
-        elif opname == "sum" and x.dtype == "bool":
-            dtype = "int64"
+        elif opname in ("sum", "prod") and np.dtype(x.dtype).kind in "biu":
+            # as np.sum and np.prod: bools and integers narrower than 64 bits add up in
+            # 64 (int32 sums overflowed in ONNX runtimes, which follow the declared dtype)
+            dtype = "uint64" if np.dtype(x.dtype).kind == "u" else "int64"
         return Spec(_reduced_shape(x, axis, keepdims), dtype)
 
     return staticmethod(infer)

@@ -183,9 +183,23 @@ def _infer(op: str, inputs: list, attrs: dict, spec, what: str) -> None:
     except Exception as e:  # noqa: BLE001 - any failure of the shape rule means a bad file
         raise FormatError(f"{what}: {op} rejects its stored inputs and attributes: "
                           f"{type(e).__name__}: {e}") from None
-    if inferred != spec:
+    if inferred != spec and not _widened_integers(spec, inferred):
         raise FormatError(f"{what}: the file says {spec!r} but {op} gives {inferred!r} for "
                           f"inputs {', '.join(fmt(i.spec) for i in inputs)}")
+    return inferred
+
+
+def _widened_integers(stored, inferred) -> bool:
+    """Whether `stored` is what files written before integer sums declared NumPy's dtype
+    say where `inferred` is now: the same shape, an integer (or bool) dtype narrower than
+    64 bits where the sum, the product, or what follows from them is 64 bits wide. Their
+    plans gave the 64-bit values all along; the inferred spec is read."""
+    try:
+        old, new = np.dtype(stored.dtype), np.dtype(inferred.dtype)
+    except (AttributeError, TypeError):  # multi-output specs
+        return False
+    return (stored.shape == inferred.shape and old.kind in "biu" and old.itemsize < 8
+            and new in (np.dtype("int64"), np.dtype("uint64")))
 
 
 def _node(k: int, data, nodes: list, values: dict, fill) -> Node:
@@ -207,7 +221,7 @@ def _node(k: int, data, nodes: list, values: dict, fill) -> Node:
             raise FormatError(f"{what}: a {op} node has no inputs")
         attrs = _leaf_attrs(op, attrs, spec, values, fill, what)
     else:
-        _infer(op, inputs, attrs, spec, what)
+        spec = _infer(op, inputs, attrs, spec, what)
     name, device = data.get("name"), data.get("device")
     for field, value in (("name", name), ("device", device)):
         if value is not None:

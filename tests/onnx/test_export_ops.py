@@ -233,3 +233,14 @@ def test_a_model_onnx_s_type_rules_refuse_is_not_written(tmp_path):
     with pytest.raises(ExportError, match="not valid ONNX at opset 17"):
         kf.export_onnx(kf.Graph([kf.softmax(x)]), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_int32_sum_past_2_31_gives_knetflows_int64_in_onnx(tmp_path):
+    x = kf.placeholder("x", (None, 3), "int32")
+    feed = {"x": np.full((1, 3), 2**30, "int32")}
+    graph = kf.Graph([kf.sum(x, axis=1)])
+    path = kf.export_onnx(graph, tmp_path / "s.onnx")
+    ours, theirs = kf.compile(graph).run(feed)[0], run(path, feed)[0]
+    assert ours.dtype == theirs.dtype == np.int64
+    np.testing.assert_array_equal(theirs, [3 * 2**30])
+    np.testing.assert_array_equal(ours, theirs)

@@ -73,3 +73,25 @@ if __name__ == "__main__":
         raise SystemExit(f"{target} exists; released files are never rewritten")
     write_sample(target)
     print("wrote", target)
+
+
+def test_a_file_whose_integer_sum_declared_the_narrow_dtype_loads_with_numpys():
+    # before integer sums and products declared NumPy's 64-bit dtype, a file said int32
+    # for an int32 sum (and for what followed); its plans gave int64 all along
+    from knetflow.serialize.saving import model_tree, to_bytes
+
+    x = kf.placeholder("x", (None, 3), "int32")
+    tree = model_tree(kf.Graph([kf.sum(x, axis=1) * 2, kf.prod(x, axis=0)]))
+    for node in tree["graph"]["nodes"]:
+        if node["op"] in ("sum", "mul", "prod"):
+            node["spec"] = dict(node["spec"], dtype="int32")
+    loaded = kf.serialize.loads(to_bytes("model", tree)).graph
+    assert [o.spec.dtype for o in loaded.outputs] == ["int64", "int64"]
+    got = kf.compile(loaded).run({"x": np.full((2, 3), 2**30, "int32")})
+    np.testing.assert_array_equal(got[0], [6 * 2**30] * 2)
+    # any other difference from the shape rule is still refused
+    for node in tree["graph"]["nodes"]:
+        if node["op"] == "sum":
+            node["spec"] = dict(node["spec"], dtype="float32")
+    with pytest.raises(kf.FormatError, match="the file says float32"):
+        kf.serialize.loads(to_bytes("model", tree))
