@@ -32,8 +32,18 @@ def _reduced_shape(x: Spec, axis, keepdims) -> tuple:
     return tuple(d for i, d in enumerate(x.shape) if i not in axes)
 
 
+def _check_axis(opname, x: Spec, axis) -> None:
+    """The graph's axis attribute is canonical (None, or a sorted tuple of distinct axes
+    of x): the public functions make it so, and a graph read from a file must be, since
+    the shape rules and kernels read it as such."""
+    if axis is not None and (not isinstance(axis, tuple)
+                             or axis != norm_axis(opname, axis, x.ndim)):
+        fail(opname, f"axis {axis!r} is not a sorted tuple of distinct axes of {fmt(x)}")
+
+
 def _reduce_infer(opname, float_out=False):
     def infer(x: Spec, axis=None, keepdims=False) -> Spec:
+        _check_axis(opname, x, axis)
         dtype = x.dtype
         if float_out and not x.is_float:
             dtype = "float64"
@@ -199,6 +209,7 @@ class Count(Op):
     name, nondiff, shape_only = "count", (0,), (0,)
 
     def infer(x: Spec, axis=None, dtype=None) -> Spec:
+        _check_axis("count", x, axis)
         return Spec((), _count_dtype(x.dtype, dtype))
 
     def forward(xp, x, axis=None, dtype=None):

@@ -176,3 +176,21 @@ def test_an_input_and_a_param_of_one_name_are_refused_when_built():
         g.verify()
     with pytest.raises(AssertionError, match="an input and a param named 'x'"):
         kf.compile(g)
+
+
+@pytest.mark.parametrize("op, axis", [("count", (0, 0)), ("count", (7,)), ("count", 1),
+                                      ("sum", (-1,)), ("sum", (1, 0)), ("sum", [1])])
+def test_a_reduction_s_axis_read_from_a_file_must_be_canonical(op, axis):
+    # count's shape rule ignored its axis: axis=(0, 0) loaded, and a (2, 3) input
+    # counted 4; a sum over (-1,) passed the check with the wrong result shape
+    from knetflow.serialize.saving import model_tree
+
+    x = kf.placeholder("x", (2, 3))
+    out = kf.count(x, axis=1) if op == "count" else kf.sum(x, axis=1, keepdims=True) + x
+    tree = model_tree(kf.Graph([out]))
+    for node in tree["graph"]["nodes"]:
+        if node["op"] == op:
+            node["attrs"] = dict(node["attrs"], axis=axis)
+    with pytest.raises(kf.FormatError, match=f"{op} rejects its stored inputs and attributes"):
+        loads(to_bytes("model", tree))
+    assert np.ndim(kf.count(np.ones((2, 3)), axis=1)) == 0   # the public calls are unchanged
