@@ -9,6 +9,7 @@ the generated function.
 from __future__ import annotations
 
 import sys
+import threading
 import traceback
 
 import numpy as np
@@ -86,6 +87,9 @@ class Plan:
         self._updates = [self._param_index[name] for name in self.graph.updates]
         self._programs: dict = {}
         self._last = None
+        # one run at a time: a program's buffers and channels serve one run (two threads
+        # running one plan read each other's values, and a multi-device run could hang)
+        self._run_lock = threading.Lock()
         # fixed for the plan's life: where run_inputs puts feeds and finds outputs
         self._host = self.xp is np and len(self.devices) == 1
         self._puts_own = self.xp is np or len(self.devices) > 1
@@ -164,25 +168,26 @@ class Plan:
                             f"{self.input_names}")
         arrays = [a if type(a) is np.ndarray and a.dtype == dtype else _as_input(a, dtype)
                   for a, dtype in zip(arrays, self._input_dtypes)]
-        if params is None:
-            params = self._values
-        key = tuple([a.shape for a in arrays])
-        program = self._programs.get(key)
-        if program is None:
-            program = self._program(key)
-        self._last = program
-        try:
-            if self._puts_own:  # the host, or each executor puts its own feeds
-                outs = program.fn(arrays, params)
-            else:  # on a GPU: its device and stream current; feeds go to the device first
-                with self.device.activate():
-                    outs = program.fn([self.device.put(a) for a in arrays], params)
-        except Exception as e:  # noqa: BLE001 - re-raised with the node that failed
-            raise self._explain(e, program) from e
-        if self._updates:
-            for k, value in zip(self._updates, outs[self._n_outputs:]):
-                self._values[k] = value
-            outs = outs[:self._n_outputs]
+        with self._run_lock:
+            if params is None:
+                params = self._values
+            key = tuple([a.shape for a in arrays])
+            program = self._programs.get(key)
+            if program is None:
+                program = self._program(key)
+            self._last = program
+            try:
+                if self._puts_own:  # the host, or each executor puts its own feeds
+                    outs = program.fn(arrays, params)
+                else:  # on a GPU: its device and stream current; feeds go to the device
+                    with self.device.activate():
+                        outs = program.fn([self.device.put(a) for a in arrays], params)
+            except Exception as e:  # noqa: BLE001 - re-raised with the node that failed
+                raise self._explain(e, program) from e
+            if self._updates:
+                for k, value in zip(self._updates, outs[self._n_outputs:]):
+                    self._values[k] = value
+                outs = outs[:self._n_outputs]
         if keep_on_device or self._host:
             return outs
         return tuple(o if type(o) is np.ndarray else transfers.to_host(o) for o in outs)
@@ -202,11 +207,12 @@ class Plan:
 
     def run_program(self, program, arrays) -> tuple:
         """Run a program `direct_program` gave on inputs of its shapes and dtypes."""
-        self._last = program
-        try:
-            return program.fn(arrays, self._values)
-        except Exception as e:  # noqa: BLE001 - re-raised with the node that failed
-            raise self._explain(e, program) from e
+        with self._run_lock:
+            self._last = program
+            try:
+                return program.fn(arrays, self._values)
+            except Exception as e:  # noqa: BLE001 - re-raised with the node that failed
+                raise self._explain(e, program) from e
 
     def __call__(self, feed=None, **kw):
         return self.run(feed, **kw)

@@ -309,7 +309,7 @@ def state_from_plan(optimizers, plan, kinds=None) -> None:
             continue
         opt = resolve(optimizers, name, kinds.get(name, _plan_kind(plan, name)))
         if slot in opt.all_slots():
-            opt.state.setdefault(name, {})[slot] = np.array(value)
+            opt.state.setdefault(name, {})[slot] = to_host(value, copy=True)  # a device's too
 
 
 def _plan_kind(plan, name):

@@ -137,3 +137,35 @@ def test_eager_ops_run_on_device_arrays(two_sims):
     y = kf.exp(x) * 2.0
     assert kf.device("sim:1").owns(y)
     np.testing.assert_allclose(kf.device("sim:1").get(y), 2 * np.exp([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("where", ["one", "two_cpus", "two_sims"])
+def test_one_plan_run_from_two_threads_gives_each_run_its_own_values(where, request):
+    # a program's buffers and channels serve one run: two threads running one plan took
+    # each other's values (most runs on two devices), and a receive could wait forever
+    devices = ["cpu:0"] if where == "one" else request.getfixturevalue(where)
+    rs = np.random.RandomState(0)
+    x = kf.placeholder("x", (8, 16), "float64")
+    w = kf.param("w", value=rs.randn(16, 16), dtype="float64")
+    a = kf.tanh(x @ w)
+    with kf.device(devices[-1]):
+        b = kf.exp(a * 0.5) + 1.0
+    plan = kf.compile(kf.Graph([kf.sum(a * b, axis=1)]), devices=devices)
+    feeds = [rs.randn(8, 16) for _ in range(20)]
+    want = [kf.device(devices[0]).get(plan.run({"x": f})[0]) for f in feeds]
+    wrong = []
+
+    def work(offset):
+        for i in range(40):
+            k = (i + offset) % len(feeds)
+            got = kf.device(devices[0]).get(plan.run({"x": feeds[k]})[0])
+            if not np.array_equal(np.asarray(got), np.asarray(want[k])):
+                wrong.append(k)
+
+    threads = [threading.Thread(target=work, args=(s,), daemon=True) for s in (0, 7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a run never finished"
+    assert wrong == []

@@ -386,3 +386,22 @@ def test_load_refuses_an_extra_param_unless_allow_extra_params(tmp_path):
         kf.FeedForward.load(tmp_path / "cut", 1)
     back = kf.FeedForward.load(tmp_path / "cut", 1, allow_extra_params=True)
     np.testing.assert_array_equal(back.predict(x), m.predict(x))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_an_optimizer_with_state_trains_on_devices_and_its_state_comes_home(optimizer):
+    # pulling the optimizer state out of the step plan made NumPy arrays of sim:0's
+    # arrays implicitly, which devices refuse: every stateful optimizer failed with ctx
+    kf.set_sim_devices(2)
+    try:
+        net = kf.sym.SoftmaxOutput(kf.sym.FullyConnected(kf.sym.Variable("data"), num_hidden=3,
+                                                         name="fc"), name="softmax")
+        rs = np.random.RandomState(0)
+        x, y = rs.randn(8, 3).astype("float32"), rs.randint(0, 3, 8)
+        model = kf.FeedForward(net, ctx=[kf.device("sim:0"), kf.device("sim:1")], num_epoch=2,
+                               numpy_batch_size=4, optimizer=optimizer)
+        model.fit(x, y)
+        assert type(model.arg_params["fc_weight"]) is np.ndarray
+        assert np.isfinite(model.predict(x)).all()
+    finally:
+        kf.set_sim_devices(0)
