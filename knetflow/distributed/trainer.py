@@ -33,6 +33,7 @@ from knetflow.distributed.replica_calls import Fleet
 from knetflow.distributed.reduce import ALGORITHMS
 from knetflow.distributed.report import LOGGER, add_counters
 from knetflow.graph.node import Graph
+from knetflow.scheduler.data_parallel import refuse_seeded_dropout
 from knetflow.train import fit_loop, optim
 from knetflow.train import metric as _metric
 from knetflow.version import __version__
@@ -107,6 +108,8 @@ class DaskTrainer:
         if int(sync_every) < 1:
             raise ValueError(f"sync_every must be >= 1, got {sync_every}")
         self.graph = loss_graph if isinstance(loss_graph, Graph) else Graph(loss_graph)
+        if client_or_address is not None or n_workers > 1:
+            refuse_seeded_dropout(self.graph, "Dask workers")
         self.optimizer = optim.create(optimizer or "sgd")
         self.address, self.security = client_or_address, security
         self.mode, self.sync_every, self.reduce = mode, int(sync_every), reduce

@@ -72,6 +72,8 @@ def replicated_backward(graph: Graph, devices: list, loss_reduction: str = "mean
     `param_homes`.
     """
     names = [str(getattr(d, "name", d)) for d in devices]
+    if len(names) > 1:
+        refuse_seeded_dropout(graph, f"{len(names)} replicas")
     graph = fold_embedding_projections(graph)  # as kf.backward does before differentiating
     split = set(batch_inputs(graph))
     params = trainable_params(graph)
@@ -138,6 +140,19 @@ def _replica(graph, r, device, split) -> Symbol:
     new = replica_nodes(graph, r, device, split, lambda n: placeholder(
         f"{n.attrs['name']}@{r}", n.spec.shape, n.spec.dtype).node)
     return Symbol(new[graph.outputs[0].id])
+
+
+def refuse_seeded_dropout(graph: Graph, replicas: str) -> None:
+    """Raise a ValueError when `graph` holds a dropout with a fixed `seed`: each replica
+    would draw the whole batch's first rows' mask for its own rows, not the one the
+    batch's rows get in one process, so the step would differ from it."""
+    for n in graph.nodes:
+        if n.op == "dropout_mask" and n.attrs.get("seed") is not None:
+            raise ValueError(
+                f"dropout with seed={n.attrs['seed']} (built at {n.where}) cannot be split "
+                f"over {replicas}: each would draw its rows' mask from the seed's start, "
+                f"not the rows' own; drop the seed (each replica then draws its own mask) "
+                f"or train in one process")
 
 
 def replica_nodes(graph, r, device, split, input_of) -> dict:

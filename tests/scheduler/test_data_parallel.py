@@ -156,3 +156,25 @@ def test_feedforward_with_batchnorm_on_a_one_row_last_batch(two_cpus):
         model.fit(X, y)   # batches of 4, 4 and 1 rows
     assert all(np.isfinite(v).all() for v in model.arg_params.values())
     assert all(np.isfinite(v).all() for v in model.aux_params.values())
+
+
+def _seeded_dropout_graph():
+    x = kf.placeholder("x", (None, 5), "float64")
+    w = kf.param("w", value=np.random.RandomState(0).randn(5, 8), dtype="float64")
+    return kf.Graph([kf.mean(kf.dropout(kf.tanh(x @ w), 0.5, seed=7) ** 2)])
+
+
+def test_a_seeded_dropout_is_refused_over_replicas_and_kept_on_one(two_cpus):
+    # each replica drew the mask of the batch's first rows for its own rows: the loss was
+    # 0.69 over two devices where one process gives 0.56
+    from knetflow.distributed.trainer import DaskTrainer
+
+    x = np.random.RandomState(1).randn(6, 5)
+    one = DataParallelPlan(_seeded_dropout_graph(), ["cpu:0"]).run({"x": x})
+    again = DataParallelPlan(_seeded_dropout_graph(), ["cpu:0"]).run({"x": x})
+    np.testing.assert_array_equal(one[0], again[0])           # the seed's one mask
+    with pytest.raises(ValueError, match=r"dropout with seed=7 \(built at .*\) cannot be split "
+                                         r"over 2 replicas"):
+        DataParallelPlan(_seeded_dropout_graph(), two_cpus)
+    with pytest.raises(ValueError, match="cannot be split over Dask workers"):
+        DaskTrainer(_seeded_dropout_graph(), n_workers=2)
