@@ -207,12 +207,14 @@ class Plan:
 
     def run_program(self, program, arrays) -> tuple:
         """Run a program `direct_program` gave on inputs of its shapes and dtypes."""
-        with self._run_lock:
+        self._run_lock.acquire()  # not `with`: half its cost on this hot path
+        try:
             self._last = program
-            try:
-                return program.fn(arrays, self._values)
-            except Exception as e:  # noqa: BLE001 - re-raised with the node that failed
-                raise self._explain(e, program) from e
+            return program.fn(arrays, self._values)
+        except Exception as e:  # noqa: BLE001 - re-raised with the node that failed
+            raise self._explain(e, program) from e
+        finally:
+            self._run_lock.release()
 
     def __call__(self, feed=None, **kw):
         return self.run(feed, **kw)
