@@ -78,16 +78,10 @@ _binary("Pow", ops.pow, 7, 12, 13, 15)
 _binary("Greater", ops.gt, 7, 9, 13)
 
 
-def _isnan(x):
-    return ops.ne(x, x)  # NaN is the one value unequal to itself
-
-
-def _not(x):
-    return ops.eq(x, False)
-
-
-_unary("IsNaN", _isnan, 9, 13, 20)
-_unary("Not", _not, 1)
+# through NumPy's protocol: symbols take np.isnan and np.logical_not as knetflow ops
+# (graph/numpy_ufuncs.py)
+_unary("IsNaN", np.isnan, 9, 13, 20)
+_unary("Not", np.logical_not, 1)
 
 
 @converter("Where", 9, 16)
